@@ -1,0 +1,154 @@
+"""The `dicomfs` command line: parses options, builds objects, calls the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, config, output, search
+from .index import Index, IndexUnusable
+from .indexer import import_paths, reconcile
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DICOMFS_STORE",
+        default=config.default_store,
+        show_default="$DICOMFS_STORE or ~/.local/share/dicomfs/store",
+        help="The store: a directory of DICOM files with the index inside it.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """dicomfs: receive, index and browse DICOM images as plain files.
+
+    \b
+    Typical use:
+      dicomfs index                      bring the index in step with the store
+      dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
+      dicomfs find doe 20040609          find a study by name, ID, date, accession, UID
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
+    # pydicom logs every odd value it meets; the index reports what matters.
+    logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
+
+
+def open_index(store: Path, *, create: bool = False) -> Index:
+    """The store's index; a one-line error when there is none to open."""
+    if not store.is_dir():
+        if not create or store != config.default_store():
+            raise click.ClickException(f"store {store} does not exist or is not a directory")
+        store.mkdir(parents=True, exist_ok=True)
+    try:
+        return Index(store, readonly=not create)
+    except IndexUnusable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("index", context_settings=CONTEXT)
+@store_option
+@json_option
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parser processes.  [default: one per core]",
+)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Path, ...]) -> None:
+    """Bring the index in step with the files, or import files from elsewhere.
+
+    Without PATHS: every file of the store is checked. New and changed files are
+    parsed (headers only), rows of vanished files are removed, and unchanged files
+    are recognised by size and mtime without being opened.
+
+    With PATHS (files or directories outside the store): DICOM files are copied into
+    the store atomically, then indexed. The originals are never modified.
+
+    \b
+    Examples:
+      dicomfs index --store /data/dicom
+      dicomfs index --json
+      dicomfs index /media/cdrom/DICOM old-scans/
+    """
+    store = store.absolute()
+    for path in paths:
+        if path.absolute().is_relative_to(store):
+            raise click.ClickException(
+                f"{path} is inside the store already: run 'dicomfs index' without paths"
+            )
+    with open_index(store, create=True) as index:
+        progress = output.ProgressBar("Indexing" if not paths else "Importing", enabled=not as_json)
+        with progress:
+            if paths:
+                report = import_paths(index, store, paths, progress, jobs)
+            else:
+                report = reconcile(index, store, progress, jobs)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        else:
+            output.print_index_report(report, store)
+
+
+@main.command("find", context_settings=CONTEXT)
+@store_option
+@json_option
+@click.option(
+    "--mount",
+    "mount_point",
+    type=click.Path(path_type=Path),
+    envvar="DICOMFS_MOUNT",
+    default=config.default_mount,
+    show_default="$DICOMFS_MOUNT or ~/dicom",
+    help="Mount point to prefix the paths in the views with.",
+)
+@click.argument("terms", nargs=-1, required=True)
+def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str, ...]) -> None:
+    """Find studies by patient name, patient ID, accession number, UID or date.
+
+    Each TERM may be part of a patient name (case and accents do not matter;
+    'doe^jo' and 'doe jo' both find DOE^JOHN), a patient ID, an accession number,
+    the beginning of a StudyInstanceUID, or a study date: 20040609, a month 200406,
+    a year 2004, or a range 20040601-20040630 (either end may be left open).
+    A study must match every TERM. Prints one line per study with its paths in
+    each view of the mount. Exits with 1 when nothing matches.
+
+    \b
+    Examples:
+      dicomfs find doe
+      dicomfs find 'müller^j' 2004
+      dicomfs find 1.2.840.113619.2.5
+      dicomfs find --json 12345
+    """
+    with open_index(store) as index:
+        studies = search.matching_studies(index, list(terms))
+        rows = output.study_rows(index, studies, mount_point)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for row in rows:
+            click.echo(output.study_line(row))
+    if not rows:
+        click.echo(f"no study matches {' '.join(terms)}", err=True)
+        sys.exit(1)

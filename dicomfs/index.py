@@ -1,0 +1,554 @@
+"""The SQLite index over the store: schema, migrations and typed queries.
+
+Knows nothing of FUSE or views. The files on disk are the truth; this is a
+cache of their headers that `dicomfs index` keeps in step with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from . import names
+from .meta import InstanceMeta, fold
+
+INDEX_DIR = ".dicomfs"
+INDEX_FILE = "index.sqlite"
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- One row per (PatientID, PatientName) pair: DICOM has no better patient key.
+        CREATE TABLE patients (
+            id INTEGER PRIMARY KEY,
+            patient_key TEXT NOT NULL UNIQUE,      -- PatientID + NUL + PatientName
+            patient_id TEXT NOT NULL,
+            patient_name TEXT NOT NULL,            -- decoded with the file's charset
+            birth_date TEXT NOT NULL,
+            name_folded TEXT NOT NULL,             -- lower-case, accents removed, for search
+            dir_name TEXT NOT NULL                 -- by-patient name before disambiguation
+        );
+        CREATE INDEX patients_patient_id ON patients(patient_id);
+        CREATE INDEX patients_dir_name ON patients(dir_name);
+
+        -- Words of folded patient names, so a name search is an index range scan.
+        CREATE TABLE patient_words (
+            word TEXT NOT NULL,
+            patient INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+            PRIMARY KEY (word, patient)
+        ) WITHOUT ROWID;
+        CREATE INDEX patient_words_patient ON patient_words(patient);
+
+        CREATE TABLE studies (
+            id INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL UNIQUE,
+            patient INTEGER NOT NULL REFERENCES patients(id),
+            study_date TEXT NOT NULL,              -- YYYYMMDD or ''
+            study_time TEXT NOT NULL,
+            description TEXT NOT NULL,
+            accession TEXT NOT NULL,
+            dir_name TEXT NOT NULL,                -- by-patient: 20040609_Brain
+            day_dir TEXT NOT NULL,                 -- by-modality: 20040609.DAY
+            uid_dir TEXT NOT NULL                  -- by-modality: <uid>.UID
+        );
+        CREATE INDEX studies_patient ON studies(patient, dir_name);
+        CREATE INDEX studies_date ON studies(study_date);
+        CREATE INDEX studies_accession ON studies(accession);
+        CREATE INDEX studies_uid_dir ON studies(uid_dir);
+
+        CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            series_uid TEXT NOT NULL UNIQUE,
+            study INTEGER NOT NULL REFERENCES studies(id),
+            modality TEXT NOT NULL,
+            station_name TEXT NOT NULL,
+            series_number INTEGER,
+            description TEXT NOT NULL,
+            dir_name TEXT NOT NULL,                -- by-patient: 000002_T1_axial
+            modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
+            station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
+            number_dir TEXT NOT NULL               -- by-modality: 000002.SER
+        );
+        CREATE INDEX series_study ON series(study, dir_name);
+        CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
+
+        CREATE TABLE instances (
+            id INTEGER PRIMARY KEY,
+            sop_uid TEXT NOT NULL UNIQUE,
+            series INTEGER NOT NULL REFERENCES series(id),
+            sop_class_uid TEXT NOT NULL,
+            instance_number INTEGER,
+            transfer_syntax TEXT NOT NULL,
+            file_name TEXT NOT NULL,               -- in the views: 000007.dcm
+            path TEXT NOT NULL UNIQUE,             -- relative to the store
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            received_at REAL NOT NULL,             -- unix time it entered the store
+            last_access REAL,                      -- unix time of the last read, NULL if never
+            sender_aet TEXT,                       -- calling AE title (receiver)
+            sender_address TEXT,                   -- peer IP address (receiver)
+            called_aet TEXT,                       -- our AE title as called (receiver)
+            sender_user TEXT                       -- DICOM user identity (receiver)
+        );
+        CREATE INDEX instances_series ON instances(series, file_name);
+        CREATE INDEX instances_received_at ON instances(received_at);
+
+        -- Files that could not be indexed, remembered so an unchanged one is not reparsed.
+        CREATE TABLE skipped (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        """
+    )
+
+
+# Each migration takes the schema from version N to N+1; append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class IndexUnusable(Exception):
+    """The index cannot be used (newer schema, corrupt file)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileState:
+    """What the index knows of one path: enough to skip it when unchanged."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sender:
+    aet: str | None = None
+    address: str | None = None
+    called_aet: str | None = None
+    user: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StudySummary:
+    id: int
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    study_date: str
+    study_time: str
+    description: str
+    accession: str
+    modalities: str
+    stations: str
+    series_count: int
+    instance_count: int
+    size: int
+    received_at: float
+    senders: str
+
+
+class Index:
+    """A connection to one store's index. Not shared between threads."""
+
+    def __init__(self, store: Path, *, readonly: bool = False) -> None:
+        self.store = store
+        self.path = store / INDEX_DIR / INDEX_FILE
+        if readonly:
+            if not self.path.exists():
+                raise IndexUnusable(
+                    f"no index in {store} yet: run 'dicomfs index --store {store}' first"
+                )
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        # series UID -> (row id, every patient/study/series value it was written with):
+        # files of one series repeat them, so most instances skip three look-ups.
+        self._series_cache: dict[str, tuple[int, tuple[object, ...]]] = {}
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        elif self.version() > SCHEMA_VERSION:
+            raise IndexUnusable(self._too_new())
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema -------------------------------------------------------------------------
+
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _too_new(self) -> str:
+        return (
+            f"the index {self.path} has schema version {self.version()}, newer than this "
+            f"dicomfs understands ({SCHEMA_VERSION}): upgrade dicomfs"
+        )
+
+    def _migrate(self) -> None:
+        version = self.version()
+        if version > SCHEMA_VERSION:
+            raise IndexUnusable(self._too_new())
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.db)
+                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._series_cache.clear()  # it may name rows that were never committed
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- reconcile support --------------------------------------------------------------
+
+    def file_states(self) -> dict[str, FileState]:
+        """Every indexed path with its (size, mtime), for the unchanged-file check."""
+        rows = self.conn.execute("SELECT path, size, mtime_ns FROM instances")
+        return {path: FileState(size, mtime) for path, size, mtime in rows}
+
+    def skipped_states(self) -> dict[str, tuple[FileState, str]]:
+        rows = self.conn.execute("SELECT path, size, mtime_ns, reason FROM skipped")
+        return {path: (FileState(size, mtime), reason) for path, size, mtime, reason in rows}
+
+    def instance_by_sop(self, sop_uid: str) -> tuple[int, str, int] | None:
+        """(id, path, mtime_ns) of the instance with this SOPInstanceUID."""
+        row = self.conn.execute(
+            "SELECT id, path, mtime_ns FROM instances WHERE sop_uid = ?", (sop_uid,)
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def record_skipped(self, path: str, state: FileState, reason: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
+            (path, state.size, state.mtime_ns, reason),
+        )
+
+    def forget_skipped(self, paths: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM skipped WHERE path = ?", ((p,) for p in paths))
+
+    def put_instance(
+        self,
+        meta: InstanceMeta,
+        path: str,
+        state: FileState,
+        *,
+        received_at: float | None = None,
+        sender: Sender | None = None,
+    ) -> None:
+        """Insert or update the row of one instance (keyed by SOPInstanceUID)."""
+        series_id = self._series_id(meta)
+        sender = sender or Sender()
+        now = time.time() if received_at is None else received_at
+        # The file at this path may have held another instance before it was replaced.
+        replaced = self.conn.execute(
+            "DELETE FROM instances WHERE path = ? AND sop_uid != ? RETURNING series",
+            (path, meta.sop_uid),
+        ).fetchall()
+        self.conn.execute(
+            """
+            INSERT INTO instances (sop_uid, series, sop_class_uid, instance_number,
+                transfer_syntax, file_name, path, size, mtime_ns, received_at,
+                sender_aet, sender_address, called_aet, sender_user)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (sop_uid) DO UPDATE SET
+                series = excluded.series, sop_class_uid = excluded.sop_class_uid,
+                instance_number = excluded.instance_number,
+                transfer_syntax = excluded.transfer_syntax, file_name = excluded.file_name,
+                path = excluded.path, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                received_at = excluded.received_at,
+                sender_aet = coalesce(excluded.sender_aet, sender_aet),
+                sender_address = coalesce(excluded.sender_address, sender_address),
+                called_aet = coalesce(excluded.called_aet, called_aet),
+                sender_user = coalesce(excluded.sender_user, sender_user)
+            """,
+            (
+                meta.sop_uid, series_id, meta.sop_class_uid, meta.instance_number,
+                meta.transfer_syntax, names.instance_file(meta.instance_number), path,
+                state.size, state.mtime_ns, now,
+                sender.aet, sender.address, sender.called_aet, sender.user,
+            ),
+        )  # fmt: skip
+        if replaced:
+            self._prune(row[0] for row in replaced)
+
+    def remove_paths(self, paths: Iterable[str]) -> int:
+        """Drop the rows of files that are gone, then parents left empty."""
+        removed = 0
+        series_ids: set[int] = set()
+        for path in paths:
+            row = self.conn.execute(
+                "DELETE FROM instances WHERE path = ? RETURNING series", (path,)
+            ).fetchone()
+            if row:
+                removed += 1
+                series_ids.add(row[0])
+        self._prune(series_ids)
+        return removed
+
+    def _prune(self, series_ids: Iterable[int]) -> None:
+        self._series_cache.clear()
+        study_ids: set[int] = set()
+        for series_id in series_ids:
+            row = self.conn.execute(
+                """DELETE FROM series WHERE id = ?
+                   AND NOT EXISTS (SELECT 1 FROM instances WHERE series = ?) RETURNING study""",
+                (series_id, series_id),
+            ).fetchone()
+            if row:
+                study_ids.add(row[0])
+        patient_ids: set[int] = set()
+        for study_id in study_ids:
+            row = self.conn.execute(
+                """DELETE FROM studies WHERE id = ?
+                   AND NOT EXISTS (SELECT 1 FROM series WHERE study = ?) RETURNING patient""",
+                (study_id, study_id),
+            ).fetchone()
+            if row:
+                patient_ids.add(row[0])
+        for patient_id in patient_ids:
+            self.conn.execute(
+                """DELETE FROM patients WHERE id = ?
+                   AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
+                (patient_id, patient_id),
+            )
+
+    # --- the parent rows, created on first sight and refreshed by the newest file ------
+
+    def _patient_id(self, meta: InstanceMeta) -> int:
+        key = f"{meta.patient_id}\x00{meta.patient_name}"
+        row = self.conn.execute(
+            "SELECT id, birth_date FROM patients WHERE patient_key = ?", (key,)
+        ).fetchone()
+        if row:
+            if meta.patient_birth_date and row[1] != meta.patient_birth_date:
+                self.conn.execute(
+                    "UPDATE patients SET birth_date = ? WHERE id = ?",
+                    (meta.patient_birth_date, row[0]),
+                )
+            return int(row[0])
+        folded = fold(meta.patient_name)
+        cursor = self.conn.execute(
+            """INSERT INTO patients (patient_key, patient_id, patient_name, birth_date,
+                                     name_folded, dir_name) VALUES (?, ?, ?, ?, ?, ?)""",
+            (
+                key,
+                meta.patient_id,
+                meta.patient_name,
+                meta.patient_birth_date,
+                folded,
+                names.patient_dir(meta.patient_name, meta.patient_id),
+            ),
+        )
+        patient = int(cursor.lastrowid or 0)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO patient_words (word, patient) VALUES (?, ?)",
+            ((word, patient) for word in set(folded.split())),
+        )
+        return patient
+
+    def _study_id(self, meta: InstanceMeta) -> int:
+        patient = self._patient_id(meta)
+        values = (
+            patient, meta.study_date, meta.study_time, meta.study_description, meta.accession,
+            names.study_dir(meta.study_date, meta.study_description),
+            names.day_dir(meta.study_date), names.uid_dir(meta.study_uid),
+        )  # fmt: skip
+        row = self.conn.execute(
+            """SELECT id, patient, study_date, study_time, description, accession, dir_name,
+                      day_dir, uid_dir FROM studies WHERE study_uid = ?""",
+            (meta.study_uid,),
+        ).fetchone()
+        if row is None:
+            cursor = self.conn.execute(
+                """INSERT INTO studies (patient, study_date, study_time, description, accession,
+                       dir_name, day_dir, uid_dir, study_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (*values, meta.study_uid),
+            )
+            return int(cursor.lastrowid or 0)
+        if tuple(row[1:]) != values:
+            old_patient = row[1]
+            self.conn.execute(
+                """UPDATE studies SET patient = ?, study_date = ?, study_time = ?,
+                       description = ?, accession = ?, dir_name = ?, day_dir = ?, uid_dir = ?
+                   WHERE id = ?""",
+                (*values, row[0]),
+            )
+            if old_patient != patient:
+                self.conn.execute(
+                    """DELETE FROM patients WHERE id = ?
+                       AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
+                    (old_patient, old_patient),
+                )
+        return int(row[0])
+
+    def _series_id(self, meta: InstanceMeta) -> int:
+        signature = _parent_values(meta)
+        cached = self._series_cache.get(meta.series_uid)
+        if cached and cached[1] == signature:
+            return cached[0]
+        series_id = self._write_series(meta)
+        self._series_cache[meta.series_uid] = (series_id, signature)
+        return series_id
+
+    def _write_series(self, meta: InstanceMeta) -> int:
+        study = self._study_id(meta)
+        values = (
+            study, meta.modality, meta.station_name, meta.series_number,
+            meta.series_description,
+            names.series_dir(meta.series_number, meta.series_description),
+            names.modality_dir(meta.modality), names.station_dir(meta.station_name),
+            names.series_number_dir(meta.series_number),
+        )  # fmt: skip
+        row = self.conn.execute(
+            """SELECT id, study, modality, station_name, series_number, description, dir_name,
+                      modality_dir, station_dir, number_dir FROM series WHERE series_uid = ?""",
+            (meta.series_uid,),
+        ).fetchone()
+        if row is None:
+            cursor = self.conn.execute(
+                """INSERT INTO series (study, modality, station_name, series_number,
+                       description, dir_name, modality_dir, station_dir, number_dir, series_uid)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (*values, meta.series_uid),
+            )
+            return int(cursor.lastrowid or 0)
+        if tuple(row[1:]) != values:
+            self.conn.execute(
+                """UPDATE series SET study = ?, modality = ?, station_name = ?,
+                       series_number = ?, description = ?, dir_name = ?, modality_dir = ?,
+                       station_dir = ?, number_dir = ? WHERE id = ?""",
+                (*values, row[0]),
+            )
+            if row[1] != study:
+                self._prune_study(row[1])
+        return int(row[0])
+
+    def _prune_study(self, study_id: int) -> None:
+        row = self.conn.execute(
+            """DELETE FROM studies WHERE id = ?
+               AND NOT EXISTS (SELECT 1 FROM series WHERE study = ?) RETURNING patient""",
+            (study_id, study_id),
+        ).fetchone()
+        if row:
+            self.conn.execute(
+                """DELETE FROM patients WHERE id = ?
+                   AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
+                (row[0], row[0]),
+            )
+
+    # --- search -------------------------------------------------------------------------
+
+    def studies_matching_name(self, term: str) -> set[int]:
+        """Studies of patients whose name has a word starting with each word of term."""
+        words = fold(term).split()
+        if not words:
+            return set()
+        patients: set[int] | None = None
+        for word in words:
+            found = {
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT patient FROM patient_words WHERE word >= ? AND word < ?",
+                    (word, word + "\U0010ffff"),
+                )
+            }
+            patients = found if patients is None else patients & found
+        return self._studies_of_patients(patients or set())
+
+    def _studies_of_patients(self, patients: Iterable[int]) -> set[int]:
+        found: set[int] = set()
+        for patient in patients:
+            found.update(
+                row[0]
+                for row in self.conn.execute("SELECT id FROM studies WHERE patient = ?", (patient,))
+            )
+        return found
+
+    def studies_with_patient_id(self, patient_id: str) -> set[int]:
+        rows = self.conn.execute("SELECT id FROM patients WHERE patient_id = ?", (patient_id,))
+        return self._studies_of_patients(row[0] for row in rows)
+
+    def studies_with_accession(self, accession: str) -> set[int]:
+        rows = self.conn.execute("SELECT id FROM studies WHERE accession = ?", (accession,))
+        return {row[0] for row in rows}
+
+    def studies_with_uid_prefix(self, prefix: str) -> set[int]:
+        rows = self.conn.execute(
+            "SELECT id FROM studies WHERE study_uid >= ? AND study_uid < ?",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return {row[0] for row in rows}
+
+    def studies_between(self, first: str, last: str) -> set[int]:
+        rows = self.conn.execute(
+            "SELECT id FROM studies WHERE study_date >= ? AND study_date <= ?", (first, last)
+        )
+        return {row[0] for row in rows}
+
+    def study_summaries(self, study_ids: Iterable[int]) -> list[StudySummary]:
+        summaries = []
+        for study_id in study_ids:
+            row = self.conn.execute(
+                """
+                SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
+                       st.study_time, st.description, st.accession,
+                       (SELECT group_concat(DISTINCT modality) FROM series WHERE study = st.id),
+                       (SELECT group_concat(DISTINCT station_name) FROM series
+                        WHERE study = st.id),
+                       (SELECT count(*) FROM series WHERE study = st.id),
+                       count(i.id), coalesce(sum(i.size), 0), coalesce(min(i.received_at), 0),
+                       group_concat(DISTINCT i.sender_aet)
+                FROM studies st JOIN patients p ON p.id = st.patient
+                JOIN series se ON se.study = st.id
+                JOIN instances i ON i.series = se.id
+                WHERE st.id = ?
+                """,
+                (study_id,),
+            ).fetchone()
+            if row and row[0] is not None:
+                values: list[Any] = [v if v is not None else "" for v in row]
+                summaries.append(StudySummary(*values))
+        summaries.sort(key=lambda s: (s.study_date, s.study_time, s.patient_name, s.study_uid))
+        return summaries
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("patients", "studies", "series", "instances")
+        }
+
+
+def _parent_values(meta: InstanceMeta) -> tuple[object, ...]:
+    """Every value of an instance that lives in its patient, study or series row."""
+    return (
+        meta.patient_id, meta.patient_name, meta.patient_birth_date, meta.study_uid,
+        meta.study_date, meta.study_time, meta.study_description, meta.accession,
+        meta.modality, meta.station_name, meta.series_number, meta.series_description,
+    )  # fmt: skip

@@ -1,0 +1,221 @@
+"""Keep the index in step with the files: reconcile the store, import outside files.
+
+Unchanged files are recognised by (size, mtime) without being opened. New or
+changed ones are parsed (headers only) on every core; the rows are written by
+this process alone, in batched transactions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from . import store as store_files
+from .index import FileState, Index
+from .meta import InstanceMeta, NotIndexable, read_meta
+
+BATCH = 2000  # rows per transaction: few commits, yet a crash loses little work
+SMALL_JOB = 256  # below this many files a process pool costs more than it saves
+
+
+class Progress(Protocol):
+    """Told how many files will be parsed, then of each one done."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
+@dataclasses.dataclass
+class Report:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": len(self.skipped),
+            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Parsed:
+    path: str  # relative to the store, or absolute for an import
+    state: FileState
+    meta: InstanceMeta | None
+    reason: str | None
+
+
+def parse(path: str, state: FileState, root: str = "") -> Parsed:
+    """Read one header; runs in a worker process."""
+    try:
+        return Parsed(path, state, read_meta(os.path.join(root, path)), None)
+    except NotIndexable as exc:
+        return Parsed(path, state, None, str(exc))
+    except Exception as exc:  # a parser bug must cost one file, not the whole run
+        return Parsed(path, state, None, f"unreadable: {type(exc).__name__}: {exc}"[:300])
+
+
+def _parse_job(job: tuple[str, FileState, str]) -> Parsed:
+    return parse(*job)
+
+
+def parse_all(
+    jobs: list[tuple[str, FileState, str]], workers: int | None = None
+) -> Iterator[Parsed]:
+    """Parse on every core, yielding results as they come (in job order)."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(jobs) < SMALL_JOB:
+        yield from map(_parse_job, jobs)
+        return
+    # fork: workers start at once and inherit the imported modules.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        chunk = max(16, min(256, len(jobs) // (workers * 8)))
+        yield from pool.map(_parse_job, jobs, chunksize=chunk)
+
+
+def reconcile(
+    index: Index, root: Path, progress: Progress | None = None, workers: int | None = None
+) -> Report:
+    """Make the index agree with the files of the store."""
+    report = Report()
+    indexed = index.file_states()
+    skipped_before = index.skipped_states()
+    seen: set[str] = set()
+    to_parse: list[tuple[str, FileState, str]] = []
+    for rel, state in store_files.walk(root):
+        seen.add(rel)
+        if indexed.get(rel) == state:
+            report.unchanged += 1
+        elif rel in skipped_before and skipped_before[rel][0] == state:
+            report.skipped.append((rel, skipped_before[rel][1]))
+        else:
+            to_parse.append((rel, state, str(root)))
+
+    # Vanished files go first, so that a moved file is seen as moved, not duplicated.
+    with index.transaction():
+        report.removed = index.remove_paths(p for p in indexed if p not in seen)
+        index.forget_skipped(p for p in skipped_before if p not in seen)
+
+    parsed = _with_progress(parse_all(to_parse, workers), len(to_parse), progress)
+    _apply_all(index, root, parsed, report, on_disk=seen)
+    return report
+
+
+def import_paths(
+    index: Index,
+    root: Path,
+    sources: Iterable[Path],
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> Report:
+    """Copy DICOM files from outside the store into it, then index them.
+
+    The originals are only read. Files that are not DICOM are reported, not copied.
+    """
+    report = Report()
+    jobs = [(str(path), state, "") for path, state in _walk_sources(sources, report)]
+    parsed = _with_progress(parse_all(jobs, workers), len(jobs), progress)
+    _apply_all(index, root, _copy_in(root, parsed, report), report, on_disk=None)
+    return report
+
+
+def _copy_in(root: Path, results: Iterable[Parsed], report: Report) -> Iterator[Parsed]:
+    """Copy each parsed DICOM file into the store; yield it as the store's file."""
+    for result in results:
+        if result.meta is None:
+            report.skipped.append((result.path, result.reason or "unknown"))
+            continue
+        meta = result.meta
+        rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
+        try:
+            with open(result.path, "rb") as source:
+                state = store_files.write_atomically(root, rel, source)
+        except OSError as exc:
+            report.skipped.append((result.path, f"cannot copy: {exc.strerror or exc}"))
+            continue
+        yield Parsed(rel, state, meta, None)
+
+
+def _walk_sources(sources: Iterable[Path], report: Report) -> Iterator[tuple[Path, FileState]]:
+    for source in sources:
+        if source.is_dir() and not source.is_symlink():
+            for rel, state in store_files.walk(source):
+                yield source / rel, state
+        elif source.is_file():
+            yield source, store_files.state_of(source)
+        elif not source.exists():
+            report.skipped.append((str(source), "no such file or directory"))
+        else:
+            report.skipped.append((str(source), "not a regular file"))
+
+
+def _with_progress(
+    results: Iterable[Parsed], total: int, progress: Progress | None
+) -> Iterator[Parsed]:
+    if progress is None:
+        yield from results
+        return
+    progress.start(total)
+    for result in results:
+        yield result
+        progress.advance(1)
+
+
+def _apply_all(
+    index: Index,
+    root: Path,
+    results: Iterable[Parsed],
+    report: Report,
+    on_disk: set[str] | None,
+) -> None:
+    """Write parse results in transactions of BATCH files."""
+    pending = iter(results)
+    while batch := list(itertools.islice(pending, BATCH)):
+        with index.transaction():
+            for result in batch:
+                _apply(index, root, result, report, on_disk)
+
+
+def _apply(
+    index: Index, root: Path, result: Parsed, report: Report, on_disk: set[str] | None
+) -> None:
+    """Write one parse result to the index, settling duplicate SOPInstanceUIDs."""
+    if result.meta is None:
+        reason = result.reason or "unknown"
+        index.remove_paths([result.path])  # a file that changed into junk
+        index.record_skipped(result.path, result.state, reason)
+        report.skipped.append((result.path, reason))
+        return
+    existing = index.instance_by_sop(result.meta.sop_uid)
+    if existing and existing[1] != result.path and _exists(root, existing[1], on_disk):
+        other_path, other_mtime = existing[1], existing[2]
+        if other_mtime > result.state.mtime_ns:
+            reason = f"duplicate SOPInstanceUID of newer file {other_path}"
+            index.record_skipped(result.path, result.state, reason)
+            report.skipped.append((result.path, reason))
+            return
+        reason = f"duplicate SOPInstanceUID of newer file {result.path}"
+        index.record_skipped(other_path, store_files.state_of(root / other_path), reason)
+        report.skipped.append((other_path, reason))
+    index.forget_skipped([result.path])
+    index.put_instance(result.meta, result.path, result.state)
+    report.indexed += 1
+
+
+def _exists(root: Path, rel: str, on_disk: set[str] | None) -> bool:
+    if on_disk is not None and rel not in on_disk:
+        return False
+    return (root / rel).is_file()

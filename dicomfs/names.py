@@ -1,0 +1,123 @@
+"""Attribute values -> safe, shell-friendly path components.
+
+Every name made here is UTF-8, at most NAME_MAX bytes, never empty, never `.` or
+`..`, never starts with `-` or `.`, and holds only letters, digits (of any
+script) and `._-+@`: nothing a shell needs quoted, no `/`, NUL or control
+characters. Pure functions: the same values always give the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+NAME_MAX = 255
+# Room left for a disambiguating suffix ("~" + 8 hex digits) and an extension.
+BASE_MAX = 200
+SUFFIX_LEN = 9
+
+_SAFE_PUNCT = frozenset("._-+@")
+_RUNS = re.compile(r"_{2,}")
+
+
+def safe_component(text: str, placeholder: str = "UNKNOWN", max_bytes: int = BASE_MAX) -> str:
+    """Make one path component from a free-form value ('DOE^JOHN' -> 'DOE_JOHN')."""
+    chars = [
+        ch if (ch.isalnum() or ch in _SAFE_PUNCT) else "_"
+        for ch in unicodedata.normalize("NFC", text)
+    ]
+    name = _RUNS.sub("_", "".join(chars)).strip("_.-+@")
+    name = truncate_utf8(name, max_bytes).rstrip("_.-+@")
+    return name or placeholder
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """Cut text to at most max_bytes of UTF-8 without splitting a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def short_hash(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
+
+
+def with_suffix(base: str, key: str) -> str:
+    """The name used when `base` is shared by several entries of one directory.
+
+    The suffix goes before a known extension so that `000001.SER` becomes
+    `000001~1a2b3c4d.SER` and still sorts beside its twin.
+    """
+    stem, dot, ext = base.rpartition(".")
+    if dot and ext in _EXTENSIONS:
+        return f"{stem}~{short_hash(key)}.{ext}"
+    return f"{base}~{short_hash(key)}"
+
+
+def split_suffix(name: str) -> tuple[str, str | None]:
+    """Inverse of with_suffix: ('000001~1a2b3c4d.SER') -> ('000001.SER', '1a2b3c4d')."""
+    stem, dot, ext = name.rpartition(".")
+    if not (dot and ext in _EXTENSIONS):
+        stem, ext = name, ""
+    base, tilde, digest = stem.rpartition("~")
+    if not tilde or len(digest) != SUFFIX_LEN - 1 or not base:
+        return name, None
+    return (f"{base}.{ext}" if ext else base), digest
+
+
+_EXTENSIONS = frozenset({"MOD", "STA", "DAY", "UID", "SER", "dcm"})
+
+
+# --- the bases of each view's names -------------------------------------------------------
+
+
+def modality_dir(modality: str) -> str:
+    """by-modality level 1, as the lab knows it: 'MR' -> 'MR0000.MOD'."""
+    mod = safe_component(modality, placeholder="", max_bytes=16)
+    return f"{mod}0000.MOD" if mod else "UNKNOWN.MOD"
+
+
+def station_dir(station: str) -> str:
+    return f"{safe_component(station, placeholder='UNKNOWN')}.STA"
+
+
+def day_dir(study_date: str) -> str:
+    return f"{study_date or '00000000'}.DAY"
+
+
+def uid_dir(study_uid: str) -> str:
+    return f"{safe_component(study_uid)}.UID"
+
+
+def series_number_dir(series_number: int | None) -> str:
+    number = series_number if series_number is not None and series_number >= 0 else 0
+    return f"{number:06d}.SER"
+
+
+def patient_dir(patient_name: str, patient_id: str) -> str:
+    """by-patient level 1: 'DOE^JOHN', '12345' -> 'DOE_JOHN_12345'."""
+    name = safe_component(patient_name, placeholder="NONAME", max_bytes=BASE_MAX // 2)
+    pid = safe_component(patient_id, placeholder="NOID", max_bytes=BASE_MAX // 2)
+    return f"{name}_{pid}"
+
+
+def study_dir(study_date: str, description: str) -> str:
+    """by-patient level 2: '20040609', 'Brain MRI' -> '20040609_Brain_MRI'."""
+    date = study_date or "00000000"
+    desc = safe_component(description, placeholder="")
+    return f"{date}_{desc}" if desc else date
+
+
+def series_dir(series_number: int | None, description: str) -> str:
+    """by-patient level 3: 2, 'T1 axial' -> '000002_T1_axial' (sorts by number)."""
+    number = series_number_dir(series_number).removesuffix(".SER")
+    desc = safe_component(description, placeholder="")
+    return f"{number}_{desc}" if desc else number
+
+
+def instance_file(instance_number: int | None) -> str:
+    """Instance files sort by InstanceNumber: 7 -> '000007.dcm'."""
+    number = instance_number if instance_number is not None and instance_number >= 0 else 0
+    return f"{number:06d}.dcm"

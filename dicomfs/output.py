@@ -1,0 +1,120 @@
+"""What the commands print: progress bars, summaries and result lines."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import views
+from .index import Index
+from .indexer import Report
+
+
+class ProgressBar:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, *, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def start(self, total: int) -> None:
+        if self.enabled and total:
+            self._bar = click.progressbar(
+                length=total,
+                label=self.label,
+                file=sys.stderr,
+                show_pos=True,
+                show_eta=True,
+                width=30,
+            )
+            self._bar.__enter__()
+
+    def advance(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done)
+
+
+MAX_SKIPPED_SHOWN = 50
+
+
+def print_index_report(report: Report, store: Path) -> None:
+    """One summary line, then each skipped file with its reason."""
+    click.echo(
+        f"{report.indexed} indexed, {report.unchanged} unchanged, {report.removed} removed, "
+        f"{len(report.skipped)} skipped ({store})"
+    )
+    for path, reason in report.skipped[:MAX_SKIPPED_SHOWN]:
+        click.echo(f"  skipped {path}: {reason}")
+    hidden = len(report.skipped) - MAX_SKIPPED_SHOWN
+    if hidden > 0:
+        reasons = Counter(reason.split(" of ")[0] for _, reason in report.skipped)
+        summary = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        click.echo(f"  ... and {hidden} more skipped ({summary}); --json lists them all")
+
+
+def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
+    rows = []
+    for summary in index.study_summaries(study_ids):
+        paths = views.study_paths(index.conn, summary.id)
+        rows.append(
+            {
+                "patient_name": summary.patient_name,
+                "patient_id": summary.patient_id,
+                "study_date": summary.study_date,
+                "study_time": summary.study_time,
+                "description": summary.description,
+                "accession": summary.accession,
+                "modalities": summary.modalities,
+                "stations": summary.stations,
+                "series": summary.series_count,
+                "instances": summary.instance_count,
+                "bytes": summary.size,
+                "received_at": _iso(summary.received_at),
+                "senders": summary.senders,
+                "study_uid": summary.study_uid,
+                "paths": {
+                    view: [str(mount_point / p) for p in found] for view, found in paths.items()
+                },
+            }
+        )
+    return rows
+
+
+def _iso(timestamp: float) -> str:
+    if not timestamp:
+        return ""
+    when = datetime.datetime.fromtimestamp(timestamp).astimezone()
+    return when.isoformat(timespec="seconds")
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "----------"
+
+
+def study_line(row: dict[str, Any]) -> str:
+    """One line per study: who, when, what, how much, and where to `cd`."""
+    fields = [
+        _date(row["study_date"]),
+        row["patient_name"] or "(no name)",
+        row["patient_id"] or "(no id)",
+        row["modalities"] or "-",
+        row["stations"] or "-",
+        f"{row['series']} series",
+        f"{row['instances']} instances",
+    ]
+    paths = [p for view in views.VIEWS for p in row["paths"][view]]
+    return "  ".join(fields + paths)

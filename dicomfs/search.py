@@ -1,0 +1,58 @@
+"""`dicomfs find`: what a search term can mean, and which studies match.
+
+A term may be a date or date range, a patient ID, an accession number, the
+start of a StudyInstanceUID, or (part of) a patient name; a study matches a
+term when it matches any of these. Several terms must all match.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .index import Index
+
+_DATE_RANGE = re.compile(r"^(\d{4}(?:\d{2}(?:\d{2})?)?)?-(\d{4}(?:\d{2}(?:\d{2})?)?)?$")
+_DATE = re.compile(r"^\d{4}(?:\d{2}(?:\d{2})?)?$")
+_UID_PREFIX = re.compile(r"^\d+(\.\d*)+$")
+
+
+def date_bounds(term: str) -> tuple[str, str] | None:
+    """'20040609' -> one day; '2004' or '200406' -> that year or month;
+    '20040601-20040630', '20040601-' and '-20040630' -> ranges. None if not a date."""
+    if _DATE.match(term):
+        return _first_day(term), _last_day(term)
+    match = _DATE_RANGE.match(term)
+    if match and (match.group(1) or match.group(2)):
+        first = _first_day(match.group(1)) if match.group(1) else "00000000"
+        last = _last_day(match.group(2)) if match.group(2) else "99999999"
+        return first, last
+    return None
+
+
+def _first_day(partial: str) -> str:
+    return partial.ljust(8, "0") if len(partial) < 8 else partial
+
+
+def _last_day(partial: str) -> str:
+    return partial + "9" * (8 - len(partial))
+
+
+def matching_studies(index: Index, terms: list[str]) -> set[int]:
+    result: set[int] | None = None
+    for term in terms:
+        found = studies_for_term(index, term.strip())
+        result = found if result is None else result & found
+    return result or set()
+
+
+def studies_for_term(index: Index, term: str) -> set[int]:
+    if not term:
+        return set()
+    found = index.studies_with_patient_id(term) | index.studies_with_accession(term)
+    bounds = date_bounds(term)
+    if bounds:
+        found |= index.studies_between(*bounds)
+    if _UID_PREFIX.match(term):
+        found |= index.studies_with_uid_prefix(term)
+    found |= index.studies_matching_name(term)
+    return found

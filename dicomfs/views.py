@@ -1,0 +1,83 @@
+"""Where a study appears in each view of the mount.
+
+The base of every name is computed when a file is indexed (names.py) and kept
+in the index; a name that several entries of one directory share gets a
+suffix made from the entry's own UID, so names depend only on what is indexed,
+never on the order it arrived in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from . import names
+
+VIEWS = ("by-modality", "by-patient", "by-date", "by-uid")
+
+
+def unique_name(
+    conn: sqlite3.Connection, sql: str, args: tuple[object, ...], base: str, key: str
+) -> str:
+    """base, or base with the key's suffix when the query finds it shared."""
+    count = conn.execute(sql, args).fetchone()[0]
+    return names.with_suffix(base, key) if count > 1 else base
+
+
+def patient_name(conn: sqlite3.Connection, patient: int) -> str:
+    dir_name, key = conn.execute(
+        "SELECT dir_name, patient_key FROM patients WHERE id = ?", (patient,)
+    ).fetchone()
+    return unique_name(
+        conn, "SELECT count(*) FROM patients WHERE dir_name = ?", (dir_name,), dir_name, key
+    )
+
+
+def study_name(conn: sqlite3.Connection, study: int) -> str:
+    dir_name, patient, uid = conn.execute(
+        "SELECT dir_name, patient, study_uid FROM studies WHERE id = ?", (study,)
+    ).fetchone()
+    return unique_name(
+        conn,
+        "SELECT count(*) FROM studies WHERE patient = ? AND dir_name = ?",
+        (patient, dir_name),
+        dir_name,
+        uid,
+    )
+
+
+def uid_name(conn: sqlite3.Connection, study: int) -> str:
+    uid_dir, uid = conn.execute(
+        "SELECT uid_dir, study_uid FROM studies WHERE id = ?", (study,)
+    ).fetchone()
+    return unique_name(
+        conn, "SELECT count(*) FROM studies WHERE uid_dir = ?", (uid_dir,), uid_dir, uid
+    )
+
+
+def date_dirs(study_date: str) -> str:
+    """by-date's three levels: '20040609' -> '2004/06/09'."""
+    date = study_date or "00000000"
+    return f"{date[:4]}/{date[4:6]}/{date[6:]}"
+
+
+def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
+    """The study's directory in each view, relative to the mount point."""
+    patient, study_date, uid, day_dir = conn.execute(
+        "SELECT patient, study_date, study_uid, day_dir FROM studies WHERE id = ?", (study,)
+    ).fetchone()
+    by_patient = f"{patient_name(conn, patient)}/{study_name(conn, study)}"
+    uid_part = uid_name(conn, study)
+    modality_paths = [
+        f"by-modality/{mod}/{sta}/{day_dir}/{uid_part}"
+        for mod, sta in conn.execute(
+            """SELECT DISTINCT modality_dir, station_dir FROM series WHERE study = ?
+               ORDER BY modality_dir, station_dir""",
+            (study,),
+        )
+    ]
+    return {
+        "by-modality": modality_paths,
+        "by-patient": [f"by-patient/{by_patient}"],
+        "by-date": [f"by-date/{date_dirs(study_date)}/{by_patient}"],
+        "by-uid": [f"by-uid/{names.safe_component(uid)}"],
+    }
