@@ -130,7 +130,8 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     Each TERM may be part of a patient name (case and accents do not matter;
     'doe^jo' and 'doe jo' both find DOE^JOHN), a patient ID, an accession number,
     the beginning of a StudyInstanceUID, or a study date: 20040609, a month 200406,
-    a year 2004, or a range 20040601-20040630 (either end may be left open).
+    a year 2004, or a range 20040601-20040630 (either end may be left open; put
+    '--' before a range that starts with '-').
     A study must match every TERM. Prints one line per study with its paths in
     each view of the mount. Exits with 1 when nothing matches.
 
@@ -140,6 +141,7 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
       dicomfs find 'müller^j' 2004
       dicomfs find 1.2.840.113619.2.5
       dicomfs find --json 12345
+      dicomfs find -- -20041231 smith
     """
     with open_index(store) as index:
         studies = search.matching_studies(index, list(terms))

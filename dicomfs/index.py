@@ -266,11 +266,22 @@ class Index:
         series_id = self._series_id(meta)
         sender = sender or Sender()
         now = time.time() if received_at is None else received_at
-        # The file at this path may have held another instance before it was replaced.
-        replaced = self.conn.execute(
-            "DELETE FROM instances WHERE path = ? AND sop_uid != ? RETURNING series",
-            (path, meta.sop_uid),
-        ).fetchall()
+        # The file at this path may have held another instance before it was replaced,
+        # and this instance may have belonged to another series: both may leave orphans.
+        orphans = [
+            row[0]
+            for row in self.conn.execute(
+                "DELETE FROM instances WHERE path = ? AND sop_uid != ? RETURNING series",
+                (path, meta.sop_uid),
+            )
+        ]
+        orphans += [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT series FROM instances WHERE sop_uid = ? AND series != ?",
+                (meta.sop_uid, series_id),
+            )
+        ]
         self.conn.execute(
             """
             INSERT INTO instances (sop_uid, series, sop_class_uid, instance_number,
@@ -295,8 +306,8 @@ class Index:
                 sender.aet, sender.address, sender.called_aet, sender.user,
             ),
         )  # fmt: skip
-        if replaced:
-            self._prune(row[0] for row in replaced)
+        if orphans:
+            self._prune(orphans)
 
     def remove_paths(self, paths: Iterable[str]) -> int:
         """Drop the rows of files that are gone, then parents left empty."""

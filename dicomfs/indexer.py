@@ -34,10 +34,16 @@ class Progress(Protocol):
 
 @dataclasses.dataclass
 class Report:
-    indexed: int = 0
     unchanged: int = 0
     removed: int = 0
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # Files whose rows were written; a set, since a file indexed early in a run may
+    # lose to a newer duplicate later in the same run.
+    indexed_paths: set[str] = dataclasses.field(default_factory=set)
+
+    @property
+    def indexed(self) -> int:
+        return len(self.indexed_paths)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -210,9 +216,10 @@ def _apply(
         reason = f"duplicate SOPInstanceUID of newer file {result.path}"
         index.record_skipped(other_path, store_files.state_of(root / other_path), reason)
         report.skipped.append((other_path, reason))
+        report.indexed_paths.discard(other_path)
     index.forget_skipped([result.path])
     index.put_instance(result.meta, result.path, result.state)
-    report.indexed += 1
+    report.indexed_paths.add(result.path)
 
 
 def _exists(root: Path, rel: str, on_disk: set[str] | None) -> bool:

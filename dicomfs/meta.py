@@ -12,12 +12,17 @@ import dataclasses
 import re
 import unicodedata
 import warnings
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import BinaryIO
 
-import pydicom
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+
+from .header import read_header
 
 # The attributes the index needs; reading only these makes parsing faster.
 # pydicom always adds SpecificCharacterSet so that text decodes correctly.
@@ -60,18 +65,39 @@ class InstanceMeta:
     instance_number: int | None
 
 
-def read_meta(source: str | IO[bytes]) -> InstanceMeta:
+def read_meta(path: str) -> InstanceMeta:
     """Parse the header of one file; raise NotIndexable with a reason."""
     with warnings.catch_warnings():
         # Wrong character sets and odd values warn; we handle them below.
         warnings.simplefilter("ignore")
-        ds = _read_dataset(source)
-        return _to_meta(ds)
+        try:
+            with open(path, "rb") as source:
+                data = source.read(FIRST_READ)
+                header = read_header(data, _WANTED)
+                if header and not header.complete and len(data) == FIRST_READ:
+                    header = read_header(data + source.read(), _WANTED)  # a long header
+                if header:
+                    return _to_meta(header.values, header.transfer_syntax, header.media_sop_uid)
+                source.seek(0)
+                ds = _read_dataset(source)
+        except OSError as exc:
+            raise NotIndexable(_describe_os_error(exc)) from exc
+        return _from_pydicom(ds)
 
 
-def _read_dataset(source: str | IO[bytes]) -> Dataset:
+# Enough for the header of nearly every file; the rest is read only when needed.
+FIRST_READ = 64 * 1024
+
+
+def _past_wanted(tag: BaseTag, vr: str | None, length: int) -> bool:
+    # Elements come in tag order: stop reading once past the last one we need, which
+    # skips private headers, overlays and pixel data.
+    return tag > _LAST_WANTED
+
+
+def _read_dataset(source: BinaryIO) -> Dataset:
     try:
-        return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=WANTED_TAGS)
+        return read_partial(source, stop_when=_past_wanted)
     except InvalidDicomError:
         pass  # no preamble/meta header: may still be a bare dataset, tried below
     except (OSError, EOFError) as exc:
@@ -80,20 +106,15 @@ def _read_dataset(source: str | IO[bytes]) -> Dataset:
         raise NotIndexable(f"unreadable DICOM: {_short(exc)}") from exc
     # Old files are often a bare dataset without the 128-byte preamble and meta header.
     # Accept one only if it really looks like an instance, so junk stays junk.
-    if not isinstance(source, str):
-        source.seek(0)
+    source.seek(0)
     try:
-        ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=WANTED_TAGS, force=True)
-        looks_like_instance = any(ds.get(k) for k in _INSTANCE_MARKERS)
+        ds = read_partial(source, stop_when=_past_wanted, force=True)
+        looks_like_instance = any(_value(ds, tag) for tag in _INSTANCE_MARKERS)
     except Exception as exc:
         raise NotIndexable("not a DICOM file") from exc
     if not looks_like_instance:
         raise NotIndexable("not a DICOM file")
     return ds
-
-
-# A bare dataset is taken for DICOM only if it carries one of these.
-_INSTANCE_MARKERS = ("SOPInstanceUID", "StudyInstanceUID", "SOPClassUID")
 
 
 def _describe_os_error(exc: BaseException) -> str:
@@ -111,126 +132,140 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def _to_meta(ds: Dataset) -> InstanceMeta:
-    sop_uid = _uid(ds, "SOPInstanceUID")
+def _from_pydicom(ds: Dataset) -> InstanceMeta:
+    values: dict[int, bytes | str] = {
+        int(tag): value for tag in _WANTED if (value := _value(ds, tag)) is not None
+    }
+    file_meta = getattr(ds, "file_meta", None) or {}
+    syntax = str(file_meta.get("TransferSyntaxUID", "") or "")
+    media_sop = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+    return _to_meta(values, syntax, media_sop)
+
+
+def _to_meta(values: Mapping[int, bytes | str], syntax: str, media_sop: str) -> InstanceMeta:
+    sop_uid = _uid(values, _TAGS["SOPInstanceUID"])
     if not sop_uid:
-        file_meta = getattr(ds, "file_meta", None)
-        if file_meta is not None and file_meta.get("MediaStorageSOPInstanceUID"):
+        if media_sop:
             raise NotIndexable("truncated or damaged: no SOPInstanceUID after the meta header")
         raise NotIndexable("no SOPInstanceUID")
-    study_uid = _uid(ds, "StudyInstanceUID")
+    study_uid = _uid(values, _TAGS["StudyInstanceUID"])
     if not study_uid:
         raise NotIndexable("no StudyInstanceUID")
-    series_uid = _uid(ds, "SeriesInstanceUID")
+    series_uid = _uid(values, _TAGS["SeriesInstanceUID"])
     if not series_uid:
         raise NotIndexable("no SeriesInstanceUID")
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = ""
-    if file_meta is not None:
-        syntax = _clean(str(file_meta.get("TransferSyntaxUID", "") or ""))
-    text = _TextReader(ds)
+    text = _TextReader(values)
     return InstanceMeta(
         sop_uid=sop_uid,
-        sop_class_uid=_uid(ds, "SOPClassUID"),
-        transfer_syntax=syntax,
+        sop_class_uid=_uid(values, _TAGS["SOPClassUID"]),
+        transfer_syntax=_clean(syntax),
         study_uid=study_uid,
         series_uid=series_uid,
-        patient_name=text("PatientName"),
+        patient_name=text("PatientName").rstrip("="),  # empty trailing name groups
         patient_id=text("PatientID"),
-        patient_birth_date=_date(ds, "PatientBirthDate"),
-        study_date=_date(ds, "StudyDate"),
-        study_time=_time(ds, "StudyTime"),
+        patient_birth_date=_date(text("PatientBirthDate")),
+        study_date=_date(text("StudyDate")),
+        study_time=_time(text("StudyTime")),
         study_description=text("StudyDescription"),
         accession=text("AccessionNumber"),
-        modality=_text(ds, "Modality").upper(),
+        modality=text("Modality").upper(),
         station_name=text("StationName"),
-        series_number=_integer(ds, "SeriesNumber"),
+        series_number=_integer(text("SeriesNumber")),
         series_description=text("SeriesDescription"),
-        instance_number=_integer(ds, "InstanceNumber"),
+        instance_number=_integer(text("InstanceNumber")),
     )
 
 
-def _raw(ds: Dataset, keyword: str) -> Any:
-    """The element's value, or None when absent or undecodable."""
-    try:
-        return ds.get(keyword)
-    except Exception:
-        return _fallback_decode(ds, keyword)
+_TAGS = {keyword: Tag(keyword) for keyword in WANTED_TAGS}
+_CHARSET_TAG = Tag("SpecificCharacterSet")
+_WANTED = frozenset({*_TAGS.values(), _CHARSET_TAG})
+_LAST_WANTED = max(_TAGS.values())
+_INSTANCE_MARKERS = (_TAGS["SOPInstanceUID"], _TAGS["StudyInstanceUID"], _TAGS["SOPClassUID"])
+# Bytes that separate values and name components; escape sequences reset at each.
+_DELIMITERS = {0x5C, 0x5E, 0x3D}
+# Character sets under which UTF-8 bytes are often written by mistake.
+_LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
 
 
-def _fallback_decode(ds: Dataset, keyword: str) -> str | None:
-    # A value pydicom cannot convert (wrong charset, bad VR): decode its bytes leniently.
+def _value(ds: Dataset, tag: BaseTag) -> bytes | str | None:
+    """The element's raw bytes (still undecoded), or its value as text, or None."""
     try:
-        elem = ds.get_item(keyword)
+        elem = ds.get_item(tag)
     except Exception:
         return None
-    value = getattr(elem, "value", None)
+    if elem is None:
+        return None
+    value = elem.value
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _uid(values: Mapping[int, bytes | str], tag: int) -> str:
+    value = values.get(tag)
     if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return None
+        value = value.decode("ascii", errors="replace")
+    return _clean(value or "")[:128]
+
+
+class _TextReader:
+    """Decodes raw text values with the file's character set."""
+
+    def __init__(self, values: Mapping[int, bytes | str]) -> None:
+        self.values = values
+        declared = values.get(_CHARSET_TAG)
+        if isinstance(declared, bytes):
+            declared = declared.decode("ascii", errors="replace")
+        terms = [t.strip() for t in (declared or "").strip("\x00 ").split("\\")]
+        self.may_be_utf8 = "\\".join(terms) in _LATIN_SETS
+        try:
+            self.encodings = convert_encodings(terms if any(terms) else ["ISO_IR 6"])
+        except Exception:
+            self.encodings = ["iso8859"]  # an unknown character set: Latin-1 loses nothing
+
+    def __call__(self, keyword: str) -> str:
+        value = self.values.get(_TAGS[keyword])
+        if isinstance(value, bytes):
+            value = self._decode(value)
+        return _clean(value or "")
+
+    def _decode(self, raw: bytes) -> str:
+        if raw.isascii() and b"\x1b" not in raw:  # ESC starts an ISO 2022 switch
+            return raw.decode("ascii")
+        if self.may_be_utf8:
+            # UTF-8 bytes declared as Latin-1 (or not declared): decode them as UTF-8.
+            with contextlib.suppress(UnicodeError):
+                return raw.decode("utf-8")
+        try:
+            return decode_bytes(raw, self.encodings, _DELIMITERS)
+        except Exception:
+            return raw.decode("latin-1")
 
 
 def _clean(text: str) -> str:
     """Strip padding and control characters; cap the length."""
     text = text.replace("\x00", "").strip()
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    if not text.isascii() or not text.isprintable():
+        text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     return text[:MAX_TEXT]
 
 
-# Character sets under which UTF-8 bytes are often written by mistake.
-_LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
-
-
-class _TextReader:
-    """Reads text attributes, repairing the commonest charset mistake on the way."""
-
-    def __init__(self, ds: Dataset) -> None:
-        declared = _text(ds, "SpecificCharacterSet")
-        self.ds = ds
-        self.may_be_utf8 = declared in _LATIN_SETS
-
-    def __call__(self, keyword: str) -> str:
-        value = _text(self.ds, keyword, clean=False)
-        if self.may_be_utf8 and not value.isascii():
-            # UTF-8 bytes declared as Latin-1 (or not declared): decode them as UTF-8.
-            with contextlib.suppress(UnicodeError):
-                value = value.encode("latin-1").decode("utf-8")
-        return _clean(value)
-
-
-def _text(ds: Dataset, keyword: str, *, clean: bool = True) -> str:
-    value = _raw(ds, keyword)
-    if value is None:
-        return ""
-    if isinstance(value, MultiValue | list | tuple):
-        value = "\\".join(str(v) for v in value)
-    elif isinstance(value, bytes):
-        value = value.decode("latin-1")
-    try:
-        return _clean(str(value)) if clean else str(value)
-    except Exception:
-        return ""
-
-
-def _uid(ds: Dataset, keyword: str) -> str:
-    return _text(ds, keyword)[:128]
-
-
-def _date(ds: Dataset, keyword: str) -> str:
+def _date(value: str) -> str:
     """YYYYMMDD, or empty when missing or not a date."""
-    value = _text(ds, keyword).replace(".", "").replace("-", "")
+    value = value.replace(".", "").replace("-", "")
     return value if _DATE.match(value) else ""
 
 
-def _time(ds: Dataset, keyword: str) -> str:
-    value = _text(ds, keyword).replace(":", "")
+def _time(value: str) -> str:
+    value = value.replace(":", "")
     return value if _TIME.match(value) else ""
 
 
-def _integer(ds: Dataset, keyword: str) -> int | None:
-    value = _text(ds, keyword)
+def _integer(value: str) -> int | None:
     with contextlib.suppress(ValueError):
-        number = int(float(value))
+        number = int(float(value.split("\\")[0]))
         if -(2**31) <= number < 2**31:
             return number
     return None

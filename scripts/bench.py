@@ -1,0 +1,90 @@
+"""dicomfs benchmarks: ratios against the same work done another way, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pydicom
+
+from dicomfs import corpus
+from dicomfs.index import Index
+from dicomfs.indexer import reconcile
+
+
+def generate(root: Path, instances: int) -> list[Path]:
+    """A tidy corpus of `instances` small files: 100 per series, 3 series per study."""
+    per_series, series, studies = 100, 3, 1
+    patients = max(1, instances // (per_series * series * studies))
+    marker = root / f".complete-{patients}"
+    if not marker.exists():
+        jobs = [(root, p) for p in range(patients)]
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(mp_context=context) as pool:
+            list(pool.map(_write_patient, jobs, chunksize=8))
+        marker.touch()
+    return sorted(root.rglob("*.dcm"))
+
+
+def _write_patient(job: tuple[Path, int]) -> None:
+    root, patient = job
+    for spec in corpus.regular_specs(1, 1, 3, 100, seed=patient + 1000):
+        corpus.write(root / f"p{patient:05d}" / f"{spec.sop_uid}.dcm", spec)
+
+
+def timed(func, *args):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    result = func(*args)
+    return time.perf_counter() - start, result
+
+
+def plain_pydicom_loop(files: list[Path]) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            pydicom.dcmread(path, stop_before_pixels=True)
+    return len(files)
+
+
+def bench_index(store: Path, files: list[Path]) -> None:
+    shutil.rmtree(store / ".dicomfs", ignore_errors=True)
+    plain_pydicom_loop(files[:2000])  # warm the page cache and the imports
+    base_s, _ = timed(plain_pydicom_loop, files)
+    with Index(store) as index:
+        ours_s, report = timed(reconcile, index, store)
+        assert report.indexed == len(files), report.as_dict()
+        again_s, again = timed(reconcile, index, store)
+        assert again.unchanged == len(files)
+    n = len(files)
+    print(f"index build, {n} files, {os.cpu_count()} cores:")
+    print(f"  plain pydicom loop     {n / base_s:9.0f} files/s  ({base_s:.1f} s)")
+    print(f"  dicomfs index          {n / ours_s:9.0f} files/s  ({ours_s:.1f} s)")
+    print(f"  ratio                  {base_s / ours_s:9.2f}x   (goal >= 1.5x)")
+    print(f"  no-change reconcile    {again_s:9.2f} s     (goal < 5 s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t, files = timed(generate, work, args.instances)
+        print(f"corpus: {len(files)} instances in {work} (made in {t:.0f} s)")
+        bench_index(work, files)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

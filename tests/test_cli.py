@@ -1,0 +1,132 @@
+"""The command line as a user runs it: a real `dicomfs` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomfs import corpus
+
+
+def dicomfs(*args: str, store: Path | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    if store is not None:
+        full_env["DICOMFS_STORE"] = str(store)
+    result = subprocess.run([sys.executable, "-m", "dicomfs", *args], capture_output=True,
+                            text=True, env=full_env, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    corpus.write_awkward(store / "gen")
+    corpus.write(store / "doe.dcm", corpus.Spec(
+        patient_name="DOE^JOHN", patient_id="12345", study_uid="1.2.840.113619.2.5.1762874864",
+        series_uid="1.2.840.113619.2.5.1762874864.1", sop_uid="1.2.840.113619.2.5.1762874864.1.1",
+        study_date="20040609", accession="ACC77", station_name="BWOW1", modality="MR"))
+    corpus.write(store / "doe2.dcm", corpus.Spec(
+        patient_name="DOE^JANE", patient_id="999", study_date="20050101", accession="ACC78"))
+    dicomfs("index", store=store)
+    return store
+
+
+def test_index_json_summary_counts_and_reasons(tmp_path: Path) -> None:
+    expect = corpus.write_awkward(tmp_path / "s" / "gen")
+    result = dicomfs("index", "--json", "--store", str(tmp_path / "s"))
+    report = json.loads(result.stdout)
+    assert report["indexed"] == len(expect["indexed"])
+    skipped = {item["path"]: item["reason"] for item in report["skipped_files"]}
+    assert set(skipped) == {f"gen/{p}" for p in expect["skipped"] + expect["duplicate"]}
+    assert report["skipped"] == len(skipped)
+    again = json.loads(dicomfs("index", "--json", "--store", str(tmp_path / "s")).stdout)
+    assert (again["indexed"], again["unchanged"]) == (0, len(expect["indexed"]))
+
+
+def test_index_prints_one_summary_line_then_reasons(filled_store: Path) -> None:
+    lines = dicomfs("index", store=filled_store).stdout.splitlines()
+    assert lines[0].startswith("0 indexed, ")
+    assert any("junk/empty.dcm: not a DICOM file" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [["doe"], ["DOE^JO"], ["doe", "john"], ["12345"], ["ACC77"], ["1.2.840.113619.2.5"],
+     ["20040609"], ["200406"], ["20040601-20040630"], ["--", "-20040610", "john"], ["john", "2004"]],
+)
+def test_find_by_every_kind_of_term(filled_store: Path, terms: list[str]) -> None:
+    rows = json.loads(dicomfs("find", "--json", *terms, store=filled_store).stdout)
+    terms = [t for t in terms if t != "--"]
+    found = {row["patient_id"] for row in rows if row["patient_id"] in {"12345", "999"}}
+    assert "12345" in found
+    if terms != ["doe"]:
+        assert "999" not in found, terms
+
+
+def test_find_is_accent_and_case_insensitive(filled_store: Path) -> None:
+    rows = json.loads(dicomfs("find", "--json", "MULLER", "jürg", store=filled_store).stdout)
+    assert [row["patient_name"] for row in rows] == ["Müller^Jürgen"]
+    rows = json.loads(dicomfs("find", "--json", "やまだ", store=filled_store).stdout)
+    assert [row["patient_id"] for row in rows] == ["AWK-japanese"]
+
+
+def test_find_line_shows_who_when_what_and_where(filled_store: Path) -> None:
+    out = dicomfs("find", "--mount", "/spl/dicom", "12345", store=filled_store).stdout
+    (line,) = out.splitlines()
+    for part in ["2004-06-09", "DOE^JOHN", "12345", "MR", "BWOW1", "1 series", "1 instances",
+                 "/spl/dicom/by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/"
+                 "1.2.840.113619.2.5.1762874864.UID",
+                 "/spl/dicom/by-patient/DOE_JOHN_12345/20040609_Brain",
+                 "/spl/dicom/by-date/2004/06/09/DOE_JOHN_12345/20040609_Brain",
+                 "/spl/dicom/by-uid/1.2.840.113619.2.5.1762874864"]:
+        assert part in line
+
+
+def test_find_without_match_exits_1(filled_store: Path) -> None:
+    result = dicomfs("find", "nobody-at-all", store=filled_store, check=False)
+    assert result.returncode == 1
+    assert "no study matches nobody-at-all" in result.stderr
+
+
+def test_awkward_names_never_reach_a_path_unsafely(filled_store: Path) -> None:
+    rows = []
+    for label in corpus.AWKWARD_NAMES:
+        rows += json.loads(dicomfs("find", "--json", f"AWK-{label}", store=filled_store).stdout)
+    assert len(rows) == len(corpus.AWKWARD_NAMES)
+    for row in rows:
+        for paths in row["paths"].values():
+            for path in paths:
+                parts = Path(path).relative_to(Path(path).anchor).parts
+                assert ".." not in parts
+                assert all(p and not p.startswith("-") and len(p.encode()) <= 255
+                           for p in parts)
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    result = dicomfs("find", "x", "--store", str(tmp_path / "nowhere"), check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr
+    result = dicomfs("find", "x", "--store", str(tmp_path), check=False)
+    assert "no index" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_import_refuses_a_path_inside_the_store(filled_store: Path) -> None:
+    result = dicomfs("index", str(filled_store / "gen"), store=filled_store, check=False)
+    assert result.returncode == 1
+    assert "inside the store" in result.stderr
+
+
+def test_help_explains_every_command() -> None:
+    for command in ("index", "find"):
+        out = dicomfs(command, "-h").stdout
+        assert "Examples:" in out

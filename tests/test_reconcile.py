@@ -1,0 +1,163 @@
+"""`dicomfs index`: the index follows the files, and never touches them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+
+from dicomfs import corpus
+from dicomfs.index import SCHEMA_VERSION, Index
+from dicomfs.indexer import import_paths, reconcile
+
+from .conftest import copy_pydicom_files, tree_fingerprint
+
+
+def indexed_sops(index: Index) -> set[str]:
+    return {row[0] for row in index.conn.execute("SELECT sop_uid FROM instances")}
+
+
+def indexed_paths(index: Index) -> set[str]:
+    return {row[0] for row in index.conn.execute("SELECT path FROM instances")}
+
+
+def oracle_sops(files: list[Path]) -> dict[str, list[Path]]:
+    """What a plain, strict pydicom read says is an indexable instance."""
+    found: dict[str, list[Path]] = {}
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            uids = [str(ds.get(k) or "").strip() for k in
+                    ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+        except Exception:
+            continue
+        if all(uids):
+            found.setdefault(uids[0], []).append(path)
+    return found
+
+
+def test_mixed_tree_is_indexed_with_correct_counts_and_reasons(store: Path, index: Index):
+    real = copy_pydicom_files(store / "real")
+    expect = corpus.write_awkward(store / "gen")
+    regular = corpus.write_regular(store / "incoming", patients=4, studies=2, series=2,
+                                   instances=5)
+    before = tree_fingerprint(store)
+
+    report = reconcile(index, store)
+
+    total_files = len(real) + regular + len(expect["indexed"]) + len(expect["skipped"]) + 1
+    assert report.indexed + len(report.skipped) == total_files
+    skipped = dict(report.skipped)
+    assert all(skipped.values()), "every skipped file has a reason"
+    for rel in expect["skipped"]:
+        assert f"gen/{rel}" in skipped
+    assert "duplicate SOPInstanceUID" in skipped["gen/dup/older.dcm"]
+    # Every generated instance is in, once; every real file pydicom reads strictly is in.
+    sops = indexed_sops(index)
+    assert set(expect["indexed"]) <= sops
+    assert set(oracle_sops(real)) <= sops
+    assert len(sops) == index.counts()["instances"]
+    # The newer of two files with one SOPInstanceUID wins.
+    assert "gen/dup/newer.dcm" in indexed_paths(index)
+    assert "gen/dup/older.dcm" not in indexed_paths(index)
+    # Nothing was changed on disk by reading it.
+    assert tree_fingerprint(store) == before
+
+
+def test_unchanged_files_are_not_reparsed_and_vanished_ones_are_removed(store, index):
+    corpus.write_regular(store, patients=2, studies=1, series=2, instances=3)
+    corpus.write_awkward(store / "gen")
+    first = reconcile(index, store)
+    second = reconcile(index, store)
+    assert second.indexed == 0
+    assert second.unchanged == first.indexed
+    assert sorted(second.skipped) == sorted(first.skipped)
+
+    victim = sorted(indexed_paths(index))[0]
+    (store / victim).unlink()
+    third = reconcile(index, store)
+    assert (third.removed, third.indexed) == (1, 0)
+    assert victim not in indexed_paths(index)
+
+
+def test_a_changed_file_is_reparsed(store, index):
+    spec = corpus.Spec(patient_name="BEFORE^X", patient_id="P1", sop_uid="1.2.3.4")
+    corpus.write(store / "a.dcm", spec)
+    reconcile(index, store)
+    corpus.write(store / "a.dcm", corpus.Spec(patient_name="AFTER^Y", patient_id="P1",
+                                             sop_uid="1.2.3.4"))
+    os.utime(store / "a.dcm", ns=(1, 2_000_000_000_000_000_000))
+    report = reconcile(index, store)
+    assert report.indexed == 1
+    names = [r[0] for r in index.conn.execute("SELECT patient_name FROM patients")]
+    assert names == ["AFTER^Y"], "the old patient, left without studies, is gone"
+
+
+def test_a_moved_file_is_a_move_not_a_duplicate(store, index):
+    corpus.write(store / "a" / "x.dcm", corpus.Spec(sop_uid="1.2.3.5"))
+    reconcile(index, store)
+    (store / "b").mkdir()
+    shutil.move(store / "a" / "x.dcm", store / "b" / "x.dcm")
+    report = reconcile(index, store)
+    assert (report.indexed, report.removed, report.skipped) == (1, 1, [])
+    assert indexed_paths(index) == {"b/x.dcm"}
+
+
+def test_empty_parents_are_pruned_when_their_last_file_goes(store, index):
+    corpus.write_regular(store, patients=2, studies=1, series=1, instances=2)
+    reconcile(index, store)
+    for path in store.rglob("*.dcm"):
+        path.unlink()
+    reconcile(index, store)
+    assert index.counts() == {"patients": 0, "studies": 0, "series": 0, "instances": 0}
+
+
+def test_parsing_uses_a_process_pool_for_large_jobs(store, index):
+    count = corpus.write_regular(store, patients=10, studies=2, series=3, instances=5)
+    assert count >= 256
+    report = reconcile(index, store, workers=2)
+    assert report.indexed == count
+    assert index.counts() == {"patients": 10, "studies": 20, "series": 60, "instances": 300}
+
+
+def test_import_copies_in_and_never_touches_the_originals(tmp_path, store, index):
+    outside = tmp_path / "cdrom"
+    expect = corpus.write_awkward(outside)
+    before = tree_fingerprint(outside)
+
+    report = import_paths(index, store, [outside, tmp_path / "missing"])
+
+    assert tree_fingerprint(outside) == before
+    assert set(expect["indexed"]) <= indexed_sops(index)
+    skipped = dict(report.skipped)
+    assert skipped[str(tmp_path / "missing")] == "no such file or directory"
+    for rel in expect["skipped"]:
+        assert str(outside / rel) in skipped
+    # The copies are complete files in the store, named by UID, and no temp file remains.
+    for (path,) in index.conn.execute("SELECT path FROM instances"):
+        assert pydicom.dcmread(store / path, force=True).SOPInstanceUID
+    assert not list((store / ".dicomfs" / "tmp").iterdir())
+    # A reconcile afterwards agrees with what import wrote.
+    again = reconcile(index, store)
+    assert again.indexed == 0
+    assert again.removed == 0
+
+
+def test_reimporting_the_same_file_replaces_it_with_one_row(tmp_path, store, index):
+    src = tmp_path / "one.dcm"
+    corpus.write(src, corpus.Spec(sop_uid="1.2.3.6"))
+    import_paths(index, store, [src])
+    import_paths(index, store, [src])
+    assert index.counts()["instances"] == 1
+    assert len(list(store.rglob("*.dcm"))) == 1
+
+
+def test_schema_is_versioned_and_reopening_keeps_data(store):
+    corpus.write(store / "a.dcm", corpus.Spec(sop_uid="1.2.3.7"))
+    with Index(store) as first:
+        assert first.version() == SCHEMA_VERSION
+        reconcile(first, store)
+    with Index(store, readonly=True) as again:
+        assert again.counts()["instances"] == 1
