@@ -60,7 +60,8 @@ def test_index_prints_one_summary_line_then_reasons(filled_store: Path) -> None:
 @pytest.mark.parametrize(
     "terms",
     [["doe"], ["DOE^JO"], ["doe", "john"], ["12345"], ["ACC77"], ["1.2.840.113619.2.5"],
-     ["20040609"], ["200406"], ["20040601-20040630"], ["--", "-20040610", "john"], ["john", "2004"]],
+     ["20040609"], ["200406"], ["20040601-20040630"], ["--", "-20040610", "john"],
+     ["john", "2004"]],
 )
 def test_find_by_every_kind_of_term(filled_store: Path, terms: list[str]) -> None:
     rows = json.loads(dicomfs("find", "--json", *terms, store=filled_store).stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,9 +108,8 @@ def test_lean_header_reader_agrees_with_pydicom_on_every_real_file() -> None:
         try:
             slow = _pydicom_meta(path)
         except NotIndexable as exc:
-            with pytest.raises(NotIndexable):
+            with pytest.raises(NotIndexable, match=re.escape(str(exc))):
                 read_meta(str(path))
-            assert "SOPInstanceUID" in str(exc) or "Study" in str(exc) or "Series" in str(exc)
             continue
         assert read_meta(str(path)) == slow, path.name
         compared += 1
