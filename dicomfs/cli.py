@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,110 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     if not rows:
         click.echo(f"no study matches {' '.join(terms)}", err=True)
         sys.exit(1)
+
+
+def _octal(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal mode such as 0440") from None
+    if mode & ~0o777:
+        raise click.BadParameter(f"{value!r} is not a file mode")
+    return mode
+
+
+@main.command("mount", context_settings=CONTEXT)
+@store_option
+@click.argument(
+    "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=config.default_mount
+)
+@click.option("--background", is_flag=True, help="Detach once the mount is up.")
+@click.option(
+    "--allow-other",
+    is_flag=True,
+    help="Let other users in (needs user_allow_other in /etc/fuse.conf).",
+)
+@click.option("--uid", type=int, default=None, help="Owner of the files.  [default: you]")
+@click.option("--gid", type=int, default=None, help="Group of the files.  [default: yours]")
+@click.option(
+    "--mode",
+    "file_mode",
+    default="0400",
+    show_default=True,
+    help="Mode of the files (directories get x where r is set).",
+)
+def mount_command(
+    store: Path,
+    mountpoint: Path,
+    background: bool,
+    allow_other: bool,
+    uid: int | None,
+    gid: int | None,
+    file_mode: str,
+) -> None:
+    """Show the store's instances as files in several views.
+
+    \b
+    by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/<StudyUID>.UID/000001.SER/
+    by-patient/<Name>_<ID>/<Date>_<Description>/<Number>_<Description>/
+    by-date/2004/06/09/<Name>_<ID>/<Date>_<Description>/<Number>_<Description>/
+    by-uid/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
+
+    Read-only. Runs in the foreground until Ctrl-C (or SIGTERM), then unmounts;
+    a mount left behind by a crash is cleared first.
+
+    \b
+    Examples:
+      dicomfs mount ~/dicom
+      dicomfs mount --background --allow-other --mode 0440 --gid 1200 /spl/dicom
+      dicomfs umount ~/dicom
+    """
+    from . import mount
+    from .fs import MountOptions
+
+    mode = _octal(file_mode)
+    with open_index(store):
+        pass  # a clear error now if there is no index to show
+    options = MountOptions(
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        file_mode=mode,
+        allow_other=allow_other,
+    )
+    try:
+        if background:
+            args = [
+                "mount",
+                "--store",
+                str(store.absolute()),
+                str(mountpoint.absolute()),
+                "--mode",
+                file_mode,
+            ]
+            args += ["--allow-other"] if allow_other else []
+            args += ["--uid", str(options.uid), "--gid", str(options.gid)]
+            pid = mount.start_background(args, mountpoint)
+            click.echo(f"mounted {store} on {mountpoint} (pid {pid})")
+        else:
+            mount.run(store.absolute(), mountpoint.absolute(), options)
+    except mount.MountError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("umount", context_settings=CONTEXT)
+@click.argument(
+    "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=config.default_mount
+)
+def umount_command(mountpoint: Path) -> None:
+    """Unmount a dicomfs mount (also one left behind by a crash).
+
+    \b
+    Example:
+      dicomfs umount ~/dicom
+    """
+    from . import mount
+
+    try:
+        mount.unmount(mountpoint, lazy=mount.is_stale(mountpoint))
+    except mount.MountError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,54 @@
+"""Inode numbers for tree nodes, with the kernel's lookup counts.
+
+A node keeps its inode number while the kernel holds a reference to it
+(lookup count above zero); numbers are never reused within one mount, so a
+stale handle can never reach another file.
+"""
+
+from __future__ import annotations
+
+from .tree import ROOT, Node
+
+ROOT_INODE = 1
+
+
+class Inodes:
+    def __init__(self) -> None:
+        self._by_node: dict[Node, int] = {ROOT: ROOT_INODE}
+        self._by_inode: dict[int, Node] = {ROOT_INODE: ROOT}
+        self._lookups: dict[int, int] = {}
+        self._next = ROOT_INODE + 1
+
+    def __len__(self) -> int:
+        return len(self._by_inode)
+
+    def inode_of(self, node: Node) -> int:
+        """The node's inode number, allocating one on first sight."""
+        inode = self._by_node.get(node)
+        if inode is None:
+            inode = self._next
+            self._next += 1
+            self._by_node[node] = inode
+            self._by_inode[inode] = node
+        return inode
+
+    def node_of(self, inode: int) -> Node | None:
+        return self._by_inode.get(inode)
+
+    def looked_up(self, node: Node) -> int:
+        """Count one kernel reference (a lookup reply); return the inode."""
+        inode = self.inode_of(node)
+        self._lookups[inode] = self._lookups.get(inode, 0) + 1
+        return inode
+
+    def forget(self, inode: int, count: int) -> None:
+        """The kernel dropped `count` references; the inode goes when none remain."""
+        remaining = self._lookups.get(inode, 0) - count
+        if remaining > 0:
+            self._lookups[inode] = remaining
+            return
+        self._lookups.pop(inode, None)
+        if inode != ROOT_INODE:
+            node = self._by_inode.pop(inode, None)
+            if node is not None:
+                self._by_node.pop(node, None)
