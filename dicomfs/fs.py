@@ -23,7 +23,7 @@ import trio
 
 from . import tree
 from .index import INDEX_DIR, INDEX_FILE
-from .inodes import ROOT_INODE, Inodes
+from .inodes import Inodes
 from .tree import Node
 
 log = logging.getLogger(__name__)
@@ -241,5 +241,3 @@ class DicomOperations(pyfuse3.Operations):
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
     create = write = setxattr = removexattr = _read_only
 
-
-ROOT = ROOT_INODE

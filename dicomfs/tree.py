@@ -173,21 +173,24 @@ def _years(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
 
 
 def _months(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    lo, hi = _date_range(str(node[1]))
-    rows = conn.execute(
-        "SELECT DISTINCT substr(study_date, 5, 2) FROM studies WHERE study_date BETWEEN ? AND ?",
-        (lo, hi),
-    )
-    return [(month or "00", ("D-month", f"{node[1]}{month or '00'}")) for (month,) in rows]
+    return _next_date_part(conn, node, 5, "D-month")
 
 
 def _days_of_month(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+    return _next_date_part(conn, node, 7, "D-day")
+
+
+def _next_date_part(
+    conn: sqlite3.Connection, node: Node, start: int, tag: str
+) -> list[tuple[str, Node]]:
+    """The two digits of StudyDate at `start` among studies under the node's prefix."""
     lo, hi = _date_range(str(node[1]))
     rows = conn.execute(
-        "SELECT DISTINCT substr(study_date, 7, 2) FROM studies WHERE study_date BETWEEN ? AND ?",
+        f"""SELECT DISTINCT substr(study_date, {start}, 2) FROM studies
+            WHERE study_date BETWEEN ? AND ?""",
         (lo, hi),
     )
-    return [(day or "00", ("D-day", f"{node[1]}{day or '00'}")) for (day,) in rows]
+    return [(part or "00", (tag, f"{node[1]}{part or '00'}")) for (part,) in rows]
 
 
 def _date_range(prefix: str) -> tuple[str, str]:

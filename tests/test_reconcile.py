@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -28,7 +29,9 @@ def oracle_sops(files: list[Path]) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
             uids = [str(ds.get(k) or "").strip() for k in
                     ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
         except Exception:
