@@ -7,6 +7,9 @@ import concurrent.futures
 import multiprocessing
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -17,6 +20,7 @@ import pydicom
 from dicomfs import corpus
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
+from dicomfs.mount import is_ready
 
 
 def generate(root: Path, instances: int) -> list[Path]:
@@ -70,6 +74,47 @@ def bench_index(store: Path, files: list[Path]) -> None:
     print(f"  no-change reconcile    {again_s:9.2f} s     (goal < 5 s)")
 
 
+def shell_time(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def bench_mount(store: Path, work: Path) -> None:
+    """Reads and listings through the mount against the same work on the plain disk."""
+    mnt = work.parent / (work.name + "-mnt")
+    mnt.mkdir(exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dicomfs", "mount", "--store", str(store),
+                             str(mnt)])
+    try:
+        while not is_ready(mnt):
+            time.sleep(0.05)
+        first_ls = shell_time("ls", str(mnt / "by-patient"))
+        study_dir = next(p for p in sorted(store.iterdir()) if p.name.startswith("p"))
+        study_uid = pydicom.dcmread(next(study_dir.iterdir()), stop_before_pixels=True)
+        through = next((mnt / "by-uid").glob(f"{study_uid.StudyInstanceUID}"))
+        for source in (study_dir, through):  # warm both page caches
+            shell_time("cp", "-r", str(source), str(work / "warm"))
+            shutil.rmtree(work / "warm")
+        disk_cp = shell_time("cp", "-r", str(study_dir), str(work / "c1"))
+        mount_cp = shell_time("cp", "-r", str(through), str(work / "c2"))
+        shutil.rmtree(work / "c1")
+        shutil.rmtree(work / "c2")
+        disk_find = shell_time("find", str(store), "-type", "f")
+        mount_find = shell_time("find", str(mnt / "by-patient"), "-type", "f")
+        rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    print("mount:")
+    print(f"  cp -r of a study        disk/mount speed ratio {disk_cp / mount_cp:6.2f}  "
+          "(goal >= 0.5)")
+    print(f"  find -type f            mount/disk time ratio  {mount_find / disk_find:6.2f}  "
+          "(goal <= 3)")
+    print(f"  first ls of by-patient  {first_ls:6.3f} s  (goal < 0.2 s)")
+    print(f"  daemon RSS              {rss / 1024:6.0f} MB  (goal < 200 MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=100_000)
@@ -81,6 +126,7 @@ def main() -> None:
         t, files = timed(generate, work, args.instances)
         print(f"corpus: {len(files)} instances in {work} (made in {t:.0f} s)")
         bench_index(work, files)
+        bench_mount(work, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
