@@ -324,31 +324,32 @@ class Index:
         return removed
 
     def _prune(self, series_ids: Iterable[int]) -> None:
+        """Delete the given series if they hold no instance, then their emptied parents."""
         self._series_cache.clear()
-        study_ids: set[int] = set()
-        for series_id in series_ids:
+        for series_id in set(series_ids):
             row = self.conn.execute(
                 """DELETE FROM series WHERE id = ?
                    AND NOT EXISTS (SELECT 1 FROM instances WHERE series = ?) RETURNING study""",
                 (series_id, series_id),
             ).fetchone()
             if row:
-                study_ids.add(row[0])
-        patient_ids: set[int] = set()
-        for study_id in study_ids:
-            row = self.conn.execute(
-                """DELETE FROM studies WHERE id = ?
-                   AND NOT EXISTS (SELECT 1 FROM series WHERE study = ?) RETURNING patient""",
-                (study_id, study_id),
-            ).fetchone()
-            if row:
-                patient_ids.add(row[0])
-        for patient_id in patient_ids:
-            self.conn.execute(
-                """DELETE FROM patients WHERE id = ?
-                   AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
-                (patient_id, patient_id),
-            )
+                self._drop_empty_study(row[0])
+
+    def _drop_empty_study(self, study_id: int) -> None:
+        row = self.conn.execute(
+            """DELETE FROM studies WHERE id = ?
+               AND NOT EXISTS (SELECT 1 FROM series WHERE study = ?) RETURNING patient""",
+            (study_id, study_id),
+        ).fetchone()
+        if row:
+            self._drop_empty_patient(row[0])
+
+    def _drop_empty_patient(self, patient_id: int) -> None:
+        self.conn.execute(
+            """DELETE FROM patients WHERE id = ?
+               AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
+            (patient_id, patient_id),
+        )
 
     # --- the parent rows, created on first sight and refreshed by the newest file ------
 
@@ -412,11 +413,7 @@ class Index:
                 (*values, row[0]),
             )
             if old_patient != patient:
-                self.conn.execute(
-                    """DELETE FROM patients WHERE id = ?
-                       AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
-                    (old_patient, old_patient),
-                )
+                self._drop_empty_patient(old_patient)
         return int(row[0])
 
     def _series_id(self, meta: InstanceMeta) -> int:
@@ -458,21 +455,8 @@ class Index:
                 (*values, row[0]),
             )
             if row[1] != study:
-                self._prune_study(row[1])
+                self._drop_empty_study(row[1])
         return int(row[0])
-
-    def _prune_study(self, study_id: int) -> None:
-        row = self.conn.execute(
-            """DELETE FROM studies WHERE id = ?
-               AND NOT EXISTS (SELECT 1 FROM series WHERE study = ?) RETURNING patient""",
-            (study_id, study_id),
-        ).fetchone()
-        if row:
-            self.conn.execute(
-                """DELETE FROM patients WHERE id = ?
-                   AND NOT EXISTS (SELECT 1 FROM studies WHERE patient = ?)""",
-                (row[0], row[0]),
-            )
 
     # --- search -------------------------------------------------------------------------
 

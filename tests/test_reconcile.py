@@ -164,3 +164,15 @@ def test_schema_is_versioned_and_reopening_keeps_data(store):
         reconcile(first, store)
     with Index(store, readonly=True) as again:
         assert again.counts()["instances"] == 1
+
+
+def test_a_study_corrected_to_another_patient_leaves_no_empty_patient(store, index):
+    uids = {"study_uid": "1.2.9", "series_uid": "1.2.9.1", "sop_uid": "1.2.9.1.1"}
+    corpus.write(store / "a.dcm", corpus.Spec(patient_name="WRONG^NAME", patient_id="P9", **uids))
+    reconcile(index, store)
+    corpus.write(store / "a.dcm", corpus.Spec(patient_name="RIGHT^NAME", patient_id="P9", **uids))
+    os.utime(store / "a.dcm", ns=(1, 2_000_000_000_000_000_000))
+    reconcile(index, store)
+    names = [r[0] for r in index.conn.execute("SELECT patient_name FROM patients")]
+    assert names == ["RIGHT^NAME"]
+    assert index.counts() == {"patients": 1, "studies": 1, "series": 1, "instances": 1}
