@@ -89,9 +89,8 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attributes(
-        self, node: Node, inode: int, info: tree.FileInfo | None
-    ) -> pyfuse3.EntryAttributes:
+    def _attributes(self, inode: int, info: tree.FileInfo | None) -> pyfuse3.EntryAttributes:
+        """A directory when info is None, else the instance file it describes."""
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
         attr.st_uid = self.options.uid
@@ -122,7 +121,7 @@ class DicomOperations(pyfuse3.Operations):
             info = await self._query(tree.file_info, node)
             if info is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attributes(node, inode, info)
+        return self._attributes(inode, info)
 
     # --- lookups and attributes -----------------------------------------------------
 
@@ -240,4 +239,3 @@ class DicomOperations(pyfuse3.Operations):
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
     create = write = setxattr = removexattr = _read_only
-

@@ -98,13 +98,3 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def clean_tmp(store: Path) -> int:
-    """Remove temporary files a crash left behind; returns how many."""
-    removed = 0
-    for entry in os.scandir(tmp_dir(store)):
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
-            removed += 1
-    return removed
