@@ -1,6 +1,6 @@
 """Generated DICOM corpora for tests, benchmarks and trying dicomfs out.
 
-Small, valid MR/CT instances (a 4x4 image), laid out the way a storescp or an
+Small, valid MR/CT instances (a 4x4 image unless asked for more), laid out the way a storescp or an
 old incoming tree would leave them, plus awkward ones: names with slashes,
 `..`, empty, 200 characters, non-Latin scripts, `<script>`, a wrong character
 set, no StationName, and duplicated SOPInstanceUIDs.
@@ -39,6 +39,7 @@ class Spec:
     instance_number: int = 1
     accession: str = "A100"
     charset: str | None = "ISO_IR 192"
+    matrix: int = 4  # rows and columns of the 16-bit image: 256 is a typical MR slice
 
 
 def dataset(spec: Spec) -> Dataset:
@@ -68,13 +69,14 @@ def _dataset(spec: Spec) -> Dataset:
     ds.SeriesInstanceUID = spec.series_uid or generate_uid(UID_ROOT)
     ds.SeriesNumber = spec.series_number
     ds.InstanceNumber = spec.instance_number
-    ds.Rows = ds.Columns = 4
+    ds.Rows = ds.Columns = spec.matrix
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes(range(32))
+    size = 2 * spec.matrix * spec.matrix
+    ds.PixelData = (bytes(range(256)) * (size // 256 + 1))[:size]
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -97,7 +99,7 @@ def write(path: Path, spec: Spec, *, with_meta: bool = True) -> Dataset:
 
 
 def regular_specs(
-    patients: int, studies: int, series: int, instances: int, seed: int = 1
+    patients: int, studies: int, series: int, instances: int, seed: int = 1, matrix: int = 4
 ) -> Iterator[Spec]:
     """A tidy corpus: patients x studies x series x instances."""
     rng = random.Random(seed)
@@ -118,7 +120,7 @@ def regular_specs(
                         station_name=station, study_date=date,
                         study_description=f"Study {s}", series_number=r + 1,
                         series_description=f"Series {r + 1}", instance_number=i + 1,
-                        accession=f"ACC{p:05d}{s:02d}", charset="ISO_IR 100",
+                        accession=f"ACC{p:05d}{s:02d}", charset="ISO_IR 100", matrix=matrix,
                     )  # fmt: skip
 
 

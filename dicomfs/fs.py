@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from . import tree
-from .index import INDEX_DIR, INDEX_FILE
+from . import nowait, page, tree
+from .index import INDEX_DIR, INDEX_FILE, Index
 from .inodes import Inodes
 from .tree import Node
 
@@ -42,6 +42,16 @@ class MountOptions:
     allow_other: bool = False
 
 
+@dataclasses.dataclass
+class _StoredFile:
+    """An open instance file: its descriptor in the store is opened by the first read."""
+
+    path: str  # relative to the store
+    size: int
+    fd: int | None = None
+    opening: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
 class _Reader(threading.local):
     """One read-only connection per worker thread (sqlite3 objects stay in their thread)."""
 
@@ -53,18 +63,27 @@ class DicomOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, store: Path, options: MountOptions) -> None:
+    def __init__(self, store: Path, mount_point: Path, options: MountOptions) -> None:
         super().__init__()
         self.store = store
+        self.mount_point = mount_point
         self.options = options
         self.inodes = Inodes()
         self._db_path = store / INDEX_DIR / INDEX_FILE
         self._local = _Reader()
         self._limiter = trio.CapacityLimiter(8)
-        self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._files: dict[int, int] = {}  # fh -> os file descriptor
+        self._writer = trio.CapacityLimiter(1)  # one writing connection at a time
+        self._dirs: dict[int, list[tuple[str, Node, tree.Attributes]]] = {}
+        self._files: dict[int, _StoredFile] = {}
+        self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
+        self._last_page_size = 0
         self._next_fh = 1
         self._mounted_at = time.time()
+        self._file_mode = stat.S_IFREG | options.file_mode
+        # Directories can be entered by whoever may read the files.
+        self._dir_mode = stat.S_IFDIR | options.file_mode | ((options.file_mode & 0o444) >> 2)
+        # Reading through the mount must not touch the stored file's atime.
+        self._open_flags = os.O_RDONLY | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -78,10 +97,17 @@ class DicomOperations(pyfuse3.Operations):
         return self._local.conn
 
     async def _query(self, func: Callable[..., T], *args: Any) -> T:
+        """Run func(conn, *args) in a worker thread: listings, and anything touching disk."""
+
         def run() -> T:
             return func(self._conn(), *args)
 
         return await trio.to_thread.run_sync(run, limiter=self._limiter)
+
+    def _seek(self, func: Callable[..., T], *args: Any) -> T:
+        """Run func(conn, *args) on the loop: only for a few rows found through an index
+        (lookup, getattr), which take microseconds, where a thread hop costs far more."""
+        return func(self._conn(), *args)
 
     def _node(self, inode: int) -> Node:
         node = self.inodes.node_of(inode)
@@ -89,39 +115,49 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attributes(self, inode: int, info: tree.FileInfo | None) -> pyfuse3.EntryAttributes:
-        """A directory when info is None, else the instance file it describes."""
+    def _attributes(
+        self, node: Node, inode: int, found: tree.Attributes
+    ) -> pyfuse3.EntryAttributes:
+        return self._fill(self._blank_attributes(), node, inode, found)
+
+    def _blank_attributes(self) -> pyfuse3.EntryAttributes:
+        """The fields every entry shares; readdir fills one of these per entry."""
         attr = pyfuse3.EntryAttributes()
-        attr.st_ino = inode
         attr.st_uid = self.options.uid
         attr.st_gid = self.options.gid
         attr.entry_timeout = ENTRY_TIMEOUT
         attr.attr_timeout = ATTR_TIMEOUT
         attr.st_blksize = 128 * 1024
-        if info is None:
-            dir_mode = self.options.file_mode | ((self.options.file_mode & 0o444) >> 2)
-            attr.st_mode = stat.S_IFDIR | dir_mode
+        return attr
+
+    def _fill(
+        self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: tree.Attributes
+    ) -> pyfuse3.EntryAttributes:
+        attr.st_ino = inode
+        if node == tree.PAGE:  # generated at each open: its size is the last page's
+            found = tree.Attributes(False, self._last_page_size, time.time(), None)
+        if found.is_dir:
+            attr.st_mode = self._dir_mode
             attr.st_nlink = 2
-            attr.st_size = 0
-            when = int(self._mounted_at * 1e9)
-            attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = when
         else:
-            attr.st_mode = stat.S_IFREG | self.options.file_mode
+            attr.st_mode = self._file_mode
             attr.st_nlink = 1
-            attr.st_size = info.size
-            received = int(info.received_at * 1e9)
-            attr.st_mtime_ns = attr.st_ctime_ns = received
-            attr.st_atime_ns = int((info.last_access or info.received_at) * 1e9)
-        attr.st_blocks = (attr.st_size + 511) // 512
+        attr.st_size = found.size
+        attr.st_blocks = (found.size + 511) // 512
+        # mtime: when received (a directory: the newest receipt inside); atime: the last
+        # read, or the receipt if never read.
+        received = found.received if found.received is not None else self._mounted_at
+        attr.st_mtime_ns = attr.st_ctime_ns = int(received * 1e9)
+        attr.st_atime_ns = int((found.accessed or received) * 1e9)
         return attr
 
     async def _attributes_of(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
-        info = None
-        if tree.is_file(node):
-            info = await self._query(tree.file_info, node)
-            if info is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attributes(inode, info)
+        if node == tree.PAGE and not self._last_page_size:
+            self._last_page_size = len(await self._render_page())
+        found = self._seek(tree.attributes, node)
+        if found is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attributes(node, inode, found)
 
     # --- lookups and attributes -----------------------------------------------------
 
@@ -129,7 +165,7 @@ class DicomOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        child = await self._query(tree.lookup, parent, os.fsdecode(name))
+        child = self._seek(tree.lookup, parent, os.fsdecode(name))
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         attr = await self._attributes_of(child, self.inodes.inode_of(child))
@@ -151,23 +187,22 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # The listing is taken once per open: readdir offsets index this snapshot,
         # so they stay valid however the index changes meanwhile.
-        entries = await self._query(tree.list_dir, node)
+        entries = await self._query(tree.list_with_attributes, node)
         fh = self._new_fh()
         self._dirs[fh] = entries
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self._dirs.get(fh, [])
+        inodes = self.inodes
+        attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
         for position in range(start_id, len(entries)):
-            name, child = entries[position]
-            inode = self.inodes.inode_of(child)
-            try:
-                attr = await self._attributes_of(child, inode)
-            except pyfuse3.FUSEError:
-                continue  # gone since the listing was taken
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, position + 1):
+            name, child, found = entries[position]
+            inode = inodes.inode_of(child)
+            self._fill(attr, child, inode, found)
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), attr, position + 1):
                 return
-            self.inodes.looked_up(child)
+            inodes.count_lookup(inode)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -180,35 +215,83 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         if not tree.is_file(node):
             raise pyfuse3.FUSEError(errno.EISDIR)
-        info = await self._query(tree.file_info, node)
+        if node == tree.PAGE:
+            return await self._open_page()
+        info = self._seek(tree.file_info, node)
         if info is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        path = self.store / info.path
-        try:
-            fd = await trio.to_thread.run_sync(
-                os.open, path, os.O_RDONLY | os.O_NOATIME if os.geteuid() == 0 else os.O_RDONLY
-            )
-        except FileNotFoundError:
-            log.warning("%s is in the index but gone from the store", info.path)
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         fh = self._new_fh()
-        self._files[fh] = fd
+        # The stored file is opened by the first read that reaches us, so that a copy
+        # whose pages the kernel already holds (keep_cache) costs no open at all.
+        self._files[fh] = _StoredFile(info.path, info.size)
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        fd = self._files.get(fh)
-        if fd is None:
+    # pyfuse3 replies from any buffer, though its stub says bytes: a bytearray spares a copy.
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
+        generated = self._pages.get(fh)
+        if generated is not None:
+            return generated[off : off + size]
+        stored = self._files.get(fh)
+        if stored is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self._limiter)
+        if stored.fd is None:
+            stored.fd = nowait.open_cached(str(self.store / stored.path), self._open_flags)
+        if stored.fd is not None:
+            data = nowait.read_cached(stored.fd, off, size, stored.size)
+            if data is not None:
+                return data
+        try:
+            return await trio.to_thread.run_sync(
+                self._read_stored, stored, off, size, limiter=self._limiter
+            )
+        except FileNotFoundError:
+            log.warning("%s was deleted behind the index: dropping its row", stored.path)
+            await self._forget_vanished(stored.path)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    def _read_stored(self, stored: _StoredFile, off: int, size: int) -> bytes:
+        """Open the stored file if this is its first read, then read; in a worker."""
+        with stored.opening:
+            if stored.fd is None:
+                stored.fd = os.open(self.store / stored.path, self._open_flags)
+        return os.pread(stored.fd, size, off)
 
     async def release(self, fh: int) -> None:
-        fd = self._files.pop(fh, None)
-        if fd is not None:
-            os.close(fd)
+        self._pages.pop(fh, None)
+        stored = self._files.pop(fh, None)
+        if stored is not None and stored.fd is not None:
+            os.close(stored.fd)
+
+    async def _open_page(self) -> pyfuse3.FileInfo:
+        fh = self._new_fh()
+        self._pages[fh] = await self._render_page()
+        self._last_page_size = len(self._pages[fh])
+        # direct_io: each open shows the page as generated then, whatever size stat said.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True)
+
+    async def _render_page(self) -> bytes:
+        def render() -> bytes:
+            with Index(self.store, readonly=True) as index:
+                return page.render(index, self.mount_point)
+
+        return await trio.to_thread.run_sync(render, limiter=self._limiter)
+
+    async def _forget_vanished(self, path: str) -> None:
+        """Drop the row of a file deleted behind the index, so the views follow."""
+
+        def forget() -> None:
+            with Index(self.store) as index, index.transaction():
+                if not (self.store / path).exists():  # not replaced meanwhile
+                    index.remove_paths([path])
+
+        try:
+            await trio.to_thread.run_sync(forget, limiter=self._writer)
+        except Exception:
+            log.exception("could not drop the index row of %s", path)
 
     def _new_fh(self) -> int:
         fh = self._next_fh

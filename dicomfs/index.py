@@ -112,8 +112,53 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    """Receipt and access times summarised per series and study, for directory times
+    and the by-received view without scanning every instance."""
+    db.executescript(
+        """
+        ALTER TABLE series ADD COLUMN last_received REAL;
+        ALTER TABLE series ADD COLUMN last_access REAL;
+        ALTER TABLE studies ADD COLUMN first_received REAL;
+        ALTER TABLE studies ADD COLUMN last_received REAL;
+        ALTER TABLE studies ADD COLUMN last_access REAL;
+        CREATE INDEX studies_first_received ON studies(first_received);
+        """
+    )
+    _summarise_times(db.conn, db.conn.execute("SELECT id FROM series").fetchall())
+
+
+def _summarise_times(conn: sqlite3.Connection, series_rows: Iterable[tuple[int]]) -> None:
+    """Recompute the time summaries of these series and of their studies."""
+    studies = set()
+    for (series_id,) in series_rows:
+        row = conn.execute(
+            """UPDATE series SET
+                   last_received = (SELECT max(received_at) FROM instances WHERE series = ?1),
+                   last_access = (SELECT max(last_access) FROM instances WHERE series = ?1)
+               WHERE id = ?1 RETURNING study""",
+            (series_id,),
+        ).fetchone()
+        if row:
+            studies.add(row[0])
+    for study_id in studies:
+        _summarise_study_times(conn, study_id)
+
+
+def _summarise_study_times(conn: sqlite3.Connection, study_id: int) -> None:
+    conn.execute(
+        """UPDATE studies SET
+               first_received = (SELECT min(i.received_at) FROM series se
+                                 JOIN instances i ON i.series = se.id WHERE se.study = ?1),
+               last_received = (SELECT max(last_received) FROM series WHERE study = ?1),
+               last_access = (SELECT max(last_access) FROM series WHERE study = ?1)
+           WHERE id = ?1""",
+        (study_id,),
+    )
+
+
 # Each migration takes the schema from version N to N+1; append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1, _schema_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -167,6 +212,8 @@ class Index:
                 raise IndexUnusable(
                     f"no index in {store} yet: run 'dicomfs index --store {store}' first"
                 )
+            if _stored_version(self.path) < SCHEMA_VERSION:
+                Index(store).close()  # an older dicomfs made it: upgrade it once
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,8 +353,23 @@ class Index:
                 sender.aet, sender.address, sender.called_aet, sender.user,
             ),
         )  # fmt: skip
+        self._note_receipt(series_id, now)
         if orphans:
             self._prune(orphans)
+
+    def _note_receipt(self, series_id: int, received_at: float) -> None:
+        """Widen the series' and study's receipt times to include this instance."""
+        study = self.conn.execute(
+            """UPDATE series SET last_received = max(coalesce(last_received, ?1), ?1)
+               WHERE id = ?2 RETURNING study""",
+            (received_at, series_id),
+        ).fetchone()[0]
+        self.conn.execute(
+            """UPDATE studies SET first_received = min(coalesce(first_received, ?1), ?1),
+                                  last_received = max(coalesce(last_received, ?1), ?1)
+               WHERE id = ?2""",
+            (received_at, study),
+        )
 
     def remove_paths(self, paths: Iterable[str]) -> int:
         """Drop the rows of files that are gone, then parents left empty."""
@@ -324,8 +386,10 @@ class Index:
         return removed
 
     def _prune(self, series_ids: Iterable[int]) -> None:
-        """Delete the given series if they hold no instance, then their emptied parents."""
+        """Delete the given series if they hold no instance, then their emptied parents;
+        the survivors' time summaries are recomputed without the instances that left."""
         self._series_cache.clear()
+        survivors = []
         for series_id in set(series_ids):
             row = self.conn.execute(
                 """DELETE FROM series WHERE id = ?
@@ -334,6 +398,9 @@ class Index:
             ).fetchone()
             if row:
                 self._drop_empty_study(row[0])
+            else:
+                survivors.append((series_id,))
+        _summarise_times(self.conn, survivors)
 
     def _drop_empty_study(self, study_id: int) -> None:
         row = self.conn.execute(
@@ -454,8 +521,10 @@ class Index:
                        station_dir = ?, number_dir = ? WHERE id = ?""",
                 (*values, row[0]),
             )
-            if row[1] != study:
+            if row[1] != study:  # the series moved: both studies' times change
                 self._drop_empty_study(row[1])
+                _summarise_study_times(self.conn, row[1])
+                _summarise_times(self.conn, [(row[0],)])
         return int(row[0])
 
     # --- search -------------------------------------------------------------------------
@@ -538,6 +607,14 @@ class Index:
             table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
             for table in ("patients", "studies", "series", "instances")
         }
+
+
+def _stored_version(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _parent_values(meta: InstanceMeta) -> tuple[object, ...]:

@@ -218,7 +218,10 @@ def _apply(
         report.skipped.append((other_path, reason))
         report.indexed_paths.discard(other_path)
     index.forget_skipped([result.path])
-    index.put_instance(result.meta, result.path, result.state)
+    # A file found in the store arrived when it was last written: its mtime survives
+    # re-indexing from scratch, so expiry and by-received do not reset.
+    received_at = result.state.mtime_ns / 1e9
+    index.put_instance(result.meta, result.path, result.state, received_at=received_at)
     report.indexed_paths.add(result.path)
 
 

@@ -38,8 +38,11 @@ class Inodes:
     def looked_up(self, node: Node) -> int:
         """Count one kernel reference (a lookup reply); return the inode."""
         inode = self.inode_of(node)
-        self._lookups[inode] = self._lookups.get(inode, 0) + 1
+        self.count_lookup(inode)
         return inode
+
+    def count_lookup(self, inode: int) -> None:
+        self._lookups[inode] = self._lookups.get(inode, 0) + 1
 
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references; the inode goes when none remain."""

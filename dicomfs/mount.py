@@ -59,7 +59,7 @@ def run(store: Path, mountpoint: Path, options: MountOptions) -> None:
     # finally below, or the kernel is left with a dead mount.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     prepare(mountpoint)
-    operations = DicomOperations(store, options)
+    operations = DicomOperations(store, mountpoint, options)
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {"fsname=dicomfs", "subtype=dicomfs", "ro", "default_permissions"}
     if options.allow_other:

@@ -2,8 +2,13 @@
 
 A node is a small hashable tuple naming one directory or file in one view,
 for example ("P-study", 42) for a study directory under by-patient/. This
-module maps a directory node to its entries and a (node, name) pair to the
-child node; it knows nothing of FUSE, inodes or errno.
+module maps a directory node to its entries, a (node, name) pair to the child
+node, and a node to its attributes; it knows nothing of FUSE, inodes or errno.
+
+Every lister takes an optional `base`: the name an entry has before any
+disambiguating suffix. With it, the lister returns only the entries that can
+carry that name, through an indexed column, so a lookup never lists a whole
+directory of a large store.
 """
 
 from __future__ import annotations
@@ -15,8 +20,17 @@ from collections.abc import Callable
 from . import names, views
 
 Node = tuple[object, ...]
+Entry = tuple[str, Node]
 ROOT: Node = ("root",)
-TOP = {"by-modality": ("M",), "by-patient": ("P",), "by-date": ("D",), "by-uid": ("U",)}
+PAGE: Node = ("page",)  # index.html
+PAGE_NAME = "index.html"
+TOP: dict[str, Node] = {
+    "by-modality": ("M",),
+    "by-patient": ("P",),
+    "by-date": ("D",),
+    "by-received": ("R",),
+    "by-uid": ("U",),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -29,25 +43,66 @@ class FileInfo:
     last_access: float | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attributes:
+    """What stat shows. A directory's times summarise what it holds."""
+
+    is_dir: bool
+    size: int
+    received: float | None  # a file's receipt; a directory's newest receipt inside
+    accessed: float | None  # the last read, or None if never read
+
+
 def is_file(node: Node) -> bool:
-    return str(node[0]).endswith("-file")
+    return node == PAGE or str(node[0]).endswith("-file")
 
 
-def list_dir(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def list_dir(conn: sqlite3.Connection, node: Node) -> list[Entry]:
     """The entries of a directory node, sorted by name. Empty if it no longer exists."""
     lister = _LISTERS.get(str(node[0]))
     if lister is None:
         return []
-    return sorted(lister(conn, node), key=lambda entry: entry[0])
+    return sorted(lister(conn, node, None), key=lambda entry: entry[0])
+
+
+def list_with_attributes(
+    conn: sqlite3.Connection, node: Node
+) -> list[tuple[str, Node, Attributes]]:
+    """list_dir with each entry's attributes, in one pass (what readdir needs)."""
+    entries = list_dir(conn, node)
+    if str(node[0]).endswith("-series"):  # the files of a series: one query for them all
+        rows = conn.execute(
+            "SELECT id, size, received_at, last_access FROM instances WHERE series = ?",
+            (node[-1],),
+        )
+        files = {iid: Attributes(False, size, received, accessed) for iid, size, received,
+                 accessed in rows}  # fmt: skip
+        return [(name, child, files[child[-1]]) for name, child in entries if child[-1] in files]
+    listing = []
+    for name, child in entries:
+        found = attributes(conn, child)
+        if found is not None:
+            listing.append((name, child, found))
+    return listing
 
 
 def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Node | None:
     """The child called name, or None."""
-    if node == ("U",):
-        return _uid_lookup(conn, name)
-    for entry_name, child in list_dir(conn, node):
+    tag = str(node[0])
+    if tag == "root":
+        return PAGE if name == PAGE_NAME else TOP.get(name)
+    lister = _LISTERS.get(tag)
+    if lister is None:
+        return None
+    base, _ = names.split_suffix(name)
+    for entry_name, child in lister(conn, node, base):
         if entry_name == name:
             return child
+    if tag.startswith("U"):
+        # An odd UID is shown sanitised, so its name is not its value: list them all.
+        for entry_name, child in lister(conn, node, None):
+            if entry_name == name:
+                return child
     return None
 
 
@@ -60,7 +115,36 @@ def file_info(conn: sqlite3.Connection, node: Node) -> FileInfo | None:
     return FileInfo(*row) if row else None
 
 
-def _disambiguate(rows: list[tuple[str, str, Node]]) -> list[tuple[str, Node]]:
+def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
+    """The node's attributes, or None if it no longer exists.
+
+    index.html's size is not known here: it is the adapter's, which generates it."""
+    tag = str(node[0])
+    if node == PAGE:
+        return Attributes(False, 0, None, None)
+    if is_file(node):
+        info = file_info(conn, node)
+        if info is None:
+            return None
+        return Attributes(False, info.size, info.received_at, info.last_access)
+    sql, args = _TIMES[tag](node)
+    row = conn.execute(sql, args).fetchone()
+    if row is None or (row[0] is None and tag not in _ALWAYS_THERE):
+        return None
+    return Attributes(True, 0, row[0], row[1])
+
+
+def _rows(
+    conn: sqlite3.Connection, sql: str, args: tuple[object, ...], column: str, base: str | None
+) -> list[tuple[object, ...]]:
+    """Run sql (which ends in a WHERE clause), narrowed to column = base when given."""
+    if base is not None:
+        sql += f" AND {column} = ?"
+        args = (*args, base)
+    return conn.execute(sql, args).fetchall()
+
+
+def _disambiguate(rows: list[tuple[str, str, Node]]) -> list[Entry]:
     """(base, key, node) -> (unique name, node): shared bases get the key's suffix."""
     counts: dict[str, int] = {}
     for base, _, _ in rows:
@@ -74,121 +158,138 @@ def _disambiguate(rows: list[tuple[str, str, Node]]) -> list[tuple[str, Node]]:
 # --- root ------------------------------------------------------------------------------
 
 
-def _root(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    return list(TOP.items())
+def _root(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    return [*TOP.items(), (PAGE_NAME, PAGE)]
 
 
 # --- by-patient/<patient>/<study>/<series>/<file> ------------------------------------
 
 
-def _patients(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    rows = conn.execute("SELECT id, dir_name, patient_key FROM patients")
-    return _disambiguate([(name, key, ("P-patient", pid)) for pid, name, key in rows])
-
-
-def _patient_studies(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    tag = "P-study" if node[0] == "P-patient" else "D-study"
-    rows = conn.execute(
-        "SELECT id, dir_name, study_uid FROM studies WHERE patient = ?" + _date_filter(node),
-        (node[-1], *node[1:-1]),
+def _patients(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = _rows(
+        conn, "SELECT id, dir_name, patient_key FROM patients WHERE 1", (), "dir_name", base
     )
-    return _disambiguate([(name, uid, (tag, sid)) for sid, name, uid in rows])
+    return _disambiguate([(str(name), str(key), ("P-patient", pid)) for pid, name, key in rows])
 
 
-def _date_filter(node: Node) -> str:
-    # Under by-date/, a patient directory holds only the studies of that day.
-    return " AND study_date = ?" if node[0] == "D-patient" else ""
+def _patient_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    args: tuple[object, ...]
+    if node[0] == "P-patient":
+        tag, sql, args = "P-study", "WHERE patient = ?", (node[1],)
+    else:  # under by-date/, a patient directory holds only the studies of that day
+        tag, sql, args = "D-study", "WHERE study_date = ? AND patient = ?", (node[1], node[2])
+    rows = _rows(conn, f"SELECT id, dir_name, study_uid FROM studies {sql}", args, "dir_name", base)
+    return _disambiguate([(str(name), str(uid), (tag, sid)) for sid, name, uid in rows])
 
 
-def _study_series(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    tag = {"P-study": "P-series", "D-study": "D-series", "U-study": "U-series"}[str(node[0])]
-    column = "series_uid" if tag == "U-series" else "dir_name"
-    rows = conn.execute(f"SELECT id, {column}, series_uid FROM series WHERE study = ?", (node[1],))
+def _study_series(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    tag = f"{str(node[0])[0]}-series"
     if tag == "U-series":
-        return [(names.safe_component(uid), (tag, sid)) for sid, uid, _ in rows]
-    return _disambiguate([(name, uid, (tag, sid)) for sid, name, uid in rows])
+        rows = _rows(
+            conn, "SELECT id, series_uid FROM series WHERE study = ?", (node[1],),
+            "series_uid", base,
+        )  # fmt: skip
+        return [(names.safe_component(str(uid)), (tag, sid)) for sid, uid in rows]
+    rows = _rows(
+        conn, "SELECT id, dir_name, series_uid FROM series WHERE study = ?", (node[1],),
+        "dir_name", base,
+    )  # fmt: skip
+    return _disambiguate([(str(name), str(uid), (tag, sid)) for sid, name, uid in rows])
 
 
-def _series_files(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _series_files(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     tag = f"{str(node[0])[0]}-file"
     if tag == "U-file":
-        rows = conn.execute("SELECT id, sop_uid FROM instances WHERE series = ?", (node[-1],))
-        return [(f"{names.safe_component(uid)}.dcm", (tag, iid)) for iid, uid in rows]
-    rows = conn.execute(
-        "SELECT id, file_name, sop_uid FROM instances WHERE series = ?", (node[-1],)
-    )
-    return _disambiguate([(name, uid, (tag, iid)) for iid, name, uid in rows])
+        uid = base.removesuffix(".dcm") if base is not None else None
+        rows = _rows(
+            conn, "SELECT id, sop_uid FROM instances WHERE series = ?", (node[-1],),
+            "sop_uid", uid,
+        )  # fmt: skip
+        return [(f"{names.safe_component(str(uid))}.dcm", (tag, iid)) for iid, uid in rows]
+    rows = _rows(
+        conn, "SELECT id, file_name, sop_uid FROM instances WHERE series = ?", (node[-1],),
+        "file_name", base,
+    )  # fmt: skip
+    return _disambiguate([(str(name), str(uid), (tag, iid)) for iid, name, uid in rows])
 
 
 # --- by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/<uid>.UID/000001.SER/<file> -------
 
 
-def _modalities(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    rows = conn.execute("SELECT DISTINCT modality_dir FROM series")
-    return [(mod, ("M-mod", mod)) for (mod,) in rows]
+def _modalities(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = _rows(conn, "SELECT DISTINCT modality_dir FROM series WHERE 1", (), "modality_dir", base)
+    return [(str(mod), ("M-mod", mod)) for (mod,) in rows]
 
 
-def _stations(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    rows = conn.execute(
-        "SELECT DISTINCT station_dir FROM series WHERE modality_dir = ?", (node[1],)
-    )
-    return [(sta, ("M-sta", node[1], sta)) for (sta,) in rows]
+def _stations(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = _rows(
+        conn, "SELECT DISTINCT station_dir FROM series WHERE modality_dir = ?", (node[1],),
+        "station_dir", base,
+    )  # fmt: skip
+    return [(str(sta), ("M-sta", node[1], sta)) for (sta,) in rows]
 
 
-def _days(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    rows = conn.execute(
+def _days(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = _rows(
+        conn,
         """SELECT DISTINCT st.day_dir FROM series se JOIN studies st ON st.id = se.study
            WHERE se.modality_dir = ? AND se.station_dir = ?""",
         (node[1], node[2]),
+        "st.day_dir",
+        base,
     )
-    return [(day, ("M-day", node[1], node[2], day)) for (day,) in rows]
+    return [(str(day), ("M-day", node[1], node[2], day)) for (day,) in rows]
 
 
-def _day_studies(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _day_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     _, mod, sta, day = node
-    rows = conn.execute(
-        """SELECT DISTINCT st.id, st.study_uid FROM series se JOIN studies st ON st.id = se.study
+    rows = _rows(
+        conn,
+        """SELECT DISTINCT st.id FROM series se JOIN studies st ON st.id = se.study
            WHERE se.modality_dir = ? AND se.station_dir = ? AND st.day_dir = ?""",
         (mod, sta, day),
+        "st.uid_dir",
+        base,
     )
-    return [(views.uid_name(conn, sid), ("M-study", mod, sta, sid)) for sid, _ in rows]
+    return [(views.uid_name(conn, int(str(sid))), ("M-study", mod, sta, sid)) for (sid,) in rows]
 
 
-def _modality_series(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _modality_series(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     _, mod, sta, study = node
-    rows = conn.execute(
+    rows = _rows(
+        conn,
         """SELECT id, number_dir, series_uid FROM series
            WHERE study = ? AND modality_dir = ? AND station_dir = ?""",
         (study, mod, sta),
+        "number_dir",
+        base,
     )
-    return _disambiguate([(name, uid, ("M-series", sid)) for sid, name, uid in rows])
+    return _disambiguate([(str(name), str(uid), ("M-series", sid)) for sid, name, uid in rows])
 
 
 # --- by-date/YYYY/MM/DD/<patient>/<study>/<series>/<file> ----------------------------
+# The date levels are small (distinct years, months, days) and ignore `base`.
 
 
-def _years(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _years(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     rows = conn.execute("SELECT DISTINCT substr(study_date, 1, 4) FROM studies")
     return [(year or "0000", ("D-year", year or "0000")) for (year,) in rows]
 
 
-def _months(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _months(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     return _next_date_part(conn, node, 5, "D-month")
 
 
-def _days_of_month(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _days_of_month(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     return _next_date_part(conn, node, 7, "D-day")
 
 
-def _next_date_part(
-    conn: sqlite3.Connection, node: Node, start: int, tag: str
-) -> list[tuple[str, Node]]:
+def _next_date_part(conn: sqlite3.Connection, node: Node, start: int, tag: str) -> list[Entry]:
     """The two digits of StudyDate at `start` among studies under the node's prefix."""
-    lo, hi = _date_range(str(node[1]))
     rows = conn.execute(
         f"""SELECT DISTINCT substr(study_date, {start}, 2) FROM studies
             WHERE study_date BETWEEN ? AND ?""",
-        (lo, hi),
+        _date_range(str(node[1])),
     )
     return [(part or "00", (tag, f"{node[1]}{part or '00'}")) for (part,) in rows]
 
@@ -199,40 +300,51 @@ def _date_range(prefix: str) -> tuple[str, str]:
     return prefix.ljust(8, "0"), prefix.ljust(8, "9")
 
 
-def _day_patients(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
+def _day_patients(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     date = "" if str(node[1]).strip("0") == "" else str(node[1])
+    rows = _rows(
+        conn,
+        """SELECT DISTINCT p.id FROM studies st JOIN patients p ON p.id = st.patient
+           WHERE st.study_date = ?""",
+        (date,),
+        "p.dir_name",
+        base,
+    )
+    return [(views.patient_name(conn, int(str(pid))), ("D-patient", date, pid)) for (pid,) in rows]
+
+
+# --- by-received/2026-11-25/14.30.12_<patient>/<series>/<file> -----------------------
+# "The time I sent it": each study under the local day and time its first instance
+# arrived.
+
+
+def _received_days(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
     rows = conn.execute(
-        "SELECT DISTINCT patient FROM studies WHERE study_date = ?", (date,)
-    ).fetchall()
-    return [(views.patient_name(conn, pid), ("D-patient", date, pid)) for (pid,) in rows]
+        """SELECT DISTINCT date(first_received, 'unixepoch', 'localtime') FROM studies
+           WHERE first_received IS NOT NULL"""
+    )
+    return [(str(day), ("R-day", day)) for (day,) in rows]
+
+
+def _received_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = views.received_on(conn, str(node[1]))
+    return _disambiguate([(name, uid, ("R-study", sid)) for sid, name, uid in rows])
 
 
 # --- by-uid/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm -------------
 
 
-def _uid_studies(conn: sqlite3.Connection, node: Node) -> list[tuple[str, Node]]:
-    rows = conn.execute("SELECT id, study_uid FROM studies")
-    return [(names.safe_component(uid), ("U-study", sid)) for sid, uid in rows]
+def _uid_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+    rows = _rows(conn, "SELECT id, study_uid FROM studies WHERE 1", (), "study_uid", base)
+    if base is not None and not rows:
+        # An odd UID is shown sanitised, and its uid_dir holds the same sanitised form.
+        rows = _rows(
+            conn, "SELECT id, study_uid FROM studies WHERE 1", (), "uid_dir", f"{base}.UID"
+        )
+    return [(names.safe_component(str(uid)), ("U-study", sid)) for sid, uid in rows]
 
 
-def _uid_lookup(conn: sqlite3.Connection, name: str) -> Node | None:
-    """A study by UID even when it is not listed (looked up, not scanned)."""
-    row = conn.execute("SELECT id FROM studies WHERE study_uid = ?", (name,)).fetchone()
-    if row:
-        return ("U-study", row[0])
-    for entry_name, child in _uid_studies_named(conn, name):
-        if entry_name == name:
-            return child
-    return None
-
-
-def _uid_studies_named(conn: sqlite3.Connection, name: str) -> list[tuple[str, Node]]:
-    # Odd UIDs are shown sanitised; their uid_dir holds the same sanitised form.
-    rows = conn.execute("SELECT id, study_uid FROM studies WHERE uid_dir = ?", (f"{name}.UID",))
-    return [(names.safe_component(uid), ("U-study", sid)) for sid, uid in rows]
-
-
-Lister = Callable[[sqlite3.Connection, Node], list[tuple[str, Node]]]
+Lister = Callable[[sqlite3.Connection, Node, str | None], list[Entry]]
 _LISTERS: dict[str, Lister] = {
     "root": _root,
     "P": _patients,
@@ -252,7 +364,71 @@ _LISTERS: dict[str, Lister] = {
     "D-patient": _patient_studies,
     "D-study": _study_series,
     "D-series": _series_files,
+    "R": _received_days,
+    "R-day": _received_studies,
+    "R-study": _study_series,
+    "R-series": _series_files,
     "U": _uid_studies,
     "U-study": _study_series,
     "U-series": _series_files,
+}
+
+
+# --- directory times: (newest receipt, newest access) of what a directory holds -------
+
+Query = tuple[str, tuple[object, ...]]
+_ALL = "SELECT max(last_received), max(last_access) FROM studies"
+_ALWAYS_THERE = frozenset({"root", *(str(node[0]) for node in TOP.values())})
+
+
+def _study_times(node: Node) -> Query:
+    return "SELECT last_received, last_access FROM studies WHERE id = ?", (node[-1],)
+
+
+def _series_times(node: Node) -> Query:
+    return "SELECT last_received, last_access FROM series WHERE id = ?", (node[-1],)
+
+
+def _date_times(node: Node) -> Query:
+    return f"{_ALL} WHERE study_date BETWEEN ? AND ?", _date_range(str(node[1]))
+
+
+def _received_day_times(node: Node) -> Query:
+    try:
+        bounds: tuple[float, float] = views.day_bounds(str(node[1]))
+    except ValueError:
+        bounds = (0.0, 0.0)
+    return f"{_ALL} WHERE first_received >= ? AND first_received < ?", bounds
+
+
+_TIMES: dict[str, Callable[[Node], Query]] = {
+    **{tag: lambda node: (_ALL, ()) for tag in _ALWAYS_THERE},
+    "P-patient": lambda node: (f"{_ALL} WHERE patient = ?", (node[1],)),
+    "D-patient": lambda node: (f"{_ALL} WHERE study_date = ? AND patient = ?", node[1:]),
+    "M-mod": lambda node: (
+        "SELECT max(last_received), max(last_access) FROM series WHERE modality_dir = ?",
+        node[1:],
+    ),
+    "M-sta": lambda node: (
+        """SELECT max(last_received), max(last_access) FROM series
+           WHERE modality_dir = ? AND station_dir = ?""",
+        node[1:],
+    ),
+    "M-day": lambda node: (
+        """SELECT max(se.last_received), max(se.last_access)
+           FROM series se JOIN studies st ON st.id = se.study
+           WHERE se.modality_dir = ? AND se.station_dir = ? AND st.day_dir = ?""",
+        node[1:],
+    ),
+    "M-study": lambda node: (
+        """SELECT max(last_received), max(last_access) FROM series
+           WHERE modality_dir = ? AND station_dir = ? AND study = ?""",
+        node[1:],
+    ),
+    "D-year": _date_times,
+    "D-month": _date_times,
+    "D-day": _date_times,
+    "R-day": _received_day_times,
+    **{f"{view}-study": _study_times for view in "PDRU"},
+    **{f"{view}-series": _series_times for view in "PMDRU"},
 }

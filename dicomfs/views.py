@@ -8,11 +8,13 @@ never on the order it arrived in.
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
+import time
 
 from . import names
 
-VIEWS = ("by-modality", "by-patient", "by-date", "by-uid")
+VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
 
 
 def unique_name(
@@ -60,6 +62,46 @@ def date_dirs(study_date: str) -> str:
     return f"{date[:4]}/{date[4:6]}/{date[6:]}"
 
 
+def day_bounds(day: str) -> tuple[float, float]:
+    """Unix times of the local midnights that start and end a YYYY-MM-DD day."""
+    start = datetime.datetime.strptime(day, "%Y-%m-%d")
+    return start.timestamp(), (start + datetime.timedelta(days=1)).timestamp()
+
+
+def received_on(conn: sqlite3.Connection, day: str) -> list[tuple[int, str, str]]:
+    """(study, by-received name before disambiguation, StudyInstanceUID) for one day."""
+    try:
+        start, end = day_bounds(day)
+    except ValueError:
+        return []
+    rows = conn.execute(
+        """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid
+           FROM studies st JOIN patients p ON p.id = st.patient
+           WHERE st.first_received >= ? AND st.first_received < ?""",
+        (start, end),
+    )
+    return [
+        (sid, _received_base(first, patient_dir, study_dir), uid)
+        for sid, first, patient_dir, study_dir, uid in rows
+    ]
+
+
+def _received_base(first_received: float, patient_dir: str, study_dir: str) -> str:
+    """14.30.12_DOE_JOHN_12345_20040609_Brain: when it came, whose, which exam."""
+    clock = time.strftime("%H.%M.%S", time.localtime(first_received))
+    return names.truncate_utf8(f"{clock}_{patient_dir}_{study_dir}", names.BASE_MAX)
+
+
+def received_name(conn: sqlite3.Connection, study: int) -> str:
+    """The study's path below by-received/: 2026-11-25/14.30.12_DOE_JOHN_12345_20040609."""
+    (first,) = conn.execute("SELECT first_received FROM studies WHERE id = ?", (study,)).fetchone()
+    day = time.strftime("%Y-%m-%d", time.localtime(first or 0))
+    rows = received_on(conn, day)
+    base, uid = next((name, uid) for sid, name, uid in rows if sid == study)
+    shared = sum(1 for _, name, _ in rows if name == base)
+    return f"{day}/{names.with_suffix(base, uid) if shared > 1 else base}"
+
+
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
     """The study's directory in each view, relative to the mount point."""
     patient, study_date, uid, day_dir = conn.execute(
@@ -79,5 +121,6 @@ def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
         "by-modality": modality_paths,
         "by-patient": [f"by-patient/{by_patient}"],
         "by-date": [f"by-date/{date_dirs(study_date)}/{by_patient}"],
+        "by-received": [f"by-received/{received_name(conn, study)}"],
         "by-uid": [f"by-uid/{names.safe_component(uid)}"],
     }

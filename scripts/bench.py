@@ -34,13 +34,22 @@ def generate(root: Path, instances: int) -> list[Path]:
         with concurrent.futures.ProcessPoolExecutor(mp_context=context) as pool:
             list(pool.map(_write_patient, jobs, chunksize=8))
         marker.touch()
-    return sorted(root.rglob("*.dcm"))
+    return sorted(root.glob("p*/*.dcm"))
 
 
 def _write_patient(job: tuple[Path, int]) -> None:
     root, patient = job
     for spec in corpus.regular_specs(1, 1, 3, 100, seed=patient + 1000):
         corpus.write(root / f"p{patient:05d}" / f"{spec.sop_uid}.dcm", spec)
+
+
+def realistic_study(root: Path) -> Path:
+    """One MR study of true size: 3 series of 100 slices of 256x256 (128 KB each)."""
+    folder = root / "mr-study"
+    if not folder.exists():
+        for spec in corpus.regular_specs(1, 1, 3, 100, seed=999, matrix=256):
+            corpus.write(folder / f"{spec.sop_uid}.dcm", spec)
+    return folder
 
 
 def timed(func, *args):  # type: ignore[no-untyped-def]
@@ -84,15 +93,16 @@ def bench_mount(store: Path, work: Path) -> None:
     """Reads and listings through the mount against the same work on the plain disk."""
     mnt = work.parent / (work.name + "-mnt")
     mnt.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "dicomfs", "mount", "--store", str(store),
-                             str(mnt)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomfs", "mount", "--store", str(store), str(mnt)]
+    )
     try:
         while not is_ready(mnt):
             time.sleep(0.05)
         first_ls = shell_time("ls", str(mnt / "by-patient"))
-        study_dir = next(p for p in sorted(store.iterdir()) if p.name.startswith("p"))
+        study_dir = store / "mr-study"
         study_uid = pydicom.dcmread(next(study_dir.iterdir()), stop_before_pixels=True)
-        through = next((mnt / "by-uid").glob(f"{study_uid.StudyInstanceUID}"))
+        through = mnt / "by-uid" / study_uid.StudyInstanceUID
         for source in (study_dir, through):  # warm both page caches
             shell_time("cp", "-r", str(source), str(work / "warm"))
             shutil.rmtree(work / "warm")
@@ -107,10 +117,14 @@ def bench_mount(store: Path, work: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
     print("mount:")
-    print(f"  cp -r of a study        disk/mount speed ratio {disk_cp / mount_cp:6.2f}  "
-          "(goal >= 0.5)")
-    print(f"  find -type f            mount/disk time ratio  {mount_find / disk_find:6.2f}  "
-          "(goal <= 3)")
+    print(
+        f"  cp -r of a 300-slice MR study (39 MB)  disk/mount time ratio {disk_cp / mount_cp:5.2f}"
+        f"  (goal >= 0.5; disk {disk_cp:.3f} s, mount {mount_cp:.3f} s)"
+    )
+    print(
+        f"  find -type f            mount/disk time ratio  {mount_find / disk_find:6.2f}  "
+        f"(goal <= 3; disk {disk_find:.3f} s, mount {mount_find:.3f} s)"
+    )
     print(f"  first ls of by-patient  {first_ls:6.3f} s  (goal < 0.2 s)")
     print(f"  daemon RSS              {rss / 1024:6.0f} MB  (goal < 200 MB)")
 
@@ -124,6 +138,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         t, files = timed(generate, work, args.instances)
+        realistic_study(work)
+        files = sorted(work.rglob("*.dcm"))
         print(f"corpus: {len(files)} instances in {work} (made in {t:.0f} s)")
         bench_index(work, files)
         bench_mount(work, work)

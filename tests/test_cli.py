@@ -13,13 +13,19 @@ import pytest
 from dicomfs import corpus
 
 
-def dicomfs(*args: str, store: Path | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def dicomfs(
+    *args: str, store: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     if store is not None:
         full_env["DICOMFS_STORE"] = str(store)
-    result = subprocess.run([sys.executable, "-m", "dicomfs", *args], capture_output=True,
-                            text=True, env=full_env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dicomfs", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -29,12 +35,26 @@ def dicomfs(*args: str, store: Path | None = None, check: bool = True,
 def filled_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("store")
     corpus.write_awkward(store / "gen")
-    corpus.write(store / "doe.dcm", corpus.Spec(
-        patient_name="DOE^JOHN", patient_id="12345", study_uid="1.2.840.113619.2.5.1762874864",
-        series_uid="1.2.840.113619.2.5.1762874864.1", sop_uid="1.2.840.113619.2.5.1762874864.1.1",
-        study_date="20040609", accession="ACC77", station_name="BWOW1", modality="MR"))
-    corpus.write(store / "doe2.dcm", corpus.Spec(
-        patient_name="DOE^JANE", patient_id="999", study_date="20050101", accession="ACC78"))
+    corpus.write(
+        store / "doe.dcm",
+        corpus.Spec(
+            patient_name="DOE^JOHN",
+            patient_id="12345",
+            study_uid="1.2.840.113619.2.5.1762874864",
+            series_uid="1.2.840.113619.2.5.1762874864.1",
+            sop_uid="1.2.840.113619.2.5.1762874864.1.1",
+            study_date="20040609",
+            accession="ACC77",
+            station_name="BWOW1",
+            modality="MR",
+        ),
+    )
+    corpus.write(
+        store / "doe2.dcm",
+        corpus.Spec(
+            patient_name="DOE^JANE", patient_id="999", study_date="20050101", accession="ACC78"
+        ),
+    )
     dicomfs("index", store=store)
     return store
 
@@ -59,9 +79,19 @@ def test_index_prints_one_summary_line_then_reasons(filled_store: Path) -> None:
 
 @pytest.mark.parametrize(
     "terms",
-    [["doe"], ["DOE^JO"], ["doe", "john"], ["12345"], ["ACC77"], ["1.2.840.113619.2.5"],
-     ["20040609"], ["200406"], ["20040601-20040630"], ["--", "-20040610", "john"],
-     ["john", "2004"]],
+    [
+        ["doe"],
+        ["DOE^JO"],
+        ["doe", "john"],
+        ["12345"],
+        ["ACC77"],
+        ["1.2.840.113619.2.5"],
+        ["20040609"],
+        ["200406"],
+        ["20040601-20040630"],
+        ["--", "-20040610", "john"],
+        ["john", "2004"],
+    ],
 )
 def test_find_by_every_kind_of_term(filled_store: Path, terms: list[str]) -> None:
     rows = json.loads(dicomfs("find", "--json", *terms, store=filled_store).stdout)
@@ -82,12 +112,20 @@ def test_find_is_accent_and_case_insensitive(filled_store: Path) -> None:
 def test_find_line_shows_who_when_what_and_where(filled_store: Path) -> None:
     out = dicomfs("find", "--mount", "/spl/dicom", "12345", store=filled_store).stdout
     (line,) = out.splitlines()
-    for part in ["2004-06-09", "DOE^JOHN", "12345", "MR", "BWOW1", "1 series", "1 instances",
-                 "/spl/dicom/by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/"
-                 "1.2.840.113619.2.5.1762874864.UID",
-                 "/spl/dicom/by-patient/DOE_JOHN_12345/20040609_Brain",
-                 "/spl/dicom/by-date/2004/06/09/DOE_JOHN_12345/20040609_Brain",
-                 "/spl/dicom/by-uid/1.2.840.113619.2.5.1762874864"]:
+    for part in [
+        "2004-06-09",
+        "DOE^JOHN",
+        "12345",
+        "MR",
+        "BWOW1",
+        "1 series",
+        "1 instances",
+        "/spl/dicom/by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/"
+        "1.2.840.113619.2.5.1762874864.UID",
+        "/spl/dicom/by-patient/DOE_JOHN_12345/20040609_Brain",
+        "/spl/dicom/by-date/2004/06/09/DOE_JOHN_12345/20040609_Brain",
+        "/spl/dicom/by-uid/1.2.840.113619.2.5.1762874864",
+    ]:
         assert part in line
 
 
@@ -107,8 +145,7 @@ def test_awkward_names_never_reach_a_path_unsafely(filled_store: Path) -> None:
             for path in paths:
                 parts = Path(path).relative_to(Path(path).anchor).parts
                 assert ".." not in parts
-                assert all(p and not p.startswith("-") and len(p.encode()) <= 255
-                           for p in parts)
+                assert all(p and not p.startswith("-") and len(p.encode()) <= 255 for p in parts)
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from dicomfs.mount import is_ready
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
-VIEWS = ("by-modality", "by-patient", "by-date", "by-uid")
+VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
 
 
 class Mount:
@@ -29,7 +31,8 @@ class Mount:
         self.store, self.path = store, mountpoint
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dicomfs", "mount", "--store", str(store), str(mountpoint)],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 20
         while not is_ready(mountpoint):
@@ -103,8 +106,9 @@ def test_the_labs_layout_and_cp_r_of_a_series(mounted: Mount, tmp_path: Path) ->
     copied = sorted(p.name for p in (tmp_path / "copy").iterdir())
     assert copied == ["000001.dcm", "000002.dcm", "000003.dcm", "000004.dcm"]
     for name in copied:
-        assert (tmp_path / "copy" / name).read_bytes() == (series_dir / "000001.SER" / name
-                                                            ).read_bytes()
+        assert (tmp_path / "copy" / name).read_bytes() == (
+            series_dir / "000001.SER" / name
+        ).read_bytes()
 
 
 def test_awkward_names_are_all_reachable_and_safe(mounted: Mount) -> None:
@@ -127,7 +131,8 @@ def test_awkward_names_are_all_reachable_and_safe(mounted: Mount) -> None:
 def test_stat_shows_true_size_and_received_time(mounted: Mount) -> None:
     conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
     sop, size, received = conn.execute(
-        "SELECT sop_uid, size, received_at FROM instances LIMIT 1").fetchone()
+        "SELECT sop_uid, size, received_at FROM instances LIMIT 1"
+    ).fetchone()
     conn.close()
     (path,) = list((mounted.path / "by-uid").glob(f"*/*/{sop}.dcm"))
     st = path.stat()
@@ -137,8 +142,9 @@ def test_stat_shows_true_size_and_received_time(mounted: Mount) -> None:
 
 
 def test_the_mount_is_read_only(mounted: Mount) -> None:
-    result = subprocess.run(["touch", str(mounted.path / "by-patient" / "x")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["touch", str(mounted.path / "by-patient" / "x")], capture_output=True, text=True
+    )
     assert "Read-only file system" in result.stderr
     (some_file,) = list((mounted.path / "by-uid").glob("*/*/*.dcm"))[:1]
     with pytest.raises(OSError, match="Read-only"):
@@ -148,8 +154,9 @@ def test_the_mount_is_read_only(mounted: Mount) -> None:
 def test_new_instances_appear_without_remounting(mounted: Mount) -> None:
     patients = mounted.path / "by-patient"
     assert not any(p.name.startswith("LATE_COMER") for p in patients.iterdir())
-    corpus.write(mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER",
-                                                          patient_id="L1"))
+    corpus.write(
+        mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER", patient_id="L1")
+    )
     with Index(mounted.store) as index:
         reconcile(index, mounted.store)
     deadline = time.monotonic() + 5
@@ -158,11 +165,96 @@ def test_new_instances_appear_without_remounting(mounted: Mount) -> None:
         time.sleep(0.1)
 
 
-def test_a_file_deleted_behind_the_index_gives_enoent(mounted: Mount) -> None:
+def test_a_file_deleted_behind_the_index_gives_enoent_and_the_index_learns_it(
+    mounted: Mount,
+) -> None:
     (victim,) = list((mounted.path / "by-patient").glob("DUP_PATIENT_DUP1/*/*/*.dcm"))
     (mounted.store / "gen" / "dup" / "newer.dcm").unlink()
     with pytest.raises(FileNotFoundError):
         victim.read_bytes()
+    conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
+    rows = conn.execute("SELECT count(*) FROM instances WHERE path = 'gen/dup/newer.dcm'")
+    assert rows.fetchone()[0] == 0
+    conn.close()
+    # It was the patient's only instance: the patient leaves the views too.
+    wait_until(lambda: "DUP_PATIENT_DUP1" not in sh("ls", str(mounted.path / "by-patient")))
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.1)
+
+
+def test_index_html_lists_every_study_escaped_and_current(mounted: Mount) -> None:
+    page = (mounted.path / "index.html").read_text()
+    conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
+    patient_ids = [row[0] for row in conn.execute("SELECT patient_id FROM patients")]
+    conn.close()
+    for patient_id in patient_ids:
+        assert html.escape(patient_id) in page
+    assert "<script>" not in page  # a PatientName of the corpus carries one
+    assert "&lt;script&gt;" in page
+    # Every directory it names can be entered.
+    for path in re.findall(r'<td class="paths">(.*?)</td>', page):
+        for directory in path.split("<br>"):
+            assert Path(html.unescape(directory)).is_dir(), directory
+    corpus.write(
+        mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER", patient_id="LATE-ID-1")
+    )
+    with Index(mounted.store) as index:
+        reconcile(index, mounted.store)
+    assert "LATE-ID-1" in (mounted.path / "index.html").read_text()
+
+
+def test_directory_times_summarise_their_contents(mounted: Mount) -> None:
+    conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
+    (newest,) = conn.execute("SELECT max(received_at) FROM instances").fetchone()
+    study_uid, study_newest = conn.execute(
+        """SELECT st.study_uid, max(i.received_at) FROM instances i
+           JOIN series se ON se.id = i.series JOIN studies st ON st.id = se.study
+           GROUP BY st.id ORDER BY st.study_uid LIMIT 1"""
+    ).fetchone()
+    conn.close()
+    assert abs((mounted.path / "by-patient").stat().st_mtime - newest) < 0.01
+    assert abs((mounted.path / "by-uid" / study_uid).stat().st_mtime - study_newest) < 0.01
+    assert (mounted.path / "by-uid" / study_uid).stat().st_nlink >= 2
+
+
+def test_by_received_shows_the_local_time_each_study_arrived(mounted: Mount) -> None:
+    conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
+    study_uid, patient_dir, study_dir, first = conn.execute(
+        """SELECT st.study_uid, p.dir_name, st.dir_name, min(i.received_at) FROM instances i
+           JOIN series se ON se.id = i.series JOIN studies st ON st.id = se.study
+           JOIN patients p ON p.id = st.patient
+           WHERE st.study_uid = '1.2.826.0.1.3680043.8.498.1.1.0'"""
+    ).fetchone()
+    conn.close()
+    day = time.strftime("%Y-%m-%d", time.localtime(first))
+    clock = time.strftime("%H.%M.%S", time.localtime(first))
+    entry = f"{clock}_{patient_dir}_{study_dir}"
+    assert entry in sh("ls", str(mounted.path / "by-received" / day)).split()
+    received = sh("find", str(mounted.path / "by-received" / day / entry), "-type", "f").split()
+    by_uid = sh("find", str(mounted.path / "by-uid" / study_uid), "-type", "f").split()
+    assert len(received) == len(by_uid) > 0
+    assert sorted(map(file_md5, received)) == sorted(map(file_md5, by_uid))
+
+
+def file_md5(path: str) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def test_a_name_that_is_not_there_is_enoent_at_every_level(mounted: Mount) -> None:
+    for path in (
+        "by-patient/NOBODY_0",
+        "by-modality/XX0000.MOD",
+        "by-date/1999",
+        "by-received/1999-01-01",
+        "by-uid/1.2.3.4.5.6.7.8.9",
+        "by-patient/TWIN_SERIES_TW1/nope",
+    ):
+        assert not (mounted.path / path).exists(), path
 
 
 def test_sigterm_unmounts_cleanly_and_a_stale_mount_is_cleared(tmp_path: Path) -> None:
@@ -180,6 +272,26 @@ def test_sigterm_unmounts_cleanly_and_a_stale_mount_is_cleared(tmp_path: Path) -
     assert _stale(tmp_path / "mnt")
     again = Mount(store, tmp_path / "mnt")
     try:
-        assert sh("ls", str(tmp_path / "mnt")).split() == sorted(VIEWS)
+        assert sh("ls", str(tmp_path / "mnt")).split() == sorted([*VIEWS, "index.html"])
     finally:
         assert again.stop() == 0
+
+
+def test_a_large_instance_reads_back_exactly_in_every_view(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    spec = corpus.Spec(patient_name="BIG^IMAGE", patient_id="BIG1", matrix=1024)  # 2 MB
+    corpus.write(store / "big.dcm", spec)
+    with Index(store) as index:
+        reconcile(index, store)
+    expected = file_md5(str(store / "big.dcm"))
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        files = sh("find", str(mount.path), "-name", "*.dcm").split()
+        assert len(files) == len(VIEWS)
+        for _ in range(2):  # the second time, reads are served from the page cache
+            assert [file_md5(f) for f in files] == [expected] * len(files)
+        with open(files[0], "rb") as handle:  # reads at odd offsets and sizes
+            handle.seek(1_000_001)
+            assert handle.read(7) == (store / "big.dcm").read_bytes()[1_000_001:1_000_008]
+    finally:
+        mount.stop()

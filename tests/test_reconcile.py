@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import warnings
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from dicomfs import corpus
 from dicomfs.index import SCHEMA_VERSION, Index
@@ -32,8 +34,10 @@ def oracle_sops(files: list[Path]) -> dict[str, list[Path]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
-            uids = [str(ds.get(k) or "").strip() for k in
-                    ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+            uids = [
+                str(ds.get(k) or "").strip()
+                for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+            ]
         except Exception:
             continue
         if all(uids):
@@ -44,8 +48,7 @@ def oracle_sops(files: list[Path]) -> dict[str, list[Path]]:
 def test_mixed_tree_is_indexed_with_correct_counts_and_reasons(store: Path, index: Index):
     real = copy_pydicom_files(store / "real")
     expect = corpus.write_awkward(store / "gen")
-    regular = corpus.write_regular(store / "incoming", patients=4, studies=2, series=2,
-                                   instances=5)
+    regular = corpus.write_regular(store / "incoming", patients=4, studies=2, series=2, instances=5)
     before = tree_fingerprint(store)
 
     report = reconcile(index, store)
@@ -89,8 +92,9 @@ def test_a_changed_file_is_reparsed(store, index):
     spec = corpus.Spec(patient_name="BEFORE^X", patient_id="P1", sop_uid="1.2.3.4")
     corpus.write(store / "a.dcm", spec)
     reconcile(index, store)
-    corpus.write(store / "a.dcm", corpus.Spec(patient_name="AFTER^Y", patient_id="P1",
-                                             sop_uid="1.2.3.4"))
+    corpus.write(
+        store / "a.dcm", corpus.Spec(patient_name="AFTER^Y", patient_id="P1", sop_uid="1.2.3.4")
+    )
     os.utime(store / "a.dcm", ns=(1, 2_000_000_000_000_000_000))
     report = reconcile(index, store)
     assert report.indexed == 1
@@ -176,3 +180,28 @@ def test_a_study_corrected_to_another_patient_leaves_no_empty_patient(store, ind
     names = [r[0] for r in index.conn.execute("SELECT patient_name FROM patients")]
     assert names == ["RIGHT^NAME"]
     assert index.counts() == {"patients": 1, "studies": 1, "series": 1, "instances": 1}
+
+
+def test_an_index_made_by_the_first_schema_is_upgraded_with_its_times(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write_regular(store, patients=1, studies=1, series=2, instances=3)
+    with Index(store) as index:
+        reconcile(index, store)
+    conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    conn.executescript(
+        """DROP INDEX studies_first_received;
+           ALTER TABLE series DROP COLUMN last_received;
+           ALTER TABLE series DROP COLUMN last_access;
+           ALTER TABLE studies DROP COLUMN first_received;
+           ALTER TABLE studies DROP COLUMN last_received;
+           ALTER TABLE studies DROP COLUMN last_access;
+           PRAGMA user_version = 1;"""
+    )
+    conn.close()
+    with Index(store, readonly=True) as index:  # a reader upgrades it too
+        assert index.version() == SCHEMA_VERSION
+        first, last = index.conn.execute(
+            "SELECT first_received, last_received FROM studies"
+        ).fetchone()
+        times = [p.stat().st_mtime for p in store.rglob("*.dcm")]
+        assert (first, last) == pytest.approx((min(times), max(times)))
