@@ -167,26 +167,51 @@ def _octal(value: str) -> int:
     return mode
 
 
+def mount_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--allow-other",
+                is_flag=True,
+                help="Let other users in (needs user_allow_other in /etc/fuse.conf).",
+            ),
+            click.option(
+                "--uid", type=int, default=None, help="Owner of the files.  [default: you]"
+            ),
+            click.option(
+                "--gid", type=int, default=None, help="Group of the files.  [default: yours]"
+            ),
+            click.option(
+                "--mode",
+                "file_mode",
+                default="0400",
+                show_default=True,
+                help="Mode of the files (directories get x where r is set).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _mount_options(allow_other: bool, uid: int | None, gid: int | None, file_mode: str) -> Any:
+    from .fs import MountOptions
+
+    return MountOptions(
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        file_mode=_octal(file_mode),
+        allow_other=allow_other,
+    )
+
+
 @main.command("mount", context_settings=CONTEXT)
 @store_option
 @click.argument(
     "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=config.default_mount
 )
 @click.option("--background", is_flag=True, help="Detach once the mount is up.")
-@click.option(
-    "--allow-other",
-    is_flag=True,
-    help="Let other users in (needs user_allow_other in /etc/fuse.conf).",
-)
-@click.option("--uid", type=int, default=None, help="Owner of the files.  [default: you]")
-@click.option("--gid", type=int, default=None, help="Group of the files.  [default: yours]")
-@click.option(
-    "--mode",
-    "file_mode",
-    default="0400",
-    show_default=True,
-    help="Mode of the files (directories get x where r is set).",
-)
+@mount_options
 def mount_command(
     store: Path,
     mountpoint: Path,
@@ -202,7 +227,9 @@ def mount_command(
     by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/<StudyUID>.UID/000001.SER/
     by-patient/<Name>_<ID>/<Date>_<Description>/<Number>_<Description>/
     by-date/2004/06/09/<Name>_<ID>/<Date>_<Description>/<Number>_<Description>/
+    by-received/2026-11-25/14.30.12_<Name>_<ID>_<Date>_<Description>/<Series>/
     by-uid/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
+    index.html    every study on one page, for Find in page; made when opened
 
     Read-only. Runs in the foreground until Ctrl-C (or SIGTERM), then unmounts;
     a mount left behind by a crash is cleared first.
@@ -214,17 +241,10 @@ def mount_command(
       dicomfs umount ~/dicom
     """
     from . import mount
-    from .fs import MountOptions
 
-    mode = _octal(file_mode)
+    options = _mount_options(allow_other, uid, gid, file_mode)
     with open_index(store):
         pass  # a clear error now if there is no index to show
-    options = MountOptions(
-        uid=os.getuid() if uid is None else uid,
-        gid=os.getgid() if gid is None else gid,
-        file_mode=mode,
-        allow_other=allow_other,
-    )
     try:
         if background:
             args = [
@@ -262,3 +282,152 @@ def umount_command(mountpoint: Path) -> None:
         mount.unmount(mountpoint, lazy=mount.is_stale(mountpoint))
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command("serve", context_settings=CONTEXT)
+@store_option
+@click.option(
+    "--mount",
+    "mountpoint",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DICOMFS_MOUNT",
+    default=config.default_mount,
+    show_default="$DICOMFS_MOUNT or ~/dicom",
+    help="Where to mount the views.",
+)
+@click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
+@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
+@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--allow-aet",
+    multiple=True,
+    metavar="AET",
+    help="Accept only these calling AE titles (repeat the option).  [default: any]",
+)
+@click.option(
+    "--allow-address",
+    multiple=True,
+    metavar="ADDR[/BITS]",
+    help="Accept only these addresses or networks (repeatable).  [default: any]",
+)
+@click.option("--require-user", is_flag=True, help="Refuse senders without a DICOM username.")
+@click.option(
+    "--max-associations",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Associations served at once; more are refused (transient).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@mount_options
+def serve_command(
+    store: Path,
+    mountpoint: Path,
+    no_mount: bool,
+    port: int,
+    aet: str,
+    bind: str,
+    allow_aet: tuple[str, ...],
+    allow_address: tuple[str, ...],
+    require_user: bool,
+    max_associations: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    allow_other: bool,
+    uid: int | None,
+    gid: int | None,
+    file_mode: str,
+) -> None:
+    """Receive DICOM from scanners and PACS, and mount the views, in one process.
+
+    Answers C-ECHO and C-STORE of every storage SOP class. Each instance is
+    written, fsynced, renamed into the store and indexed before the sender
+    hears Success; who sent it (calling AE title, address, called AE title,
+    DICOM username) is recorded with it and in the audit trail.
+
+    At start, files half-received before a crash are removed and the index is
+    brought in step with the store. Runs until Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      dicomfs serve                                   port 11112, AE title DICOMFS
+      dicomfs serve --port 104 --aet SPLDICOM --mount /spl/dicom --allow-other --mode 0440
+      dicomfs serve --allow-aet BAY3T --allow-aet PACS --allow-address 10.1.0.0/16
+    """
+    from . import mount
+    from .receiver import Policy
+    from .service import ReceiverOptions, ServiceError, run
+
+    _log_as_service()
+    try:
+        policy = Policy(allow_aet, allow_address, require_user)
+        policy.refusal("", "127.0.0.1", "check")  # a malformed network fails here, not later
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
+    receiving = ReceiverOptions(bind, port, aet, policy, max_associations, tls_cert, tls_key)
+    options = _mount_options(allow_other, uid, gid, file_mode)
+    try:
+        store.mkdir(parents=True, exist_ok=True)  # a receiver may start on an empty store
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+    with open_index(store, create=True):
+        pass
+    try:
+        run(store.absolute(), receiving, None if no_mount else mountpoint.absolute(), options)
+    except (ServiceError, mount.MountError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _log_as_service() -> None:
+    """A service says what it does: INFO with times unless -v asked for more."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@main.command("audit", context_settings=CONTEXT)
+@store_option
+@json_option
+@click.option("--patient-id", default=None, help="Only this PatientID.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="From this time on: 2026-11-25, 2026-11-25T14:30, or 7d / 36h / 90m ago.",
+)
+@click.option(
+    "--event",
+    type=click.Choice(["received", "rejected", "read", "deleted"]),
+    default=None,
+    help="Only this kind of record.",
+)
+def audit_command(
+    store: Path, as_json: bool, patient_id: str | None, since: str | None, event: str | None
+) -> None:
+    """Show the audit trail: who sent (or read, or deleted) what, from where, when.
+
+    \b
+    Examples:
+      dicomfs audit --patient-id 12345
+      dicomfs audit --since 7d --event rejected
+    """
+    from . import audit, timeparse
+
+    try:
+        since_time = timeparse.moment(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    with open_index(store) as index:
+        records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        return
+    for record in records:
+        click.echo(output.audit_line(record))
+    if not records:
+        click.echo("no audit records match", err=True)

@@ -52,6 +52,14 @@ class _StoredFile:
     opening: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
+@dataclasses.dataclass
+class _Listing:
+    """An open directory: its entries, as listed by the first readdir."""
+
+    node: Node
+    entries: list[tuple[str, Node, tree.Attributes]] | None = None
+
+
 class _Reader(threading.local):
     """One read-only connection per worker thread (sqlite3 objects stay in their thread)."""
 
@@ -73,7 +81,7 @@ class DicomOperations(pyfuse3.Operations):
         self._local = _Reader()
         self._limiter = trio.CapacityLimiter(8)
         self._writer = trio.CapacityLimiter(1)  # one writing connection at a time
-        self._dirs: dict[int, list[tuple[str, Node, tree.Attributes]]] = {}
+        self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
@@ -185,15 +193,21 @@ class DicomOperations(pyfuse3.Operations):
         node = self._node(inode)
         if tree.is_file(node):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        # The listing is taken once per open: readdir offsets index this snapshot,
-        # so they stay valid however the index changes meanwhile.
-        entries = await self._query(tree.list_with_attributes, node)
+        # The listing is taken by the first readdir, not here: tools open directories
+        # they never read (find opens each one again to change into it).
         fh = self._new_fh()
-        self._dirs[fh] = entries
+        self._dirs[fh] = _Listing(node)
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        entries = self._dirs.get(fh, [])
+        listing = self._dirs.get(fh)
+        if listing is None:
+            return
+        if listing.entries is None:
+            # Taken once per open: readdir offsets index this snapshot, so they stay
+            # valid however the index changes meanwhile.
+            listing.entries = await self._query(tree.list_with_attributes, listing.node)
+        entries = listing.entries
         inodes = self.inodes
         attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
         for position in range(start_id, len(entries)):

@@ -157,8 +157,39 @@ def _summarise_study_times(conn: sqlite3.Connection, study_id: int) -> None:
     )
 
 
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    """The audit trail: who sent, read or deleted what, and when. Append-only."""
+    db.executescript(
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,                      -- unix time
+            event TEXT NOT NULL,                   -- received, rejected, read, deleted
+            calling_aet TEXT,
+            address TEXT,
+            called_aet TEXT,
+            user TEXT,                             -- DICOM user identity, or local user
+            patient_id TEXT,
+            patient_name TEXT,
+            study_uid TEXT,
+            series_uid TEXT,
+            instances INTEGER,
+            bytes INTEGER,
+            outcome TEXT NOT NULL,                 -- ok, or what went wrong
+            detail TEXT
+        );
+        CREATE INDEX audit_at ON audit(at);
+        CREATE INDEX audit_patient ON audit(patient_id, at);
+        CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+        CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+        """
+    )
+
+
 # Each migration takes the schema from version N to N+1; append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1, _schema_v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1, _schema_v2, _schema_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -202,9 +233,10 @@ class StudySummary:
 
 
 class Index:
-    """A connection to one store's index. Not shared between threads."""
+    """A connection to one store's index. Not shared between threads unless `shared`."""
 
-    def __init__(self, store: Path, *, readonly: bool = False) -> None:
+    def __init__(self, store: Path, *, readonly: bool = False, shared: bool = False) -> None:
+        """shared: usable from several threads, one at a time (the caller locks)."""
         self.store = store
         self.path = store / INDEX_DIR / INDEX_FILE
         if readonly:
@@ -217,7 +249,7 @@ class Index:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not shared)
         conn.execute("PRAGMA busy_timeout = 30000")
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
@@ -272,6 +304,19 @@ class Index:
             self._series_cache.clear()  # it may name rows that were never committed
             raise
         self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Inside a transaction: undo only this block's changes if it fails."""
+        self.conn.execute("SAVEPOINT block")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK TO block")
+            self.conn.execute("RELEASE block")
+            self._series_cache.clear()
+            raise
+        self.conn.execute("RELEASE block")
 
     # --- reconcile support --------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pyfuse3
@@ -53,8 +55,11 @@ def prepare(mountpoint: Path) -> None:
     mountpoint.mkdir(parents=True, exist_ok=True)
 
 
-def run(store: Path, mountpoint: Path, options: MountOptions) -> None:
-    """Mount in the foreground until SIGINT/SIGTERM, then unmount cleanly."""
+Task = Callable[[], Awaitable[None]]
+
+
+def run(store: Path, mountpoint: Path, options: MountOptions, tasks: Sequence[Task] = ()) -> None:
+    """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly."""
     # Until trio takes the signals over, SIGTERM must still unwind through the
     # finally below, or the kernel is left with a dead mount.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -70,17 +75,23 @@ def run(store: Path, mountpoint: Path, options: MountOptions) -> None:
         raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     log.info("mounted %s on %s", store, mountpoint)
     try:
-        trio.run(_serve)
-    except KeyboardInterrupt:
-        pass  # a signal before the loop was up: unmount all the same
+        run_until_signal([pyfuse3.main, *tasks])
     finally:
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _serve() -> None:
+def run_until_signal(tasks: Sequence[Task]) -> None:
+    """Run the tasks in one trio nursery until SIGINT or SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):  # a signal before the loop was up
+        trio.run(_serve, tasks)
+
+
+async def _serve(tasks: Sequence[Task]) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pyfuse3.main)
+        for task in tasks:
+            nursery.start_soon(task)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 nursery.cancel_scope.cancel()

@@ -118,3 +118,23 @@ def study_line(row: dict[str, Any]) -> str:
     ]
     paths = [p for view in views.VIEWS for p in row["paths"][view]]
     return "  ".join(fields + paths)
+
+
+def audit_line(record: dict[str, Any]) -> str:
+    """One line per audit record: when, what, who, from where, which patient and study."""
+    who = record["calling_aet"] or record["user"] or "-"
+    if record["address"]:
+        who += f"@{record['address']}"
+    if record["user"] and record["calling_aet"]:
+        who += f" user={record['user']}"
+    fields = [_iso(record["at"]), record["event"], who]
+    if record["patient_id"] or record["patient_name"]:
+        fields.append(f"patient {record['patient_name'] or '-'} ({record['patient_id'] or '-'})")
+    if record["study_uid"]:
+        fields.append(f"study {record['study_uid']}")
+    if record["instances"] is not None:
+        fields.append(f"{record['instances']} instances, {record['bytes'] or 0} bytes")
+    fields.append(record["outcome"])
+    if record["detail"]:
+        fields.append(record["detail"])
+    return "  ".join(fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -21,13 +22,14 @@ from dicomfs import corpus
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
+from dicomfs.views import VIEWS
 
 
 def generate(root: Path, instances: int) -> list[Path]:
     """A tidy corpus of `instances` small files: 100 per series, 3 series per study."""
     per_series, series, studies = 100, 3, 1
     patients = max(1, instances // (per_series * series * studies))
-    marker = root / f".complete-{patients}"
+    marker = root / f".complete-v2-{patients}"
     if not marker.exists():
         jobs = [(root, p) for p in range(patients)]
         context = multiprocessing.get_context("fork")
@@ -40,7 +42,10 @@ def generate(root: Path, instances: int) -> list[Path]:
 def _write_patient(job: tuple[Path, int]) -> None:
     root, patient = job
     for spec in corpus.regular_specs(1, 1, 3, 100, seed=patient + 1000):
-        corpus.write(root / f"p{patient:05d}" / f"{spec.sop_uid}.dcm", spec)
+        own = dataclasses.replace(  # one patient each, as in a real store
+            spec, patient_name=f"PATIENT{patient:05d}^TEST", patient_id=f"ID{patient:05d}"
+        )
+        corpus.write(root / f"p{patient:05d}" / f"{spec.sop_uid}.dcm", own)
 
 
 def realistic_study(root: Path) -> Path:
@@ -99,7 +104,7 @@ def bench_mount(store: Path, work: Path) -> None:
     try:
         while not is_ready(mnt):
             time.sleep(0.05)
-        first_ls = shell_time("ls", str(mnt / "by-patient"))
+        first_ls = {view: shell_time("ls", str(mnt / view)) for view in VIEWS}
         study_dir = store / "mr-study"
         study_uid = pydicom.dcmread(next(study_dir.iterdir()), stop_before_pixels=True)
         through = mnt / "by-uid" / study_uid.StudyInstanceUID
@@ -125,7 +130,10 @@ def bench_mount(store: Path, work: Path) -> None:
         f"  find -type f            mount/disk time ratio  {mount_find / disk_find:6.2f}  "
         f"(goal <= 3; disk {disk_find:.3f} s, mount {mount_find:.3f} s)"
     )
-    print(f"  first ls of by-patient  {first_ls:6.3f} s  (goal < 0.2 s)")
+    slowest = max(first_ls, key=lambda view: first_ls[view])
+    print(
+        f"  first ls of each view   {first_ls[slowest]:6.3f} s at most ({slowest})  (goal < 0.2 s)"
+    )
     print(f"  daemon RSS              {rss / 1024:6.0f} MB  (goal < 200 MB)")
 
 

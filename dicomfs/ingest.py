@@ -1,0 +1,126 @@
+"""Putting one received instance into the store and the index, durably.
+
+The order is what makes an acknowledged instance survive a crash or power
+loss: the complete file is fsynced, renamed into its place, its directory
+fsynced, and its row committed; only then does the sender hear Success.
+A crash before the commit leaves a complete file that the next start indexes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import errno
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import store as store_files
+from .index import Index, Sender
+from .meta import InstanceMeta, NotIndexable, read_meta
+from .writer import IndexWriter
+
+# DICOM C-STORE statuses (PS3.4 B.2.3)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC210
+
+_CANONICAL = re.compile(r"^[^/]+/[^/]+/[^/]+\.dcm$")
+# fsyncs that overlap other work (they release the GIL while they wait).
+_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
+class Refused(Exception):
+    """The instance was not stored; status is what the sender is told."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stored:
+    meta: InstanceMeta
+    path: str  # relative to the store
+    size: int
+
+
+def store_received(
+    store: Path, received: Path, sync: Callable[[], None], sender: Sender, writer: IndexWriter
+) -> Stored:
+    """Move a complete Part 10 file into the store and index it.
+
+    sync() makes the received file durable. The waits that do not depend on each
+    other overlap: the file's fsync with parsing its header, the directory's fsync
+    with the index commit.
+    """
+    syncing = _BACKGROUND.submit(sync)
+    try:
+        meta = read_meta(str(received))
+    except NotIndexable as exc:
+        raise Refused(CANNOT_UNDERSTAND, str(exc)) from exc
+    finally:
+        _wait(syncing)
+    rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
+    target = store / rel
+    try:
+        created = _make_parents(store, target.parent)
+        os.chmod(received, 0o640)
+        os.replace(received, target)  # an instance sent again replaces the old one whole
+        state = store_files.state_of(target)
+    except OSError as exc:
+        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+    dirs_synced = _BACKGROUND.submit(_fsync_dirs, [target.parent, *created])
+
+    def index(index: Index) -> str | None:
+        previous = index.instance_by_sop(meta.sop_uid)
+        index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
+        return previous[1] if previous else None
+
+    try:
+        previous = writer.run(index)
+    except Exception as exc:
+        # Not acknowledged, but the file stays: the next start indexes it, and
+        # the sender's retry replaces it.
+        raise Refused(OUT_OF_RESOURCES, f"could not index it: {exc}") from exc
+    finally:
+        _wait(dirs_synced)
+    if previous and previous != rel and _CANONICAL.match(previous):
+        # The same instance under other UIDs (corrected upstream): the old copy goes.
+        with contextlib.suppress(OSError):
+            os.unlink(store / previous)
+    return Stored(meta, rel, state.size)
+
+
+def _fsync_dirs(directories: list[Path]) -> None:
+    for directory in directories:
+        store_files.fsync_dir(directory)
+
+
+def _wait(future: concurrent.futures.Future[None]) -> None:
+    """The background fsync's outcome: its failure refuses the instance."""
+    try:
+        future.result()
+    except OSError as exc:
+        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+
+
+def _make_parents(store: Path, directory: Path) -> list[Path]:
+    """mkdir -p; return the parents of the directories it created, to fsync them."""
+    missing = []
+    while not directory.exists() and directory != store:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another association was quicker
+            path.mkdir()
+    return [path.parent for path in missing]
+
+
+def describe(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the store's disk is full"
+    return f"cannot write to the store: {exc.strerror or exc}"

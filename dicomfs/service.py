@@ -1,0 +1,100 @@
+"""`dicomfs serve`: the receiver and the mount in one process, recovering at start.
+
+At start, what a crash may have left is put right before anything is accepted:
+half-received files in the store's tmp directory are removed, and the index is
+reconciled with the files (a file renamed into place just before a crash, but
+never acknowledged, is indexed now). Then the receiver listens and the mount
+serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from . import mount
+from . import store as store_files
+from .fs import MountOptions
+from .index import Index
+from .indexer import reconcile
+from .receiver import Policy, Receiver
+from .writer import IndexWriter
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """The service cannot start; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiverOptions:
+    host: str
+    port: int
+    aet: str
+    policy: Policy
+    max_associations: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def recover(store: Path) -> None:
+    """Remove half-received files, then bring the index in step with the files."""
+    removed = 0
+    for leftover in store_files.tmp_dir(store).iterdir():
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.warning("removed %d half-received files left by a crash", removed)
+    with Index(store) as index:
+        report = reconcile(index, store)
+    log.info(
+        "index in step with the store: %d indexed, %d removed, %d unchanged, %d skipped",
+        report.indexed, report.removed, report.unchanged, len(report.skipped),
+    )  # fmt: skip
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ServiceError("TLS needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServiceError(f"cannot use {cert} and {key} for TLS: {exc}") from exc
+    return context
+
+
+def run(
+    store: Path,
+    receiving: ReceiverOptions,
+    mountpoint: Path | None,
+    mount_options: MountOptions,
+) -> None:
+    recover(store)
+    tls = tls_context(receiving.tls_cert, receiving.tls_key)
+    writer = IndexWriter(store)
+    receiver = Receiver(
+        store, writer, aet=receiving.aet, policy=receiving.policy,
+        max_associations=receiving.max_associations,
+    )  # fmt: skip
+    try:
+        try:
+            receiver.start(receiving.host, receiving.port, tls)
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot listen on {receiving.host}:{receiving.port}: {exc.strerror or exc}"
+            ) from exc
+        if mountpoint is None:
+            mount.run_until_signal([])
+        else:
+            mount.run(store, mountpoint, mount_options)
+    finally:
+        receiver.stop()
+        writer.close()
+        log.info("stopped (pid %d)", os.getpid())

@@ -1,0 +1,90 @@
+"""Real DICOM peers for tests: `dicomfs serve` in a subprocess, dcmtk's tools, free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+class Serve:
+    """`dicomfs serve` on a loopback port; stopped (and unmounted) by stop()."""
+
+    def __init__(
+        self,
+        store: Path,
+        *extra: str,
+        mount: Path | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        self.store, self.port, self.mount = store, free_port(), mount
+        where = ["--mount", str(mount)] if mount else ["--no-mount"]
+        self.log = store.parent / f"serve-{self.port}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dicomfs", "serve", "--store", str(store), *where,
+             "--bind", "127.0.0.1", "--port", str(self.port), *extra],
+            stdout=subprocess.DEVNULL, stderr=self.log.open("w"), preexec_fn=preexec,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"serve did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        if self.mount is not None and not os.path.ismount(self.mount):
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+            return True
+        return False
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean anything up."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self._unmount()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._unmount()
+        return self.process.returncode
+
+    def _unmount(self) -> None:
+        if self.mount is not None:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mount)], capture_output=True)
+
+
+@contextlib.contextmanager
+def serving(store: Path, *extra: str, mount: Path | None = None) -> Iterator[Serve]:
+    server = Serve(store, *extra, mount=mount)
+    try:
+        yield server
+    finally:
+        server.stop()

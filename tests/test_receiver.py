@@ -1,0 +1,317 @@
+"""`dicomfs serve` against real peers: dcmtk's echoscu and storescu, pynetdicom clients."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
+from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
+
+from dicomfs import corpus
+
+from .peers import Serve, dcmtk, serving
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/storescu").exists(), reason="needs dcmtk (scripts/install --test)"
+)
+
+
+def rows(store: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def stored_dataset(store: Path, sop_uid: str) -> pydicom.Dataset:
+    ((path,),) = rows(store, "SELECT path FROM instances WHERE sop_uid = ?", sop_uid)
+    return pydicom.dcmread(store / str(path))
+
+
+def client(user: str | None = None, aet: str = "PYCLIENT") -> tuple[AE, list[object]]:
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(MRImageStorage)
+    ext: list[object] = []
+    if user:
+        identity = UserIdentityNegotiation()
+        identity.user_identity_type = 1
+        identity.primary_field = user.encode()
+        ext.append(identity)
+    return ae, ext
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Serve]:
+    with serving(tmp_path / "store") as running:
+        yield running
+
+
+def test_echoscu_is_answered(server: Serve) -> None:
+    result = dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
+    assert result.returncode == 0, result.stderr
+
+
+def test_storescu_of_a_corpus_stores_every_instance_with_its_sender(
+    server: Serve, tmp_path: Path
+) -> None:
+    sent = tmp_path / "sent"
+    corpus.write_regular(sent, patients=2, studies=2, series=2, instances=5)
+    expect = corpus.write_awkward(sent / "odd")
+    result = dcmtk("storescu", "-aet", "BAY3T", "-aec", "DICOMFS", "+sd", "+r", "-nh",
+                   "127.0.0.1", str(server.port), str(sent))  # fmt: skip
+    indexable = {
+        ds.SOPInstanceUID: ds
+        for ds in (_read(p) for p in sent.rglob("*") if p.is_file())
+        if ds is not None and "SOPInstanceUID" in ds and "StudyInstanceUID" in ds
+    }
+    got = rows(server.store, "SELECT sop_uid, sender_aet, sender_address, called_aet "
+                             "FROM instances")  # fmt: skip
+    assert {row[0] for row in got} == set(indexable), result.stdout + result.stderr
+    assert {row[1:] for row in got} == {("BAY3T", "127.0.0.1", "DICOMFS")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # comparing validates the awkward values
+        for sop_uid, original in indexable.items():
+            stored = stored_dataset(server.store, sop_uid)
+            assert stored == original  # the dataset arrives exactly as sent
+    assert expect  # the awkward corpus was part of it
+
+
+def _read(path: Path) -> pydicom.Dataset | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the awkward corpus breaks DICOM's length limits
+        try:
+            return pydicom.dcmread(path, force=True)
+        except Exception:
+            return None
+
+
+def test_several_senders_at_once(server: Serve, tmp_path: Path) -> None:
+    senders = []
+    for number in range(4):
+        folder = tmp_path / f"scanner{number}"
+        corpus.write_regular(folder, patients=1, studies=1, series=2, instances=25,
+                             seed=number + 10)  # fmt: skip
+        senders.append(subprocess.Popen(
+            ["/usr/bin/storescu", "-aet", f"SCANNER{number}", "-aec", "DICOMFS", "+sd", "+r",
+             "127.0.0.1", str(server.port), str(folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+    for sender in senders:
+        output, _ = sender.communicate(timeout=120)
+        assert sender.returncode == 0, output
+    counts = rows(server.store, "SELECT sender_aet, count(*) FROM instances GROUP BY 1")
+    assert sorted(counts) == [(f"SCANNER{n}", 50) for n in range(4)]
+
+
+def test_the_same_instance_sent_again_replaces_it(server: Serve, tmp_path: Path) -> None:
+    spec = corpus.Spec(sop_uid="1.2.826.0.1.3680043.8.498.77", series_description="first")
+    corpus.write(tmp_path / "a.dcm", spec)
+    corpus.write(tmp_path / "b.dcm", corpus.Spec(**{**spec.__dict__, "series_description":
+                                                   "second"}))  # fmt: skip
+    for name in ("a.dcm", "b.dcm"):
+        result = dcmtk("storescu", "-aec", "DICOMFS", "127.0.0.1", str(server.port),
+                       str(tmp_path / name))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert rows(server.store, "SELECT count(*) FROM instances") == [(1,)]
+    stored = stored_dataset(server.store, spec.sop_uid)
+    assert stored.SeriesDescription == "second"
+
+
+def test_a_bad_instance_fails_alone_and_the_association_goes_on(server: Serve) -> None:
+    ae, _ = client()
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+    assert assoc.is_established
+    no_uid = corpus.dataset(corpus.Spec())
+    del no_uid.StudyInstanceUID
+    status = assoc.send_c_store(no_uid)
+    assert status.Status == 0xC210
+    good = corpus.dataset(corpus.Spec())
+    assert assoc.send_c_store(good).Status == 0x0000
+    assoc.release()
+    assert rows(server.store, "SELECT sop_uid FROM instances") == [(good.SOPInstanceUID,)]
+    assert "no StudyInstanceUID" in server.log.read_text()
+
+
+def test_a_malformed_pdu_ends_only_its_own_connection(server: Serve) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as junk:
+        junk.sendall(b"garbage" * 1000)  # a stream that is no DICOM at all
+        with socket.create_connection(("127.0.0.1", server.port)) as broken:
+            # An A-ASSOCIATE-RQ whose AE titles cannot be decoded.
+            broken.sendall(b"\x01\x00\x00\x00\x00\x10" + b"\xff" * 16)
+            broken.settimeout(10)
+            assert broken.recv(1)[:1] == b"\x07"  # A-ABORT
+            assert _closed_by_peer(broken)
+        result = dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
+        assert result.returncode == 0, result.stderr
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        while sock.recv(4096):  # an A-ABORT or A-ASSOCIATE-RJ may come first
+            pass
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_the_dicom_username_is_recorded(server: Serve) -> None:
+    ae, ext = client(user="alice")
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS", ext_neg=ext)
+    assert assoc.is_established
+    ds = corpus.dataset(corpus.Spec(patient_id="HIPAA-1"))
+    assert assoc.send_c_store(ds).Status == 0
+    assoc.release()
+    assert rows(server.store, "SELECT sender_user, sender_aet FROM instances") == [
+        ("alice", "PYCLIENT")
+    ]
+    audit = wait_for_audit(server.store, "--patient-id", "HIPAA-1")
+    assert [(r["event"], r["user"], r["instances"]) for r in audit] == [("received", "alice", 1)]
+
+
+def wait_for_audit(store: Path, *args: str) -> list[dict[str, object]]:
+    """The audit record is written when the association closes: give it a moment."""
+    deadline = time.monotonic() + 10
+    while True:
+        result = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "audit", "--store", str(store), "--json", *args],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        records: list[dict[str, object]] = json.loads(result.stdout or "[]")
+        if records or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def test_senders_outside_the_policy_are_refused_and_audited(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with serving(store, "--allow-aet", "BAY3T", "--require-user") as server:
+        ae, ext = client(user="bob", aet="INTRUDER")
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS", ext_neg=ext)
+        assert assoc.is_rejected
+        ae, _ = client(aet="BAY3T")  # the right AE title, but no username
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+        assert assoc.is_rejected
+        ae, ext = client(user="carol", aet="BAY3T")
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS", ext_neg=ext)
+        assert assoc.is_established
+        assoc.release()
+        refused = wait_for_audit(store, "--event", "rejected")
+    assert [(r["calling_aet"], r["user"]) for r in refused] == [("INTRUDER", "bob"),
+                                                              ("BAY3T", None)]  # fmt: skip
+    assert "not allowed" in str(refused[0]["outcome"])
+    assert "user identity" in str(refused[1]["outcome"])
+
+
+def test_a_write_error_is_a_failure_status_for_that_instance_alone(tmp_path: Path) -> None:
+    def small_files() -> None:  # as if the disk filled up: no file may grow past 4 MB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    store = tmp_path / "store"
+    server = Serve(store, preexec=small_files)
+    try:
+        ae, _ = client()
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+        big = corpus.dataset(corpus.Spec(matrix=2048))  # 8 MB
+        assert assoc.send_c_store(big).Status == 0xA700
+        small = corpus.dataset(corpus.Spec())
+        assert assoc.send_c_store(small).Status == 0x0000
+        assoc.release()
+    finally:
+        server.stop()
+    assert rows(store, "SELECT sop_uid FROM instances") == [(small.SOPInstanceUID,)]
+    assert not list((store / ".dicomfs" / "tmp").iterdir())  # nothing half-written left
+
+
+def test_every_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
+    store, sent = tmp_path / "store", tmp_path / "sent"
+    corpus.write_regular(sent, patients=1, studies=1, series=3, instances=200)
+    server = Serve(store)
+    sender = subprocess.Popen(
+        [str(Path("/usr/bin/storescu")), "-v", "-aec", "DICOMFS", "+sd", "+r",
+         "127.0.0.1", str(server.port), str(sent)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    log: list[str] = []
+    assert sender.stdout is not None
+    for line in sender.stdout:
+        log.append(line)
+        if sum("Received Store Response (Success)" in entry for entry in log) == 150:
+            server.kill()  # in the middle of the transfer
+            break
+    sender.wait(timeout=60)
+    log += sender.stdout.readlines()
+    acknowledged = _acknowledged(log)
+    assert len(acknowledged) >= 150
+    with serving(store):  # restarting recovers by itself
+        pass
+    for path in acknowledged:
+        original = pydicom.dcmread(path)
+        assert stored_dataset(store, original.SOPInstanceUID) == original
+
+
+def _acknowledged(log: list[str]) -> list[Path]:
+    """Files storescu -v saw answered with Success."""
+    done, current = [], None
+    for line in log:
+        if match := re.search(r"Sending file: (.*)$", line):
+            current = Path(match.group(1).strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            done.append(current)
+            current = None
+    return done
+
+
+def test_new_instances_show_in_the_mount_within_two_seconds(tmp_path: Path) -> None:
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    corpus.write(tmp_path / "one.dcm", corpus.Spec(patient_name="FRESH^ONE", patient_id="F1"))
+    with serving(store, mount=mnt) as server:
+        assert (mnt / "by-patient").is_dir()
+        assert not (mnt / "by-patient" / "FRESH_ONE_F1").exists()
+        result = dcmtk("storescu", "-aec", "DICOMFS", "127.0.0.1", str(server.port),
+                       str(tmp_path / "one.dcm"))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        acknowledged = time.monotonic()
+        while not (mnt / "by-patient" / "FRESH_ONE_F1").exists():
+            assert time.monotonic() - acknowledged < 2, "not visible within 2 s"
+            time.sleep(0.05)
+        (stored,) = (mnt / "by-patient" / "FRESH_ONE_F1").glob("*/*/*.dcm")
+        assert pydicom.dcmread(stored) == pydicom.dcmread(tmp_path / "one.dcm")
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with serving(tmp_path / "store", "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        context.check_hostname = False
+        ae, _ = client()
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS",
+                             tls_args=(context, None))  # fmt: skip
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        plain = dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
+        assert plain.returncode != 0  # no plain-text DICOM on a TLS port
