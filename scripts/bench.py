@@ -24,6 +24,9 @@ from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
 from dicomfs.views import VIEWS
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ingest import bench_ingest
+
 
 def generate(root: Path, instances: int) -> list[Path]:
     """A tidy corpus of `instances` small files: 100 per series, 3 series per study."""
@@ -96,6 +99,7 @@ def shell_time(*args: str) -> float:
 
 def bench_mount(store: Path, work: Path) -> None:
     """Reads and listings through the mount against the same work on the plain disk."""
+    work.mkdir(parents=True, exist_ok=True)
     mnt = work.parent / (work.name + "-mnt")
     mnt.mkdir(exist_ok=True)
     proc = subprocess.Popen(
@@ -141,16 +145,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
+    parser.add_argument(
+        "--only", choices=["index", "mount", "ingest"], action="append", help="run only these"
+    )
     args = parser.parse_args()
+    only = set(args.only or ["index", "mount", "ingest"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        t, files = timed(generate, work, args.instances)
-        realistic_study(work)
-        files = sorted(work.rglob("*.dcm"))
-        print(f"corpus: {len(files)} instances in {work} (made in {t:.0f} s)")
-        bench_index(work, files)
-        bench_mount(work, work)
+        if only & {"index", "mount"}:
+            t, files = timed(generate, work / "store", args.instances)
+            realistic_study(work / "store")
+            files = sorted((work / "store").rglob("*.dcm"))
+            print(f"corpus: {len(files)} instances in {work / 'store'} (made in {t:.0f} s)")
+            if "index" in only or not (work / "store" / ".dicomfs").exists():
+                bench_index(work / "store", files)
+            if "mount" in only:
+                bench_mount(work / "store", work / "copies")
+        if "ingest" in only:
+            bench_ingest(work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from dicomfs import corpus
@@ -109,6 +110,33 @@ def test_the_labs_layout_and_cp_r_of_a_series(mounted: Mount, tmp_path: Path) ->
         assert (tmp_path / "copy" / name).read_bytes() == (
             series_dir / "000001.SER" / name
         ).read_bytes()
+
+
+def test_cp_r_of_a_study_out_of_every_view_gives_the_stored_files(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    study = "1.2.826.0.1.3680043.8.498.1.1.0"
+    expected = sorted(
+        hashlib.md5(p.read_bytes()).hexdigest()
+        for p in (mounted.store / "incoming" / study).glob("*.dcm")
+    )
+    for view in VIEWS:
+        directories = sh("find", str(mounted.path / view), "-type", "d").split()
+        source = next((d for d in directories if _holds_study(Path(d), study)), None)
+        assert source is not None, view
+        target = tmp_path / view
+        sh("cp", "-r", source, str(target))
+        copied = sorted(file_md5(str(p)) for p in target.rglob("*.dcm"))
+        assert copied == expected, view
+
+
+def _holds_study(directory: Path, study_uid: str) -> bool:
+    """The directory of one whole study: its files are all that study's, and all of it."""
+    files = list(directory.rglob("*.dcm"))
+    if len(files) != 4 * 2:  # write_regular: 2 series of 4 instances per study
+        return False
+    return all(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID == study_uid
+               for f in files)  # fmt: skip
 
 
 def test_awkward_names_are_all_reachable_and_safe(mounted: Mount) -> None:
