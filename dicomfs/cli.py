@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -182,6 +183,11 @@ def mount_options(func: F) -> F:
                 "--gid", type=int, default=None, help="Group of the files.  [default: yours]"
             ),
             click.option(
+                "--allow-delete",
+                is_flag=True,
+                help="Let rm (and rm -r of a series or study) delete instances, audited.",
+            ),
+            click.option(
                 "--mode",
                 "file_mode",
                 default="0400",
@@ -194,7 +200,9 @@ def mount_options(func: F) -> F:
     return func
 
 
-def _mount_options(allow_other: bool, uid: int | None, gid: int | None, file_mode: str) -> Any:
+def _mount_options(
+    allow_other: bool, uid: int | None, gid: int | None, file_mode: str, allow_delete: bool
+) -> Any:
     from .fs import MountOptions
 
     return MountOptions(
@@ -202,6 +210,7 @@ def _mount_options(allow_other: bool, uid: int | None, gid: int | None, file_mod
         gid=os.getgid() if gid is None else gid,
         file_mode=_octal(file_mode),
         allow_other=allow_other,
+        allow_delete=allow_delete,
     )
 
 
@@ -217,6 +226,7 @@ def mount_command(
     mountpoint: Path,
     background: bool,
     allow_other: bool,
+    allow_delete: bool,
     uid: int | None,
     gid: int | None,
     file_mode: str,
@@ -242,7 +252,7 @@ def mount_command(
     """
     from . import mount
 
-    options = _mount_options(allow_other, uid, gid, file_mode)
+    options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     with open_index(store):
         pass  # a clear error now if there is no index to show
     try:
@@ -256,6 +266,7 @@ def mount_command(
                 file_mode,
             ]
             args += ["--allow-other"] if allow_other else []
+            args += ["--allow-delete"] if allow_delete else []
             args += ["--uid", str(options.uid), "--gid", str(options.gid)]
             pid = mount.start_background(args, mountpoint)
             click.echo(f"mounted {store} on {mountpoint} (pid {pid})")
@@ -282,6 +293,30 @@ def umount_command(mountpoint: Path) -> None:
         mount.unmount(mountpoint, lazy=mount.is_stale(mountpoint))
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from . import timeparse
+
+    try:
+        return timeparse.duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+retention_option = click.option(
+    "--retention",
+    default="7d",
+    show_default=True,
+    callback=_duration,
+    help="How long a series stays after it was last received or read: 7d, 36h, 90m, 30s.",
+)
+
+
+def _local_user() -> str:
+    from .access import user_name
+
+    return user_name(os.getuid())
 
 
 @main.command("serve", context_settings=CONTEXT)
@@ -319,8 +354,26 @@ def umount_command(mountpoint: Path) -> None:
     show_default=True,
     help="Associations served at once; more are refused (transient).",
 )
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Certificate (PEM) for DICOM over TLS; needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --tls-cert.",
+)
+@retention_option
+@click.option(
+    "--sweep-interval",
+    default="5m",
+    show_default=True,
+    callback=_duration,
+    help="How often to expire what is due and reconcile the index with the files.",
+)
 @mount_options
 def serve_command(
     store: Path,
@@ -335,7 +388,10 @@ def serve_command(
     max_associations: int,
     tls_cert: Path | None,
     tls_key: Path | None,
+    retention: float,
+    sweep_interval: float,
     allow_other: bool,
+    allow_delete: bool,
     uid: int | None,
     gid: int | None,
     file_mode: str,
@@ -348,7 +404,9 @@ def serve_command(
     DICOM username) is recorded with it and in the audit trail.
 
     At start, files half-received before a crash are removed and the index is
-    brought in step with the store. Runs until Ctrl-C or SIGTERM.
+    brought in step with the store. Every --sweep-interval, series untouched for
+    --retention are deleted (see dicomfs expire) and the index is reconciled
+    again. Runs until Ctrl-C or SIGTERM.
 
     \b
     Examples:
@@ -358,7 +416,7 @@ def serve_command(
     """
     from . import mount
     from .receiver import Policy
-    from .service import ReceiverOptions, ServiceError, run
+    from .service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
     _log_as_service()
     try:
@@ -367,7 +425,7 @@ def serve_command(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
     receiving = ReceiverOptions(bind, port, aet, policy, max_associations, tls_cert, tls_key)
-    options = _mount_options(allow_other, uid, gid, file_mode)
+    options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     try:
         store.mkdir(parents=True, exist_ok=True)  # a receiver may start on an empty store
     except OSError as exc:
@@ -375,7 +433,13 @@ def serve_command(
     with open_index(store, create=True):
         pass
     try:
-        run(store.absolute(), receiving, None if no_mount else mountpoint.absolute(), options)
+        run(
+            store.absolute(),
+            receiving,
+            ExpiryOptions(retention, sweep_interval),
+            None if no_mount else mountpoint.absolute(),
+            options,
+        )
     except (ServiceError, mount.MountError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -431,3 +495,173 @@ def audit_command(
         click.echo(output.audit_line(record))
     if not records:
         click.echo("no audit records match", err=True)
+
+
+@main.command("expire", context_settings=CONTEXT)
+@store_option
+@json_option
+@retention_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    metavar="TIME",
+    help="Evaluate the rule at another time (2026-11-27T18:00); later than now needs --dry-run.",
+)
+def expire_command(
+    store: Path, as_json: bool, retention: float, dry_run: bool, now_text: str | None
+) -> None:
+    """Delete the series nobody has received or read for the retention period.
+
+    A series goes whole: its files, its rows, and the directories it leaves empty
+    in every view. Kept studies and series (dicomfs keep) stay. Each deletion is
+    in the audit trail. `dicomfs serve` does this by itself every few minutes.
+
+    \b
+    Examples:
+      dicomfs expire --dry-run                          what goes now, with sizes
+      dicomfs expire --dry-run --now 2026-11-27T18:00   what goes by Friday evening?
+      dicomfs expire --retention 14d
+    """
+    import time
+
+    from . import expiry, timeparse
+    from .writer import IndexWriter
+
+    now = time.time()
+    if now_text is not None:
+        try:
+            now = timeparse.moment(now_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--now") from exc
+        if now > time.time() + 1 and not dry_run:
+            raise click.UsageError("--now later than now would delete what is not due yet: "
+                                   "add --dry-run")  # fmt: skip
+    with open_index(store) as index:
+        due = expiry.due(index.conn, now, retention)
+    if not dry_run and due:
+        writer = IndexWriter(store)
+        try:
+            gone = expiry.expire(writer, store, now, retention, by=_local_user())
+        finally:
+            writer.close()
+        due = gone
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in due], indent=2))
+        return
+    for series in due:
+        click.echo(output.expiry_line(series))
+    total = sum(series.bytes for series in due)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(due)} series, {output.size(total)}", err=True)
+
+
+@main.command("keep", context_settings=CONTEXT)
+@store_option
+@click.option(
+    "--mount",
+    "mountpoint",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DICOMFS_MOUNT",
+    default=config.default_mount,
+    show_default="$DICOMFS_MOUNT or ~/dicom",
+    help="The mount that PATH is in.",
+)
+@click.option("--until", "until_text", default=None, metavar="DATE", help="Keep until then.")
+@click.option("--list", "list_kept", is_flag=True, help="List what is kept.")
+@click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")
+@click.argument("target", required=False, metavar="PATH-or-UID")
+def keep_command(
+    store: Path,
+    mountpoint: Path,
+    until_text: str | None,
+    list_kept: bool,
+    drop: bool,
+    target: str | None,
+) -> None:
+    """Keep a study or series from expiry (research scans that must not be lost).
+
+    PATH is a study or series directory in any view of the mount; UID a
+    StudyInstanceUID or SeriesInstanceUID. index.html marks kept studies KEPT.
+
+    \b
+    Examples:
+      dicomfs keep ~/dicom/by-patient/DOE_JOHN_12345/20040609_Brain
+      dicomfs keep 1.2.840.113619.2.5.1762874864.1706.1086778760.584 --until 2027-06-30
+      dicomfs keep --list
+      dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
+    """
+    import time
+
+    from . import expiry, timeparse
+    from .writer import IndexWriter
+
+    if list_kept:
+        with open_index(store) as index:
+            for item in expiry.kept(index.conn, time.time()):
+                click.echo(output.kept_line(item))
+        return
+    if target is None:
+        raise click.UsageError("name a study or series (PATH or UID), or use --list")
+    until = None
+    if until_text is not None:
+        try:
+            until = timeparse.moment(until_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--until") from exc
+    with open_index(store) as index:
+        try:
+            uid, level = expiry.resolve(index.conn, target, mountpoint)
+        except expiry.NotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+    writer = IndexWriter(store)
+    try:
+        if drop:
+            if not writer.run(lambda index: expiry.unkeep(index, uid)):
+                raise click.ClickException(f"{level} {uid} was not kept")
+            click.echo(f"{level} {uid} is no longer kept: it expires as usual")
+            return
+        writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
+    finally:
+        writer.close()
+    when = f"until {output.iso(until)}" if until else "until dropped (dicomfs keep --drop)"
+    click.echo(f"kept {level} {uid} {when}")
+
+
+@main.command("check", context_settings=CONTEXT)
+@store_option
+@click.option("--repair", is_flag=True, help="Bring the index in step with the files.")
+def check_command(store: Path, repair: bool) -> None:
+    """Report every disagreement between the index and the files; --repair fixes them.
+
+    Rows whose file is gone, files without a row, files whose size or time
+    changed since they were indexed, and deletions a crash interrupted. Exits
+    with 1 when it finds any and does not repair them.
+
+    \b
+    Examples:
+      dicomfs check
+      dicomfs check --repair
+    """
+    from .indexer import check
+
+    with open_index(store) as index:
+        found = check(index, store)
+    for label, paths in (
+        ("row without its file", found.missing),
+        ("file without a row", found.unindexed),
+        ("changed since it was indexed", found.changed),
+        ("deleted from the index, still on disk", found.doomed),
+    ):
+        for path in paths:
+            click.echo(f"{label}: {path}")
+    if not found:
+        click.echo("the index and the files agree", err=True)
+        return
+    if not repair:
+        click.echo(f"{len(found)} disagreements; dicomfs check --repair fixes them", err=True)
+        sys.exit(1)
+    with open_index(store, create=True) as index:
+        report = reconcile(index, store)
+    output.print_index_report(report, store)

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from . import nowait, page, tree
-from .index import INDEX_DIR, INDEX_FILE, Index
+from . import access, expiry, nowait, page, tree
+from .index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
 from .inodes import Inodes
 from .tree import Node
+from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,16 +41,25 @@ class MountOptions:
     gid: int = dataclasses.field(default_factory=os.getgid)
     file_mode: int = 0o400  # patients' data: the mounting user only, by default
     allow_other: bool = False
+    allow_delete: bool = False  # rm of instance files (so rm -r of a series) deletes them
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, slots=True)
 class _StoredFile:
-    """An open instance file: its descriptor in the store is opened by the first read."""
+    """An open instance file."""
 
-    path: str  # relative to the store
+    fd: int
     size: int
-    fd: int | None = None
-    opening: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+def _open_writer(store: Path) -> IndexWriter | None:
+    """The mount writes accesses and vanished files; a store it may not write is
+    still shown, without them."""
+    try:
+        return IndexWriter(store)
+    except (OSError, sqlite3.Error, IndexUnusable) as exc:
+        log.warning("the index cannot be written (%s): access times will not be recorded", exc)
+        return None
 
 
 @dataclasses.dataclass
@@ -71,16 +81,25 @@ class DicomOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, store: Path, mount_point: Path, options: MountOptions) -> None:
+    def __init__(
+        self,
+        store: Path,
+        mount_point: Path,
+        options: MountOptions,
+        writer: IndexWriter | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
         self.mount_point = mount_point
+        self.accesses = access.AccessLog()
+        self._own_writer = writer is None
+        self.writer = writer if writer is not None else _open_writer(store)
         self.options = options
         self.inodes = Inodes()
         self._db_path = store / INDEX_DIR / INDEX_FILE
         self._local = _Reader()
         self._limiter = trio.CapacityLimiter(8)
-        self._writer = trio.CapacityLimiter(1)  # one writing connection at a time
+        self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
         self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
@@ -90,6 +109,8 @@ class DicomOperations(pyfuse3.Operations):
         self._file_mode = stat.S_IFREG | options.file_mode
         # Directories can be entered by whoever may read the files.
         self._dir_mode = stat.S_IFDIR | options.file_mode | ((options.file_mode & 0o444) >> 2)
+        if options.allow_delete:
+            self._dir_mode |= stat.S_IWUSR  # the kernel asks for it before an unlink
         # Reading through the mount must not touch the stored file's atime.
         self._open_flags = os.O_RDONLY | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
@@ -234,10 +255,22 @@ class DicomOperations(pyfuse3.Operations):
         info = self._seek(tree.file_info, node)
         if info is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        # Opened now, so that a file expired or replaced while open keeps reading
+        # until it is closed; without a thread hop when the kernel has the path cached.
+        path = str(self.store / info.path)
+        fd = nowait.open_cached(path, self._open_flags)
+        if fd is None:
+            try:
+                fd = await trio.to_thread.run_sync(os.open, path, self._open_flags)
+            except FileNotFoundError:
+                log.warning("%s was deleted behind the index: dropping its row", info.path)
+                await self._forget_vanished(info.path)
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
+            except OSError as exc:
+                raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
-        # The stored file is opened by the first read that reaches us, so that a copy
-        # whose pages the kernel already holds (keep_cache) costs no open at all.
-        self._files[fh] = _StoredFile(info.path, info.size)
+        self._files[fh] = _StoredFile(fd, info.size)
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -250,34 +283,20 @@ class DicomOperations(pyfuse3.Operations):
         stored = self._files.get(fh)
         if stored is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if stored.fd is None:
-            stored.fd = nowait.open_cached(str(self.store / stored.path), self._open_flags)
-        if stored.fd is not None:
-            data = nowait.read_cached(stored.fd, off, size, stored.size)
-            if data is not None:
-                return data
+        data = nowait.read_cached(stored.fd, off, size, stored.size)
+        if data is not None:
+            return data
         try:
             return await trio.to_thread.run_sync(
-                self._read_stored, stored, off, size, limiter=self._limiter
+                os.pread, stored.fd, size, off, limiter=self._limiter
             )
-        except FileNotFoundError:
-            log.warning("%s was deleted behind the index: dropping its row", stored.path)
-            await self._forget_vanished(stored.path)
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-
-    def _read_stored(self, stored: _StoredFile, off: int, size: int) -> bytes:
-        """Open the stored file if this is its first read, then read; in a worker."""
-        with stored.opening:
-            if stored.fd is None:
-                stored.fd = os.open(self.store / stored.path, self._open_flags)
-        return os.pread(stored.fd, size, off)
 
     async def release(self, fh: int) -> None:
         self._pages.pop(fh, None)
         stored = self._files.pop(fh, None)
-        if stored is not None and stored.fd is not None:
+        if stored is not None:
             os.close(stored.fd)
 
     async def _open_page(self) -> pyfuse3.FileInfo:
@@ -297,15 +316,40 @@ class DicomOperations(pyfuse3.Operations):
     async def _forget_vanished(self, path: str) -> None:
         """Drop the row of a file deleted behind the index, so the views follow."""
 
-        def forget() -> None:
-            with Index(self.store) as index, index.transaction():
-                if not (self.store / path).exists():  # not replaced meanwhile
-                    index.remove_paths([path])
+        def forget(index: Index) -> None:
+            if not (self.store / path).exists():  # not replaced meanwhile
+                index.remove_paths([path])
 
+        await self._write(forget)
+
+    async def _write(self, work: Callable[[Index], None]) -> None:
+        if self.writer is None:
+            return
         try:
-            await trio.to_thread.run_sync(forget, limiter=self._writer)
+            await trio.to_thread.run_sync(self.writer.run, work, limiter=self._writing)
         except Exception:
-            log.exception("could not drop the index row of %s", path)
+            log.exception("could not write to the index")
+
+    # --- last access ------------------------------------------------------------------
+
+    async def record_accesses(self) -> None:
+        """A task for the mount's nursery: write the accesses noted, every few seconds."""
+        while True:
+            await trio.sleep(access.FLUSH_INTERVAL)
+            await self.flush_accesses()
+
+    async def flush_accesses(self) -> None:
+        pending = self.accesses.take()
+        if pending:
+            await self._write(lambda index: access.record(index, pending))
+
+    def close(self) -> None:
+        """At unmount: write what is left, and close what this mount opened itself."""
+        pending = self.accesses.take()
+        if pending and self.writer is not None:
+            self.writer.run(lambda index: access.record(index, pending))
+        if self._own_writer and self.writer is not None:
+            self.writer.close()
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -334,5 +378,42 @@ class DicomOperations(pyfuse3.Operations):
     async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise pyfuse3.FUSEError(errno.EROFS)
 
-    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
+    setattr = mknod = mkdir = symlink = rename = link = _read_only
+
+    # --- deleting, with --allow-delete ----------------------------------------------
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        """rm of an instance file deletes the instance (file and row), audited."""
+        if not self.options.allow_delete or self.writer is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if not tree.is_file(child) or child == tree.PAGE:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        uid = getattr(ctx, "uid", os.getuid())
+        instance = int(str(child[-1]))
+        paths: list[str] = []
+
+        def delete(index: Index) -> None:
+            paths.extend(expiry.delete_instance(index, instance, by=access.user_name(uid)))
+
+        await self._write(delete)
+        if paths:
+            await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        """A directory is virtual: it goes by itself once its files are deleted."""
+        if not self.options.allow_delete:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
+        if child is None:
+            return  # its last file went: nothing left to remove
+        if tree.is_file(child):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if child in tree.TOP.values():
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if await self._query(tree.list_dir, child):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+
     create = write = setxattr = removexattr = _read_only

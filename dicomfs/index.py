@@ -188,8 +188,42 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_v4(db: sqlite_utils.Database) -> None:
+    """Expiry: studies and series kept from it, deletions in progress, reads audited."""
+    db.executescript(
+        """
+        -- Exempt from expiry: a study or series, until a time or (NULL) for good.
+        CREATE TABLE kept (
+            uid TEXT PRIMARY KEY,                  -- StudyInstanceUID or SeriesInstanceUID
+            level TEXT NOT NULL,                   -- study or series
+            until REAL,
+            by TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+
+        -- Files whose rows are gone but which may still be on disk: deleted first
+        -- from the index (so no view shows half a series), then from the disk.
+        -- What a crash leaves here is deleted at the next start, never re-indexed.
+        CREATE TABLE doomed (path TEXT PRIMARY KEY) WITHOUT ROWID;
+
+        -- Which user read which series on which day: the audit has one read record each.
+        CREATE TABLE reads (
+            series_uid TEXT NOT NULL,
+            uid INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            PRIMARY KEY (series_uid, uid, day)
+        ) WITHOUT ROWID;
+
+        CREATE INDEX series_last_access ON series(last_access);
+        CREATE INDEX series_last_received ON series(last_received);
+        """
+    )
+
+
 # Each migration takes the schema from version N to N+1; append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_v1, _schema_v2, _schema_v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _schema_v1, _schema_v2, _schema_v3, _schema_v4,
+]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -429,6 +463,38 @@ class Index:
                 series_ids.add(row[0])
         self._prune(series_ids)
         return removed
+
+    def doom_series(self, series_id: int) -> list[tuple[str, int]]:
+        """Delete a series' rows and its emptied parents; its files become doomed, to be
+        deleted from the disk next (see `doomed`). Returns (path, size) of each file."""
+        rows = self.conn.execute(
+            "DELETE FROM instances WHERE series = ? RETURNING path, size", (series_id,)
+        ).fetchall()
+        self._doom(path for path, _ in rows)
+        self._prune([series_id])
+        return [(path, size) for path, size in rows]
+
+    def doom_instance(self, instance_id: int) -> tuple[str, int] | None:
+        row = self.conn.execute(
+            "DELETE FROM instances WHERE id = ? RETURNING path, size, series", (instance_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        self._doom([row[0]])
+        self._prune([row[2]])
+        return row[0], row[1]
+
+    def _doom(self, paths: Iterable[str]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO doomed (path) VALUES (?)", ((path,) for path in paths)
+        )
+
+    def doomed(self) -> list[str]:
+        """Files deleted from the index but perhaps not yet from the disk."""
+        return [row[0] for row in self.conn.execute("SELECT path FROM doomed")]
+
+    def forget_doomed(self, paths: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM doomed WHERE path = ?", ((path,) for path in paths))
 
     def _prune(self, series_ids: Iterable[int]) -> None:
         """Delete the given series if they hold no instance, then their emptied parents;

@@ -97,6 +97,13 @@ def reconcile(
 ) -> Report:
     """Make the index agree with the files of the store."""
     report = Report()
+    # Files already deleted from the index (a crash came before they left the disk)
+    # go now, or they would be indexed again.
+    doomed = index.doomed()
+    if doomed:
+        store_files.delete_files(root, doomed)
+        with index.transaction():
+            index.forget_doomed(doomed)
     indexed = index.file_states()
     skipped_before = index.skipped_states()
     seen: set[str] = set()
@@ -118,6 +125,38 @@ def reconcile(
     parsed = _with_progress(parse_all(to_parse, workers), len(to_parse), progress)
     _apply_all(index, root, parsed, report, on_disk=seen)
     return report
+
+
+@dataclasses.dataclass
+class Disagreements:
+    """Where the index and the files disagree (what `dicomfs check` reports)."""
+
+    missing: list[str] = dataclasses.field(default_factory=list)  # rows without files
+    unindexed: list[str] = dataclasses.field(default_factory=list)  # files without rows
+    changed: list[str] = dataclasses.field(default_factory=list)  # size or mtime differ
+    doomed: list[str] = dataclasses.field(default_factory=list)  # deleted, not yet from disk
+
+    def __len__(self) -> int:
+        return len(self.missing) + len(self.unindexed) + len(self.changed) + len(self.doomed)
+
+
+def check(index: Index, root: Path) -> Disagreements:
+    """Compare the index with the files, changing nothing."""
+    found = Disagreements(doomed=index.doomed())
+    indexed = index.file_states()
+    skipped = index.skipped_states()
+    seen = set()
+    for rel, state in store_files.walk(root):
+        seen.add(rel)
+        if rel in indexed:
+            if indexed[rel] != state:
+                found.changed.append(rel)
+        elif not (rel in skipped and skipped[rel][0] == state):
+            found.unindexed.append(rel)
+    found.missing = sorted(p for p in indexed if p not in seen)
+    found.unindexed.sort()
+    found.changed.sort()
+    return found
 
 
 def import_paths(

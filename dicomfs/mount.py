@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from .fs import DicomOperations, MountOptions
+from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,25 @@ def prepare(mountpoint: Path) -> None:
 Task = Callable[[], Awaitable[None]]
 
 
-def run(store: Path, mountpoint: Path, options: MountOptions, tasks: Sequence[Task] = ()) -> None:
-    """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly."""
+def run(
+    store: Path,
+    mountpoint: Path,
+    options: MountOptions,
+    tasks: Sequence[Task] = (),
+    writer: IndexWriter | None = None,
+) -> None:
+    """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly.
+
+    writer: the process's index writer, if it has one; else the mount opens its own."""
     # Until trio takes the signals over, SIGTERM must still unwind through the
     # finally below, or the kernel is left with a dead mount.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     prepare(mountpoint)
-    operations = DicomOperations(store, mountpoint, options)
+    operations = DicomOperations(store, mountpoint, options, writer)
     fuse_options = set(pyfuse3.default_options)
-    fuse_options |= {"fsname=dicomfs", "subtype=dicomfs", "ro", "default_permissions"}
+    fuse_options |= {"fsname=dicomfs", "subtype=dicomfs", "default_permissions"}
+    if not options.allow_delete:
+        fuse_options.add("ro")
     if options.allow_other:
         fuse_options.add("allow_other")
     try:
@@ -75,9 +86,10 @@ def run(store: Path, mountpoint: Path, options: MountOptions, tasks: Sequence[Ta
         raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     log.info("mounted %s on %s", store, mountpoint)
     try:
-        run_until_signal([pyfuse3.main, *tasks])
+        run_until_signal([pyfuse3.main, operations.record_accesses, *tasks])
     finally:
         pyfuse3.close(unmount=True)
+        operations.close()
         log.info("unmounted %s", mountpoint)
 
 

@@ -83,7 +83,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
                 "series": summary.series_count,
                 "instances": summary.instance_count,
                 "bytes": summary.size,
-                "received_at": _iso(summary.received_at),
+                "received_at": iso(summary.received_at),
                 "senders": summary.senders,
                 "study_uid": summary.study_uid,
                 "paths": {
@@ -94,7 +94,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
     return rows
 
 
-def _iso(timestamp: float) -> str:
+def iso(timestamp: float) -> str:
     if not timestamp:
         return ""
     when = datetime.datetime.fromtimestamp(timestamp).astimezone()
@@ -127,7 +127,7 @@ def audit_line(record: dict[str, Any]) -> str:
         who += f"@{record['address']}"
     if record["user"] and record["calling_aet"]:
         who += f" user={record['user']}"
-    fields = [_iso(record["at"]), record["event"], who]
+    fields = [iso(record["at"]), record["event"], who]
     if record["patient_id"] or record["patient_name"]:
         fields.append(f"patient {record['patient_name'] or '-'} ({record['patient_id'] or '-'})")
     if record["study_uid"]:
@@ -138,3 +138,36 @@ def audit_line(record: dict[str, Any]) -> str:
     if record["detail"]:
         fields.append(record["detail"])
     return "  ".join(fields)
+
+
+def size(count: int) -> str:
+    """1536 -> '1.5 KB'."""
+    value = float(count)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def expiry_line(series: Any) -> str:
+    """One line per expiring series: whose, what, how big, untouched since when."""
+    return "  ".join(
+        [
+            _date(series.study_date),
+            series.patient_name or "(no name)",
+            series.patient_id or "(no id)",
+            series.modality or "-",
+            series.description or "(no description)",
+            f"{series.instances} instances",
+            size(series.bytes),
+            f"untouched since {iso(series.last_used)}",
+            series.series_uid,
+        ]
+    )
+
+
+def kept_line(item: dict[str, Any]) -> str:
+    until = f"until {iso(item['until'])}" if item["until"] else "for good"
+    who = f"{item['patient_name'] or '(no name)'} ({item['patient_id'] or 'no id'})"
+    return f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"

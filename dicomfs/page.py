@@ -8,11 +8,12 @@ HTML-escaped, since any of them (a PatientName, too) may carry markup.
 from __future__ import annotations
 
 import datetime
+import time
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from . import views
+from . import expiry, views
 from .index import Index
 from .output import study_rows
 
@@ -36,6 +37,7 @@ _COLUMNS = (
     ("Received", "received_at"),
     ("Series", "series"),
     ("Images", "instances"),
+    ("Kept", "kept"),
 )
 
 
@@ -45,6 +47,9 @@ def render(index: Index, mount_point: Path) -> bytes:
     rows = sorted(
         study_rows(index, study_ids, mount_point), key=lambda r: r["received_at"], reverse=True
     )
+    kept = expiry.kept_study_uids(index.conn, time.time())
+    for row in rows:
+        row["kept"] = "KEPT" if row["study_uid"] in kept else ""
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     instances = sum(row["instances"] for row in rows)
     parts = [

@@ -13,9 +13,12 @@ import dataclasses
 import logging
 import os
 import ssl
+import time
 from pathlib import Path
 
-from . import mount
+import trio
+
+from . import expiry, mount
 from . import store as store_files
 from .fs import MountOptions
 from .index import Index
@@ -70,9 +73,41 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+@dataclasses.dataclass(frozen=True)
+class ExpiryOptions:
+    retention: float  # seconds
+    interval: float  # seconds between sweeps
+
+
+def sweeper(store: Path, writer: IndexWriter, options: ExpiryOptions) -> mount.Task:
+    """A task that expires what is due, and reconciles, every `interval` seconds."""
+
+    async def sweep_forever() -> None:
+        while True:
+            await trio.sleep(options.interval)
+            await trio.to_thread.run_sync(sweep, store, writer, options)
+
+    return sweep_forever
+
+
+def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
+    try:
+        gone = expiry.expire(writer, store, time.time(), options.retention, by="dicomfs serve")
+        if gone:
+            freed = sum(series.bytes for series in gone)
+            log.info("expired %d series (%d bytes)", len(gone), freed)
+        with Index(store) as index:
+            report = reconcile(index, store)
+        if report.indexed or report.removed:
+            log.info("reconciled: %d indexed, %d removed", report.indexed, report.removed)
+    except Exception:
+        log.exception("the expiry sweep failed; it runs again later")
+
+
 def run(
     store: Path,
     receiving: ReceiverOptions,
+    expiring: ExpiryOptions,
     mountpoint: Path | None,
     mount_options: MountOptions,
 ) -> None:
@@ -90,10 +125,11 @@ def run(
             raise ServiceError(
                 f"cannot listen on {receiving.host}:{receiving.port}: {exc.strerror or exc}"
             ) from exc
+        tasks = [sweeper(store, writer, expiring)]
         if mountpoint is None:
-            mount.run_until_signal([])
+            mount.run_until_signal(tasks)
         else:
-            mount.run(store, mountpoint, mount_options)
+            mount.run(store, mountpoint, mount_options, tasks, writer=writer)
     finally:
         receiver.stop()
         writer.close()

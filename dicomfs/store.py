@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -98,3 +98,19 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def delete_files(store: Path, paths: Iterable[str]) -> None:
+    """Delete files of the store, and the directories that leaves empty."""
+    parents = set()
+    for rel in paths:
+        with contextlib.suppress(FileNotFoundError):
+            (store / rel).unlink()
+        parents.add((store / rel).parent)
+    for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        while directory != store and directory.is_relative_to(store):
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # not empty, or gone already
+            directory = directory.parent

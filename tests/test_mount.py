@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 import signal
@@ -28,10 +29,19 @@ VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
 
 
 class Mount:
-    def __init__(self, store: Path, mountpoint: Path) -> None:
+    def __init__(self, store: Path, mountpoint: Path, *extra: str) -> None:
         self.store, self.path = store, mountpoint
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicomfs", "mount", "--store", str(store), str(mountpoint)],
+            [
+                sys.executable,
+                "-m",
+                "dicomfs",
+                "mount",
+                "--store",
+                str(store),
+                str(mountpoint),
+                *extra,
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -321,5 +331,112 @@ def test_a_large_instance_reads_back_exactly_in_every_view(tmp_path: Path) -> No
         with open(files[0], "rb") as handle:  # reads at odd offsets and sizes
             handle.seek(1_000_001)
             assert handle.read(7) == (store / "big.dcm").read_bytes()[1_000_001:1_000_008]
+    finally:
+        mount.stop()
+
+
+def old_corpus(store: Path, age_days: float = 10) -> None:
+    corpus.write_regular(store / "incoming", patients=2, studies=1, series=2, instances=3)
+    then = time.time() - age_days * 86400
+    for path in store.rglob("*.dcm"):
+        os.utime(path, (then, then))
+    with Index(store) as index:
+        reconcile(index, store)
+
+
+def index_rows(store: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_read_one_series_expire_the_rest_everywhere(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old_corpus(store)
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        (read_series, *_) = sorted((mount.path / "by-patient").glob("*/*/*"))
+        for path in read_series.iterdir():
+            path.read_bytes()
+        # The access reaches the index within a few seconds, and atime shows it.
+        wait_until(lambda: index_rows(store, "SELECT count(*) FROM instances WHERE "
+                                             "last_access IS NOT NULL") == [(3,)])  # fmt: skip
+        wait_until(lambda: next(read_series.iterdir()).stat().st_atime > time.time() - 60)
+        # A file opened just before the expiry keeps reading until it is closed.
+        ((sop, path),) = index_rows(
+            store, "SELECT sop_uid, path FROM instances WHERE last_access IS NULL LIMIT 1"
+        )
+        (held,) = (mount.path / "by-uid").glob(f"*/*/{sop}.dcm")
+        expected = (store / str(path)).read_bytes()
+        with held.open("rb") as handle:
+            result = subprocess.run(
+                [sys.executable, "-m", "dicomfs", "expire", "--store", str(store)],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert handle.read() == expected
+        # Exactly the read series is left, in every view, on disk and in the index.
+        wait_until(lambda: all(
+            len(sh("find", str(mount.path / view), "-type", "f").split()) == 3 for view in VIEWS
+        ), seconds=2)  # fmt: skip
+        left = {Path(p).name for p in sh("find", str(store / "incoming"), "-type", "f").split()}
+        assert len(left) == 3
+        assert index_rows(store, "SELECT count(*) FROM instances") == [(3,)]
+        audit = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "audit", "--store", str(store), "--json"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        events = [record["event"] for record in json.loads(audit)]
+        assert events.count("read") == 1
+        assert events.count("deleted") == 3
+    finally:
+        mount.stop()
+
+
+def test_killing_the_mount_before_the_flush_loses_no_instance(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old_corpus(store)
+    before = hashes_of(store)
+    mount = Mount(store, tmp_path / "mnt")
+    for path in (mount.path / "by-uid").rglob("*.dcm"):
+        path.read_bytes()
+    mount.process.kill()  # at once: the accesses are still in memory
+    mount.stop()
+    assert hashes_of(store) == before
+    result = subprocess.run([sys.executable, "-m", "dicomfs", "check", "--store", str(store)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+
+
+def hashes_of(store: Path) -> dict[str, str]:
+    return {str(p): file_md5(str(p)) for p in (store / "incoming").rglob("*.dcm")}
+
+
+def test_rm_r_deletes_through_the_index_only_with_allow_delete(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old_corpus(store, age_days=0)
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        (series,) = sorted((mount.path / "by-patient").glob("*/*/*"))[:1]
+        result = subprocess.run(["rm", "-r", str(series)], capture_output=True, text=True)
+        assert "Read-only file system" in result.stderr
+    finally:
+        mount.stop()
+    mount = Mount(store, tmp_path / "mnt", "--allow-delete")
+    try:
+        (series,) = sorted((mount.path / "by-patient").glob("*/*/*"))[:1]
+        sh("rm", "-r", str(series))
+        assert not series.exists()
+        wait_until(lambda: all(
+            len(sh("find", str(mount.path / view), "-type", "f").split()) == 9 for view in VIEWS
+        ), seconds=2)  # fmt: skip
+        assert len(list((store / "incoming").rglob("*.dcm"))) == 9
+        audit = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "audit", "--store", str(store), "--json",
+             "--event", "deleted"], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert len(json.loads(audit)) == 3
     finally:
         mount.stop()

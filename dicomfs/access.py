@@ -1,0 +1,104 @@
+"""Last access: reads through the mount, batched in memory, written every few seconds.
+
+Opening an instance file is an access of it (listing and stat are not). The
+mount notes each one here, in memory; a flush writes the newest access of each
+instance, its series and study, and one audit record per series, reading user
+and day. A million reads are a handful of writes, and a crash loses at most the
+accesses since the last flush, never an instance.
+"""
+
+from __future__ import annotations
+
+import pwd
+import threading
+import time
+
+from . import audit
+from .index import Index
+
+FLUSH_INTERVAL = 2.0  # seconds
+
+
+class AccessLog:
+    """Accesses not yet written: instance row id -> (newest time, reader's uid)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, instance: int, uid: int, when: float | None = None) -> None:
+        with self._lock:
+            self._pending[instance] = (time.time() if when is None else when, uid)
+
+    def take(self) -> dict[int, tuple[float, int]]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+
+def record(index: Index, accesses: dict[int, tuple[float, int]]) -> None:
+    """Write a batch of accesses (inside the caller's transaction)."""
+    conn = index.conn
+    newest_by_series: dict[int, float] = {}
+    readers: set[tuple[int, int, str]] = set()  # (series, uid, day)
+    for instance, (when, uid) in accesses.items():
+        row = conn.execute(
+            """UPDATE instances SET last_access = max(coalesce(last_access, 0), ?)
+               WHERE id = ? RETURNING series""",
+            (when, instance),
+        ).fetchone()
+        if row is None:
+            continue  # deleted since it was read
+        series = row[0]
+        newest_by_series[series] = max(when, newest_by_series.get(series, 0))
+        readers.add((series, uid, time.strftime("%Y-%m-%d", time.localtime(when))))
+    for series, when in newest_by_series.items():
+        study = conn.execute(
+            """UPDATE series SET last_access = max(coalesce(last_access, 0), ?)
+               WHERE id = ? RETURNING study""",
+            (when, series),
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE studies SET last_access = max(coalesce(last_access, 0), ?) WHERE id = ?",
+            (when, study),
+        )
+    _audit_first_reads(index, readers, newest_by_series)
+
+
+def _audit_first_reads(
+    index: Index, readers: set[tuple[int, int, str]], when_by_series: dict[int, float]
+) -> None:
+    """One audit record per series, reading user and day: the first read of the day."""
+    records = []
+    for series, uid, day in sorted(readers):
+        row = index.conn.execute(
+            """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
+               FROM series se JOIN studies st ON st.id = se.study
+               JOIN patients p ON p.id = st.patient WHERE se.id = ?""",
+            (series,),
+        ).fetchone()
+        inserted = index.conn.execute(
+            "INSERT OR IGNORE INTO reads (series_uid, uid, day) VALUES (?, ?, ?)",
+            (row[0], uid, day),
+        ).rowcount
+        if inserted:
+            records.append(
+                audit.Record(
+                    "read",
+                    at=when_by_series[series],
+                    user=user_name(uid),
+                    series_uid=row[0],
+                    study_uid=row[1],
+                    patient_id=row[2],
+                    patient_name=row[3],
+                    detail=f"uid {uid}",
+                )
+            )
+    audit.append(index.conn, records)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

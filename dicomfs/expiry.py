@@ -1,0 +1,225 @@
+"""Expiry: a series goes whole once nobody has touched it for the retention period.
+
+A series is due when the newest of its receipt and its last access is older
+than the retention, and neither it nor its study is kept. Deleting one takes
+two steps, so that no view ever shows half a series and a crash never brings
+one back: its rows go from the index in one transaction (its files recorded as
+doomed), then its files go from the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import time
+from pathlib import Path
+
+from . import audit, tree
+from . import store as store_files
+from .index import Index
+from .writer import IndexWriter
+
+DEFAULT_RETENTION = 7 * 86400.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueSeries:
+    series_id: int
+    series_uid: str
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    study_date: str
+    modality: str
+    description: str
+    instances: int
+    bytes: int
+    last_used: float  # the newest of receipt and access
+
+
+_DUE = """
+    SELECT se.id, se.series_uid, st.study_uid, p.patient_name, p.patient_id, st.study_date,
+           se.modality, se.description,
+           (SELECT count(*) FROM instances WHERE series = se.id),
+           (SELECT coalesce(sum(size), 0) FROM instances WHERE series = se.id),
+           max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) AS used
+    FROM series se JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
+    WHERE max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) < :cutoff
+      AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid IN (se.series_uid, st.study_uid)
+                      AND (k.until IS NULL OR k.until > :now))
+"""
+
+
+def due(conn: sqlite3.Connection, now: float, retention: float) -> list[DueSeries]:
+    """The series that expire at `now`, least recently used first."""
+    rows = conn.execute(f"{_DUE} ORDER BY used", {"cutoff": now - retention, "now": now})
+    return [DueSeries(*row) for row in rows]
+
+
+def expire(
+    writer: IndexWriter, store: Path, now: float, retention: float, by: str
+) -> list[DueSeries]:
+    """Delete every series due at `now`; return what went."""
+    gone = []
+    for series in writer.run(lambda index: due(index.conn, now, retention)):
+        reason = f"expired: untouched since {_local(series.last_used)}"
+        if delete_series(writer, store, series.series_id, reason, by, now=now, retention=retention):
+            gone.append(series)
+    return gone
+
+
+def delete_series(
+    writer: IndexWriter,
+    store: Path,
+    series_id: int,
+    reason: str,
+    by: str,
+    *,
+    now: float | None = None,
+    retention: float | None = None,
+) -> bool:
+    """Delete one series, audited. With now and retention, only if it is still due
+    (it may have been read, or received more of, since it was listed)."""
+
+    def drop(index: Index) -> list[str] | None:
+        if retention is not None and now is not None:
+            still_due = index.conn.execute(
+                f"{_DUE} AND se.id = :series", {"cutoff": now - retention, "now": now,
+                                                "series": series_id},
+            ).fetchone()  # fmt: skip
+            if still_due is None:
+                return None
+        row = index.conn.execute(
+            """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
+               FROM series se JOIN studies st ON st.id = se.study
+               JOIN patients p ON p.id = st.patient WHERE se.id = ?""",
+            (series_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        files = index.doom_series(series_id)
+        record = audit.Record(
+            "deleted", outcome=reason, user=by, series_uid=row[0], study_uid=row[1],
+            patient_id=row[2], patient_name=row[3], instances=len(files),
+            bytes=sum(size for _, size in files),
+        )  # fmt: skip
+        audit.append(index.conn, [record])
+        return [path for path, _ in files]
+
+    paths = writer.run(drop)
+    if paths is None:
+        return False
+    finish_deletions(writer, store, paths)
+    return True
+
+
+def delete_instance(index: Index, instance_id: int, by: str) -> list[str]:
+    """Delete one instance from the index, audited; return its file, to delete next."""
+    row = index.conn.execute(
+        """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
+           FROM instances i JOIN series se ON se.id = i.series
+           JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
+           WHERE i.id = ?""",
+        (instance_id,),
+    ).fetchone()
+    doomed = index.doom_instance(instance_id)
+    if row is None or doomed is None:
+        return []
+    record = audit.Record(
+        "deleted", outcome=f"removed by {by} through the mount", user=by, series_uid=row[0],
+        study_uid=row[1], patient_id=row[2], patient_name=row[3], instances=1,
+        bytes=doomed[1], detail=doomed[0],
+    )  # fmt: skip
+    audit.append(index.conn, [record])
+    return [doomed[0]]
+
+
+def finish_deletions(writer: IndexWriter, store: Path, paths: list[str] | None = None) -> None:
+    """Delete doomed files from the disk (all of them, or these), then forget them."""
+    if paths is None:
+        paths = writer.run(lambda index: index.doomed())
+    store_files.delete_files(store, paths)
+    writer.run(lambda index: index.forget_doomed(paths))
+
+
+def _local(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+
+
+# --- keeping studies and series from expiry ------------------------------------------
+
+
+class NotFound(Exception):
+    """What the user named is not a study or series of the store; the message says why."""
+
+
+def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[str, str]:
+    """(UID, 'study' or 'series') for a UID, or for a study or series directory in the
+    mount (any view)."""
+    if "/" not in target and not Path(target).exists():
+        for level, table, column in (("study", "studies", "study_uid"),
+                                     ("series", "series", "series_uid")):  # fmt: skip
+            if conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (target,)).fetchone():
+                return target, level
+        raise NotFound(f"{target} is not the UID of a study or series in the store")
+    path = Path(target).absolute()
+    try:
+        parts = path.relative_to(mount_point.absolute()).parts
+    except ValueError:
+        raise NotFound(f"{target} is not inside the mount {mount_point}") from None
+    node = tree.ROOT
+    for part in parts:
+        child = tree.lookup(conn, node, part)
+        if child is None:
+            raise NotFound(f"{target} does not exist in the mount")
+        node = child
+    tag = str(node[0])
+    if tag.endswith("-study"):
+        (uid,) = conn.execute("SELECT study_uid FROM studies WHERE id = ?", (node[-1],)).fetchone()
+        return str(uid), "study"
+    if tag.endswith("-series"):
+        (uid,) = conn.execute("SELECT series_uid FROM series WHERE id = ?", (node[-1],)).fetchone()
+        return str(uid), "series"
+    raise NotFound(f"{target} is not a study or series directory")
+
+
+def keep(index: Index, uid: str, level: str, until: float | None, by: str) -> None:
+    index.conn.execute(
+        "INSERT OR REPLACE INTO kept (uid, level, until, by, at) VALUES (?, ?, ?, ?, ?)",
+        (uid, level, until, by, time.time()),
+    )
+
+
+def unkeep(index: Index, uid: str) -> bool:
+    return index.conn.execute("DELETE FROM kept WHERE uid = ?", (uid,)).rowcount > 0
+
+
+def kept(conn: sqlite3.Connection, now: float) -> list[dict[str, object]]:
+    """What is kept now, with whose it is."""
+    rows = conn.execute(
+        """SELECT k.uid, k.level, k.until, k.by, k.at,
+                  coalesce(p1.patient_name, p2.patient_name), coalesce(p1.patient_id, p2.patient_id)
+           FROM kept k
+           LEFT JOIN studies st ON k.level = 'study' AND st.study_uid = k.uid
+           LEFT JOIN patients p1 ON p1.id = st.patient
+           LEFT JOIN series se ON k.level = 'series' AND se.series_uid = k.uid
+           LEFT JOIN studies st2 ON st2.id = se.study
+           LEFT JOIN patients p2 ON p2.id = st2.patient
+           WHERE k.until IS NULL OR k.until > ?
+           ORDER BY k.at""",
+        (now,),
+    )
+    keys = ("uid", "level", "until", "by", "at", "patient_name", "patient_id")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def kept_study_uids(conn: sqlite3.Connection, now: float) -> set[str]:
+    """Studies kept whole or in part, for the KEPT marker of index.html."""
+    rows = conn.execute(
+        """SELECT k.uid FROM kept k WHERE k.level = 'study' AND (k.until IS NULL OR k.until > ?)
+           UNION SELECT st.study_uid FROM kept k JOIN series se ON se.series_uid = k.uid
+           JOIN studies st ON st.id = se.study
+           WHERE k.level = 'series' AND (k.until IS NULL OR k.until > ?)""",
+        (now, now),
+    )
+    return {row[0] for row in rows}

@@ -1,0 +1,174 @@
+"""Last access and expiry: what goes, when, and that nothing else does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from dicomfs import access, corpus, expiry
+from dicomfs.index import Index
+from dicomfs.indexer import check, reconcile
+from dicomfs.service import ExpiryOptions, sweeper
+from dicomfs.writer import IndexWriter
+
+DAY = 86400.0
+
+
+def old_store(store: Path, age_days: float = 10) -> dict[str, list[Path]]:
+    """Two patients, one study of two series each, all received `age_days` ago."""
+    corpus.write_regular(store, patients=2, studies=1, series=2, instances=3)
+    then = time.time() - age_days * DAY
+    by_series: dict[str, list[Path]] = {}
+    for path in store.rglob("*.dcm"):
+        os.utime(path, (then, then))
+        series_uid = path.name.split(".", 1)[1].rsplit(".", 2)[0]  # MR.<series uid>.<n>.dcm
+        by_series.setdefault(series_uid, []).append(path)
+    with Index(store) as index:
+        reconcile(index, store)
+    return by_series
+
+
+def dicomfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dicomfs", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def series_uids(store: Path) -> set[str]:
+    with Index(store, readonly=True) as index:
+        return {row[0] for row in index.conn.execute("SELECT series_uid FROM series")}
+
+
+def test_a_series_is_due_when_untouched_for_the_retention(store: Path) -> None:
+    by_series = old_store(store, age_days=10)
+    with Index(store) as index:
+        now = time.time()
+        assert {s.series_uid for s in expiry.due(index.conn, now, 14 * DAY)} == set()
+        assert {s.series_uid for s in expiry.due(index.conn, now, 7 * DAY)} == set(by_series)
+        # A read yesterday saves one series only.
+        (first, *_) = sorted(by_series)
+        instance = index.conn.execute(
+            "SELECT i.id FROM instances i JOIN series se ON se.id = i.series "
+            "WHERE se.series_uid = ? LIMIT 1", (first,)).fetchone()[0]  # fmt: skip
+        log = access.AccessLog()
+        log.note(instance, os.getuid(), now - DAY)
+        with index.transaction():
+            access.record(index, log.take())
+        due = {s.series_uid for s in expiry.due(index.conn, now, 7 * DAY)}
+        assert due == set(by_series) - {first}
+        # ... and it is due six days after that read.
+        later = {s.series_uid for s in expiry.due(index.conn, now + 6.5 * DAY, 7 * DAY)}
+        assert first in later
+
+
+def test_expire_dry_run_lists_with_sizes_and_deletes_nothing(store: Path) -> None:
+    by_series = old_store(store)
+    result = dicomfs("expire", "--store", str(store), "--dry-run", "--json")
+    listed = json.loads(result.stdout)
+    assert {s["series_uid"] for s in listed} == set(by_series)
+    assert all(s["bytes"] > 0 and s["instances"] == 3 for s in listed)
+    assert series_uids(store) == set(by_series)
+    # "What goes by Friday?" at a time when nothing is old enough yet:
+    early = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 5 * DAY))
+    result = dicomfs("expire", "--store", str(store), "--dry-run", "--now", early, "--json")
+    assert json.loads(result.stdout) == []
+    # A later --now without --dry-run would delete early: refused.
+    result = dicomfs("expire", "--store", str(store), "--now", "2999-01-01")
+    assert result.returncode != 0
+    assert "--dry-run" in result.stderr
+
+
+def test_expire_deletes_whole_series_but_not_kept_ones_and_audits(store: Path) -> None:
+    by_series = old_store(store)
+    with Index(store, readonly=True) as index:
+        study = index.conn.execute("SELECT study_uid FROM studies ORDER BY study_uid").fetchone()
+    kept_result = dicomfs("keep", "--store", str(store), study[0])
+    assert kept_result.returncode == 0, kept_result.stderr
+    assert study[0] in dicomfs("keep", "--store", str(store), "--list").stdout
+    result = dicomfs("expire", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    with Index(store, readonly=True) as index:
+        left = index.conn.execute(
+            "SELECT DISTINCT st.study_uid FROM series se JOIN studies st ON st.id = se.study"
+        ).fetchall()
+        deleted = json.loads(dicomfs("audit", "--store", str(store), "--event", "deleted",
+                                     "--json").stdout)  # fmt: skip
+    assert left == [study]
+    gone = set(by_series) - series_uids(store)
+    assert len(gone) == 2
+    for series_uid in gone:
+        assert not any(p.exists() for p in by_series[series_uid])
+    assert sorted(r["series_uid"] for r in deleted) == sorted(gone)
+    assert all(r["instances"] == 3 and r["bytes"] > 0 for r in deleted)
+    assert all(str(r["outcome"]).startswith("expired") for r in deleted)
+
+
+def test_keep_until_a_date_lapses(store: Path) -> None:
+    old_store(store)
+    with Index(store) as index:
+        (series_uid,) = index.conn.execute("SELECT series_uid FROM series LIMIT 1").fetchone()
+        expiry.keep(index, series_uid, "series", time.time() + 3 * DAY, "me")
+        now = time.time()
+        assert series_uid not in {s.series_uid for s in expiry.due(index.conn, now, 7 * DAY)}
+        later = now + 4 * DAY
+        assert series_uid in {s.series_uid for s in expiry.due(index.conn, later, 7 * DAY)}
+
+
+def test_a_deletion_cut_short_by_a_crash_is_finished_never_undone(store: Path) -> None:
+    by_series = old_store(store)
+    victim = sorted(by_series)[0]
+    with Index(store) as index, index.transaction():
+        (series_id,) = index.conn.execute(
+            "SELECT id FROM series WHERE series_uid = ?", (victim,)).fetchone()  # fmt: skip
+        index.doom_series(series_id)  # rows gone; the crash comes before the files go
+    assert all(p.exists() for p in by_series[victim])
+    with Index(store) as index:
+        report = reconcile(index, store)
+    assert report.indexed == 0
+    assert not any(p.exists() for p in by_series[victim])
+    assert victim not in series_uids(store)
+
+
+def test_check_reports_every_disagreement_and_repair_fixes_them(store: Path) -> None:
+    by_series = old_store(store)
+    files = sorted(p for paths in by_series.values() for p in paths)
+    files[0].unlink()  # a row without its file
+    with files[1].open("ab") as handle:  # changed since indexed
+        handle.write(b"\0\0")
+    corpus.write(store / "late.dcm", corpus.Spec())  # a file without a row
+    with Index(store, readonly=True) as index:
+        found = check(index, store)
+    assert found.missing == [str(files[0].relative_to(store))]
+    assert found.changed == [str(files[1].relative_to(store))]
+    assert found.unindexed == ["late.dcm"]
+    result = dicomfs("check", "--store", str(store))
+    assert result.returncode == 1
+    assert "row without its file" in result.stdout
+    assert dicomfs("check", "--store", str(store), "--repair").returncode == 0
+    assert dicomfs("check", "--store", str(store)).returncode == 0
+
+
+def test_the_sweeper_in_serve_expires_on_its_interval(store: Path) -> None:
+    by_series = old_store(store)
+    writer = IndexWriter(store)
+
+    async def main() -> None:
+        task = sweeper(store, writer, ExpiryOptions(retention=7 * DAY, interval=300))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task)
+            await trio.sleep(299)
+            assert series_uids(store) == set(by_series)  # not yet
+            await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.1))
+    finally:
+        writer.close()
+    assert series_uids(store) == set()
