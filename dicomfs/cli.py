@@ -33,6 +33,18 @@ def store_option(func: F) -> F:
     )(func)
 
 
+def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--mount",
+        name,
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DICOMFS_MOUNT",
+        default=config.default_mount,
+        show_default="$DICOMFS_MOUNT or ~/dicom",
+        help=help_text,
+    )
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -116,15 +128,7 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
 @main.command("find", context_settings=CONTEXT)
 @store_option
 @json_option
-@click.option(
-    "--mount",
-    "mount_point",
-    type=click.Path(path_type=Path),
-    envvar="DICOMFS_MOUNT",
-    default=config.default_mount,
-    show_default="$DICOMFS_MOUNT or ~/dicom",
-    help="Mount point to prefix the paths in the views with.",
-)
+@mount_point_option("mount_point", "Mount point to prefix the paths in the views with.")
 @click.argument("terms", nargs=-1, required=True)
 def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str, ...]) -> None:
     """Find studies by patient name, patient ID, accession number, UID or date.
@@ -321,15 +325,7 @@ def _local_user() -> str:
 
 @main.command("serve", context_settings=CONTEXT)
 @store_option
-@click.option(
-    "--mount",
-    "mountpoint",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="DICOMFS_MOUNT",
-    default=config.default_mount,
-    show_default="$DICOMFS_MOUNT or ~/dicom",
-    help="Where to mount the views.",
-)
+@mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
 @click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
@@ -559,15 +555,7 @@ def expire_command(
 
 @main.command("keep", context_settings=CONTEXT)
 @store_option
-@click.option(
-    "--mount",
-    "mountpoint",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="DICOMFS_MOUNT",
-    default=config.default_mount,
-    show_default="$DICOMFS_MOUNT or ~/dicom",
-    help="The mount that PATH is in.",
-)
+@mount_point_option("mountpoint", "The mount that PATH is in.")
 @click.option("--until", "until_text", default=None, metavar="DATE", help="Keep until then.")
 @click.option("--list", "list_kept", is_flag=True, help="List what is kept.")
 @click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")

@@ -48,8 +48,9 @@ def recover(store: Path) -> None:
     """Remove half-received files, then bring the index in step with the files."""
     removed = 0
     for leftover in store_files.tmp_dir(store).iterdir():
-        leftover.unlink(missing_ok=True)
-        removed += 1
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed += 1
     if removed:
         log.warning("removed %d half-received files left by a crash", removed)
     with Index(store) as index:
