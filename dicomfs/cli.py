@@ -422,12 +422,7 @@ def serve_command(
         raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
     receiving = ReceiverOptions(bind, port, aet, policy, max_associations, tls_cert, tls_key)
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
-    try:
-        store.mkdir(parents=True, exist_ok=True)  # a receiver may start on an empty store
-    except OSError as exc:
-        raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
-    with open_index(store, create=True):
-        pass
+    _ensure_store(store)
     try:
         run(
             store.absolute(),
@@ -438,6 +433,16 @@ def serve_command(
         )
     except (ServiceError, mount.MountError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _ensure_store(store: Path) -> None:
+    """Receiving and pulling may start on a store that does not exist yet."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+    with open_index(store, create=True):
+        pass
 
 
 def _log_as_service() -> None:
@@ -462,7 +467,7 @@ def _log_as_service() -> None:
 )
 @click.option(
     "--event",
-    type=click.Choice(["received", "rejected", "read", "deleted"]),
+    type=click.Choice(["received", "rejected", "read", "deleted", "pulled"]),
     default=None,
     help="Only this kind of record.",
 )
@@ -653,3 +658,151 @@ def check_command(store: Path, repair: bool) -> None:
     with open_index(store, create=True) as index:
         report = reconcile(index, store)
     output.print_index_report(report, store)
+
+
+@main.group("remote", context_settings=CONTEXT)
+def remote_group() -> None:
+    """Named DICOM peers (scanners, PACS) to pull from: add, list, remove.
+
+    \b
+    Examples:
+      dicomfs remote add bay3t BAY3T@10.1.2.3:104
+      dicomfs remote list
+      dicomfs remote remove bay3t
+    """
+
+
+@remote_group.command("add", context_settings=CONTEXT)
+@store_option
+@click.argument("name")
+@click.argument("address", metavar="AET@HOST:PORT")
+def remote_add(store: Path, name: str, address: str) -> None:
+    """Add (or change) the peer NAME at AET@HOST:PORT."""
+    from . import remotes
+
+    try:
+        remote = remotes.parse(name, address)
+    except remotes.BadRemote as exc:
+        raise click.BadParameter(str(exc)) from exc
+    known = remotes.load(store)
+    known[name] = remote
+    remotes.save(store, known)
+    click.echo(f"{name}: {remote}")
+
+
+@remote_group.command("list", context_settings=CONTEXT)
+@store_option
+def remote_list(store: Path) -> None:
+    """List the peers."""
+    from . import remotes
+
+    for name, remote in sorted(remotes.load(store).items()):
+        click.echo(f"{name}  {remote}")
+
+
+@remote_group.command("remove", context_settings=CONTEXT)
+@store_option
+@click.argument("name")
+def remote_remove(store: Path, name: str) -> None:
+    """Forget the peer NAME."""
+    from . import remotes
+
+    known = remotes.load(store)
+    if known.pop(name, None) is None:
+        raise click.ClickException(f"no peer called {name!r}")
+    remotes.save(store, known)
+
+
+@main.command("pull", context_settings=CONTEXT)
+@store_option
+@click.option(
+    "--from", "peer", required=True, metavar="PEER", help="A peer's name, or AET@HOST:PORT."
+)
+@click.option("--study", "study_uid", default=None, metavar="UID", help="A StudyInstanceUID.")
+@click.option("--patient-id", default=None, metavar="ID", help="Every study of this PatientID.")
+@click.option("--accession", default=None, metavar="N", help="The study of this AccessionNumber.")
+@click.option("--series", "series_uid", default=None, metavar="UID", help="A SeriesInstanceUID.")
+@click.option(
+    "--method",
+    type=click.Choice(["move", "get"]),
+    default="move",
+    show_default=True,
+    help="C-MOVE to our receiver (the peer must know our AE title), or C-GET.",
+)
+@click.option("--follow", is_flag=True, help="Keep fetching what appears, until Ctrl-C or idle.")
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between looks."
+)
+@click.option("--until-idle", type=float, default=None, metavar="S", help="With --follow: stop "
+              "when nothing new arrived for S seconds.")  # fmt: skip
+@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
+              help="Our receiver's port, for C-MOVE.")  # fmt: skip
+@click.option("--bind", default="0.0.0.0", show_default=True,
+              help="Address for a receiver of our own, when no dicomfs serve runs.")  # fmt: skip
+def pull_command(
+    store: Path,
+    peer: str,
+    study_uid: str | None,
+    patient_id: str | None,
+    accession: str | None,
+    series_uid: str | None,
+    method: str,
+    follow: bool,
+    interval: float,
+    until_idle: float | None,
+    aet: str,
+    port: int,
+    bind: str,
+) -> None:
+    """Fetch a study (or a patient's studies, or a series) from a scanner or PACS.
+
+    Asks the peer what it has (C-FIND), skips what the store already has, and
+    fetches the rest: by C-MOVE to our receiver (a running `dicomfs serve`, or one
+    started here on --port) or by C-GET. With --follow it looks again every
+    --interval seconds, so images arrive while the exam goes on. Several pulls at
+    once are safe; running one again fetches only what is missing. Exits with 1
+    when something could not be fetched, naming it.
+
+    \b
+    Examples:
+      dicomfs pull --from pacs --patient-id 12345
+      dicomfs pull --from bay3t --study 1.2.840.113619.2.5.1762874864 --follow --until-idle 120
+      dicomfs pull --from PACS@10.1.2.4:104 --accession A100 --method get
+    """
+    from . import puller, remotes
+
+    asked = [v for v in (study_uid, patient_id, accession, series_uid) if v]
+    if len(asked) != 1:
+        raise click.UsageError(
+            "say what to pull: one of --study, --patient-id, --accession, --series"
+        )
+    if until_idle is not None and not follow:
+        raise click.UsageError("--until-idle goes with --follow")
+    try:
+        remote = remotes.find(store, peer)
+    except remotes.BadRemote as exc:
+        raise click.ClickException(str(exc)) from exc
+    _ensure_store(store)
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we say what went wrong
+    query = puller.Query(study_uid, patient_id, accession, series_uid)
+    options = puller.PullOptions(method, aet, port, bind, follow, interval, until_idle)
+    show = output.PullProgress(remote.name)
+    try:
+        progress, missing = puller.pull(store, remote, query, options, _local_user(), show)
+    except puller.PullError as exc:
+        show.done()
+        raise click.ClickException(f"{exc}; what arrived is kept, run the same pull again "
+                                   "for the rest") from exc  # fmt: skip
+    show.done()
+    click.echo(
+        f"pulled {progress.fetched} instances from {remote.name} "
+        f"({progress.found} there, {progress.had} were here already)"
+    )
+    if missing:
+        for instance in missing[:20]:
+            click.echo(f"  not fetched: {instance.sop_uid} (series {instance.series_uid})",
+                       err=True)  # fmt: skip
+        raise click.ClickException(f"{len(missing)} instances could not be fetched")
+    if progress.found == 0:
+        raise click.ClickException(f"{remote.name} has nothing that matches")

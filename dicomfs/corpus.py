@@ -125,11 +125,17 @@ def regular_specs(
 
 
 def write_regular(
-    root: Path, patients: int, studies: int, series: int, instances: int, seed: int = 1
+    root: Path,
+    patients: int,
+    studies: int,
+    series: int,
+    instances: int,
+    seed: int = 1,
+    matrix: int = 4,
 ) -> int:
     """Write a tidy corpus in storescp's flat-ish layout; returns the number of files."""
     count = 0
-    for spec in regular_specs(patients, studies, series, instances, seed):
+    for spec in regular_specs(patients, studies, series, instances, seed, matrix):
         folder = root / spec.study_uid
         write(folder / f"MR.{spec.sop_uid}.dcm", spec)
         count += 1

@@ -291,7 +291,7 @@ class Index:
         # files of one series repeat them, so most instances skip three look-ups.
         self._series_cache: dict[str, tuple[int, tuple[object, ...]]] = {}
         if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -319,13 +319,15 @@ class Index:
         )
 
     def _migrate(self) -> None:
-        version = self.version()
-        if version > SCHEMA_VERSION:
+        if self.version() > SCHEMA_VERSION:
             raise IndexUnusable(self._too_new())
-        for number in range(version, SCHEMA_VERSION):
+        while self.version() < SCHEMA_VERSION:
             with self.transaction():
-                MIGRATIONS[number](self.db)
-                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+                # Read again under the lock: another process may have migrated meanwhile.
+                number = self.version()
+                if number < SCHEMA_VERSION:
+                    MIGRATIONS[number](self.db)
+                    self.conn.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -718,6 +720,20 @@ class Index:
             table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
             for table in ("patients", "studies", "series", "instances")
         }
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch to WAL. Two commands starting on a new store at once race for it, and
+    SQLite answers the loser "locked" at once instead of waiting: so wait here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _stored_version(path: Path) -> int:

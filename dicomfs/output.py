@@ -133,7 +133,9 @@ def audit_line(record: dict[str, Any]) -> str:
     if record["study_uid"]:
         fields.append(f"study {record['study_uid']}")
     if record["instances"] is not None:
-        fields.append(f"{record['instances']} instances, {record['bytes'] or 0} bytes")
+        fields.append(f"{record['instances']} instances")
+    if record["bytes"] is not None:
+        fields.append(size(record["bytes"]))
     fields.append(record["outcome"])
     if record["detail"]:
         fields.append(record["detail"])
@@ -171,3 +173,28 @@ def kept_line(item: dict[str, Any]) -> str:
     until = f"until {iso(item['until'])}" if item["until"] else "for good"
     who = f"{item['patient_name'] or '(no name)'} ({item['patient_id'] or 'no id'})"
     return f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"
+
+
+class PullProgress:
+    """Instances found, fetched, remaining and the rate, on one line of a terminal."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.tty = sys.stderr.isatty()
+        self._shown = False
+
+    def __call__(self, progress: Any) -> None:
+        line = (
+            f"{self.peer}: {progress.found} found, {progress.had} here before, "
+            f"{progress.fetched} fetched, {progress.remaining} remaining, "
+            f"{progress.rate:.0f}/s"
+        )
+        if self.tty:
+            click.echo(f"\r{line}\x1b[K", nl=False, err=True)
+            self._shown = True
+        else:
+            click.echo(line, err=True)
+
+    def done(self) -> None:
+        if self._shown:
+            click.echo("", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,9 +22,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def dcmtk(
+    tool: str, *args: str, timeout: float = 120, nodelay: bool = False
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TCP_NODELAY": "1"} if nodelay else None
     return subprocess.run(
-        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout
+        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -88,3 +92,59 @@ def serving(store: Path, *extra: str, mount: Path | None = None) -> Iterator[Ser
         yield server
     finally:
         server.stop()
+
+
+class Orthanc:
+    """Orthanc from the Debian package, on loopback ports chosen now, knowing our
+    receiver as AE title DICOMFS at `receiver_port`."""
+
+    def __init__(self, root: Path, receiver_port: int, *, check_called_aet: bool = False) -> None:
+        self.root, self.port, self.http_port = root, free_port(), free_port()
+        self.receiver_port = receiver_port
+        self.check_called_aet = check_called_aet
+        (root / "storage").mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        config = {
+            "Name": "test", "StorageDirectory": str(self.root / "storage"),
+            "IndexDirectory": str(self.root / "storage"), "DicomAet": "ORTHANC",
+            "DicomPort": self.port, "HttpPort": self.http_port, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomCheckCalledAet": self.check_called_aet,
+            "DicomModalities": {"dicomfs": ["DICOMFS", "127.0.0.1", self.receiver_port]},
+            "Plugins": [],
+        }  # fmt: skip
+        (self.root / "config.json").write_text(json.dumps(config))
+        self.process = subprocess.Popen(
+            ["Orthanc", str(self.root / "config.json")],
+            stdout=subprocess.DEVNULL, stderr=(self.root / "orthanc.log").open("ab"),
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while dcmtk("echoscu", "-aec", "ORTHANC", "127.0.0.1", str(self.port)).returncode:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.root / "orthanc.log").read_text())
+            time.sleep(0.1)
+
+    @property
+    def address(self) -> str:
+        return f"ORTHANC@127.0.0.1:{self.port}"
+
+    def upload(self, *paths: Path) -> None:
+        result = dcmtk("storescu", "-aec", "ORTHANC", "+sd", "+r", "127.0.0.1", str(self.port),
+                       *map(str, paths), nodelay=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,391 @@
+"""Pulling from a scanner or PACS: C-FIND what the peer has, fetch what the index lacks.
+
+Fetching is C-MOVE to our own receiver (a running `dicomfs serve`, or one started
+here for the purpose), or C-GET on the query's own association. Either way each
+instance goes through ingest.store_received, so it is durable and indexed before
+the peer hears Success, and pulling the same study twice, or from two commands at
+once, stores each instance once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from . import audit, ingest, spool
+from . import store as store_files
+from .index import Index, Sender
+from .remotes import Remote
+from .tcp import QuickAckSocket
+from .writer import IndexWriter
+
+log = logging.getLogger(__name__)
+TIMEOUT = 30  # seconds: association, DIMSE and network
+UIDS_PER_REQUEST = 100
+
+
+class PullError(Exception):
+    """The peer refused, timed out or went away; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    study_uid: str | None = None
+    patient_id: str | None = None
+    accession: str | None = None
+    series_uid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RemoteInstance:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+
+@contextlib.contextmanager
+def associate(remote: Remote, our_aet: str, contexts: list[Any], **kwargs: Any) -> Iterator[Any]:
+    ae = AE(ae_title=our_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
+    for context in contexts:
+        if isinstance(context, tuple):
+            ae.add_requested_context(*context)
+        else:
+            ae.add_requested_context(context)
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet, **kwargs)
+    transport = assoc.dul.socket
+    if assoc.is_established and transport is not None and type(transport.socket) is socket.socket:
+        transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
+    if not assoc.is_established:
+        why = "refused the association" if assoc.is_rejected else "could not be reached"
+        raise PullError(f"{_named(remote)} {why}")
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def list_remote(remote: Remote, our_aet: str, query: Query) -> list[RemoteInstance]:
+    """Every instance the peer has that matches, study by study, series by series."""
+    with associate(remote, our_aet, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
+
+        def find(level: str, **keys: str) -> list[Dataset]:
+            return _find(assoc, remote, level, **keys)
+
+        if query.series_uid:
+            found = find("SERIES", SeriesInstanceUID=query.series_uid, StudyInstanceUID="")
+            pairs = [(s.StudyInstanceUID, s.SeriesInstanceUID) for s in found]
+        else:
+            studies = find(
+                "STUDY",
+                StudyInstanceUID=query.study_uid or "",
+                PatientID=query.patient_id or "",
+                AccessionNumber=query.accession or "",
+            )
+            pairs = []
+            for study in studies:
+                uid = study.StudyInstanceUID
+                series = find("SERIES", StudyInstanceUID=uid, SeriesInstanceUID="")
+                pairs += [(uid, s.SeriesInstanceUID) for s in series]
+        instances = []
+        for study_uid, series_uid in pairs:
+            images = find("IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid,
+                          SOPInstanceUID="")  # fmt: skip
+            instances += [RemoteInstance(study_uid, series_uid, i.SOPInstanceUID) for i in images]
+        return instances
+
+
+def _find(assoc: Any, remote: Remote, level: str, **keys: str) -> list[Dataset]:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    found = []
+    for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+        code = _status(status)
+        if code is None:
+            raise PullError(f"{_named(remote)} went away during the query")
+        if code in (0xFF00, 0xFF01) and match is not None:
+            found.append(match)
+        elif code != 0x0000:
+            raise PullError(f"{_named(remote)} refused the {level} query (status 0x{code:04X})")
+    return found
+
+
+def held(store: Path, sop_uids: list[str]) -> set[str]:
+    """Which of these instances the index already has."""
+    found: set[str] = set()
+    with Index(store, readonly=True) as index:
+        for start in range(0, len(sop_uids), 500):
+            chunk = sop_uids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = index.conn.execute(
+                f"SELECT sop_uid FROM instances WHERE sop_uid IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+    return found
+
+
+def move(
+    remote: Remote, our_aet: str, missing: list[RemoteInstance], listed: list[RemoteInstance]
+) -> None:
+    """Ask the peer to send these instances to our AE title (C-MOVE)."""
+    with associate(remote, our_aet, [StudyRootQueryRetrieveInformationModelMove]) as assoc:
+        for identifier in _retrieve_keys(missing, listed):
+            for status, _ in assoc.send_c_move(
+                identifier, our_aet, StudyRootQueryRetrieveInformationModelMove
+            ):
+                _check_retrieve_status(remote, _status(status))
+
+
+def get(
+    remote: Remote,
+    our_aet: str,
+    missing: list[RemoteInstance],
+    listed: list[RemoteInstance],
+    store: Path,
+    writer: IndexWriter,
+    user: str,
+) -> None:
+    """Fetch these instances on our own association (C-GET)."""
+    spool.install(store_files.tmp_dir(store))
+    contexts: list[Any] = [StudyRootQueryRetrieveInformationModelGet]
+    storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][:120]
+    contexts += [(uid, ALL_TRANSFER_SYNTAXES) for uid in storage]
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+    sender = Sender(aet=remote.aet, address=remote.host, called_aet=our_aet, user=user)
+    handlers = [(evt.EVT_C_STORE, _store_handler(store, writer, sender))]
+    with associate(remote, our_aet, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
+        for identifier in _retrieve_keys(missing, listed):
+            for status, _ in assoc.send_c_get(
+                identifier, StudyRootQueryRetrieveInformationModelGet
+            ):
+                _check_retrieve_status(remote, _status(status))
+
+
+def _store_handler(store: Path, writer: IndexWriter, sender: Sender) -> Callable[[Any], int]:
+    def on_store(event: Any) -> int:
+        name = str(event.dataset_path)
+        received = spool.SpoolFile.claim(name)
+        try:
+            if received is None:
+                raise ingest.Refused(ingest.OUT_OF_RESOURCES, "the dataset was not spooled")
+            received.complete()
+            ingest.store_received(store, Path(name), received.sync, sender, writer)
+        except ingest.Refused as exc:
+            log.error("could not store an instance from %s: %s", sender.aet, exc)
+            return exc.status
+        except OSError as exc:
+            log.error("could not store an instance from %s: %s", sender.aet, exc)
+            return ingest.OUT_OF_RESOURCES
+        return ingest.SUCCESS
+
+    return on_store
+
+
+def _retrieve_keys(
+    missing: list[RemoteInstance], listed: list[RemoteInstance]
+) -> Iterator[Dataset]:
+    """What to ask for: a whole series when the index has none of it, else the missing
+    instances by lists of UIDs (PS3.4 C.4.2.2.1), so what the index has is never
+    fetched again and each request still carries many instances."""
+    on_peer: dict[str, int] = {}
+    for instance in listed:
+        on_peer[instance.series_uid] = on_peer.get(instance.series_uid, 0) + 1
+    by_series: dict[tuple[str, str], list[str]] = {}
+    for instance in missing:
+        key = (instance.study_uid, instance.series_uid)
+        by_series.setdefault(key, []).append(instance.sop_uid)
+    for (study_uid, series_uid), sop_uids in by_series.items():
+        whole = len(sop_uids) == on_peer.get(series_uid)
+        for start in range(0, 1 if whole else len(sop_uids), UIDS_PER_REQUEST):
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "SERIES" if whole else "IMAGE"
+            identifier.StudyInstanceUID = study_uid
+            identifier.SeriesInstanceUID = series_uid
+            if not whole:
+                identifier.SOPInstanceUID = sop_uids[start : start + UIDS_PER_REQUEST]
+            yield identifier
+
+
+def _status(response: Dataset | None) -> int | None:
+    """The status of a response; None when the peer went away (no response, or an
+    empty one, as pynetdicom gives when the association is aborted)."""
+    if response is None or "Status" not in response:
+        return None
+    return int(response.Status)
+
+
+def _check_retrieve_status(remote: Remote, status: int | None) -> None:
+    if status is None:
+        raise PullError(f"{_named(remote)} went away during the transfer")
+    if status in (0x0000, 0xFF00, 0xB000):  # success, pending, some sub-operations failed
+        return
+    if status == 0xA801:
+        raise PullError(
+            f"{remote.name} does not know where our AE title is: add it as a destination "
+            "there (AE title, this host, our port)"
+        )
+    raise PullError(f"{remote.name} refused the transfer (status 0x{status:04X})")
+
+
+def receiver_is_up(port: int, our_aet: str) -> bool:
+    """Does a dicomfs receiver answer on this host's port (for C-MOVE)?"""
+    ae = AE(ae_title=our_aet)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 5
+    quiet = logging.getLogger("pynetdicom")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer here
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title=our_aet)
+    finally:
+        quiet.setLevel(level)
+    if not assoc.is_established:
+        return False
+    try:
+        status = assoc.send_c_echo()
+        return bool(status) and status.Status == 0
+    finally:
+        assoc.release()
+
+
+@dataclasses.dataclass
+class Progress:
+    found: int = 0  # instances the peer has that match
+    had: int = 0  # of those, already in the index when the pull began
+    fetched: int = 0
+    remaining: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        return self.fetched / max(time.monotonic() - self.started, 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class PullOptions:
+    method: str = "move"  # or "get"
+    our_aet: str = "DICOMFS"
+    port: int = 11112  # our receiver's, for C-MOVE
+    bind: str = "0.0.0.0"
+    follow: bool = False
+    interval: float = 2.0
+    until_idle: float | None = None
+
+
+def pull(
+    store: Path,
+    remote: Remote,
+    query: Query,
+    options: PullOptions,
+    user: str,
+    report: Callable[[Progress], None],
+) -> tuple[Progress, list[RemoteInstance]]:
+    """Fetch what the peer has and the index lacks, once or (follow) until idle.
+
+    Returns the progress and what could not be fetched. Ctrl-C ends a follow."""
+    writer = IndexWriter(store)
+    receiver = None
+    progress, missing = Progress(), []
+    outcome = "ok"
+    try:
+        if options.method == "move" and not receiver_is_up(options.port, options.our_aet):
+            from .receiver import Receiver  # only when no dicomfs serve is running
+
+            receiver = Receiver(store, writer, aet=options.our_aet)
+            receiver.start(options.bind, options.port)
+        missing = _pull_loop(store, remote, query, options, user, writer, progress, report)
+        if missing:
+            outcome = f"{len(missing)} could not be fetched"
+    except PullError as exc:
+        outcome = str(exc)
+        raise
+    except KeyboardInterrupt:
+        outcome = "stopped by the user"
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        _audit_pull(writer, remote, query, options, user, progress, outcome)
+        writer.close()
+    return progress, missing
+
+
+def _pull_loop(
+    store: Path,
+    remote: Remote,
+    query: Query,
+    options: PullOptions,
+    user: str,
+    writer: IndexWriter,
+    progress: Progress,
+    report: Callable[[Progress], None],
+) -> list[RemoteInstance]:
+    first = True
+    idle_since = time.monotonic()
+    while True:
+        listed = list_remote(remote, options.our_aet, query)
+        sop_uids = [instance.sop_uid for instance in listed]
+        before = held(store, sop_uids)
+        if first:
+            progress.had, first = len(before), False
+        progress.found = len(listed)
+        missing = [instance for instance in listed if instance.sop_uid not in before]
+        if missing:
+            progress.remaining = len(missing)
+            report(progress)
+            if options.method == "get":
+                get(remote, options.our_aet, missing, listed, store, writer, user)
+            else:
+                move(remote, options.our_aet, missing, listed)
+        after = held(store, sop_uids)
+        arrived = len(after - before)
+        progress.fetched += arrived
+        progress.remaining = len(listed) - len(after)
+        report(progress)
+        if arrived:
+            idle_since = time.monotonic()
+        if not options.follow:
+            return [instance for instance in listed if instance.sop_uid not in after]
+        if options.until_idle is not None and time.monotonic() - idle_since >= options.until_idle:
+            return [instance for instance in listed if instance.sop_uid not in after]
+        time.sleep(options.interval)
+
+
+def _named(remote: Remote) -> str:
+    return remote.name if remote.name == str(remote) else f"{remote.name} ({remote})"
+
+
+def _audit_pull(
+    writer: IndexWriter,
+    remote: Remote,
+    query: Query,
+    options: PullOptions,
+    user: str,
+    progress: Progress,
+    outcome: str,
+) -> None:
+    asked = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(query).items() if v)
+    record = audit.Record(
+        "pulled", outcome=outcome, user=user, calling_aet=remote.aet, address=remote.host,
+        called_aet=options.our_aet, study_uid=query.study_uid, series_uid=query.series_uid,
+        patient_id=query.patient_id, instances=progress.fetched,
+        detail=f"C-{options.method.upper()} from {_named(remote)}: {asked}",
+    )  # fmt: skip
+    writer.run(lambda index: audit.append(index.conn, [record]))

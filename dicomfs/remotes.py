@@ -1,0 +1,79 @@
+"""Named DICOM peers (scanners, PACS), kept in the store: STORE/.dicomfs/remotes.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .index import INDEX_DIR
+
+_ADDRESS = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+
+
+class BadRemote(Exception):
+    """A peer that cannot be used as written; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Remote:
+    name: str
+    aet: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.aet}@{self.host}:{self.port}"
+
+
+def parse(name: str, address: str) -> Remote:
+    """'bay3t', 'BAY3T@10.1.2.3:104' -> Remote."""
+    match = _ADDRESS.match(address.strip())
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise BadRemote(f"{address!r} is not AET@HOST:PORT (for example BAY3T@10.1.2.3:104)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise BadRemote(f"{name!r} is not a simple name (letters, digits, _ . -)")
+    return Remote(name, match["aet"].strip(), match["host"], int(match["port"]))
+
+
+def _path(store: Path) -> Path:
+    return store / INDEX_DIR / "remotes.json"
+
+
+def load(store: Path) -> dict[str, Remote]:
+    try:
+        data = json.loads(_path(store).read_text())
+    except FileNotFoundError:
+        return {}
+    return {name: Remote(name, **fields) for name, fields in data.items()}
+
+
+def save(store: Path, remotes: dict[str, Remote]) -> None:
+    """Write atomically: a half-written file never replaces the list."""
+    path = _path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {r.name: {"aet": r.aet, "host": r.host, "port": r.port} for r in remotes.values()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="remotes-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def find(store: Path, name_or_address: str) -> Remote:
+    """A peer by its name, or written out as AET@HOST:PORT."""
+    remotes = load(store)
+    if name_or_address in remotes:
+        return remotes[name_or_address]
+    if "@" in name_or_address:
+        remote = parse("adhoc", name_or_address)
+        return dataclasses.replace(remote, name=str(remote))
+    known = ", ".join(sorted(remotes)) or "none yet"
+    raise BadRemote(
+        f"no peer called {name_or_address!r} (known: {known}); "
+        "add one with: dicomfs remote add NAME AET@HOST:PORT"
+    )

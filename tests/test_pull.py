@@ -1,0 +1,180 @@
+"""`dicomfs pull` against Orthanc as the scanner or PACS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomfs import corpus
+
+from .peers import Orthanc, free_port
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("Orthanc") is None or not Path("/usr/bin/storescu").exists(),
+    reason="needs orthanc and dcmtk (scripts/install --test)",
+)
+
+STUDY = "1.2.826.0.1.3680043.8.498.5.0.0"
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    orthanc = Orthanc(tmp_path / "orthanc", receiver_port=free_port())
+    try:
+        yield orthanc
+    finally:
+        orthanc.stop()
+
+
+def exam(root: Path, series: int = 2, instances: int = 10, matrix: int = 4) -> list[Path]:
+    corpus.write_regular(root, patients=1, studies=1, series=series, instances=instances, seed=5,
+                         matrix=matrix)  # fmt: skip
+    return sorted(root.rglob("*.dcm"))
+
+
+def pull(store: Path, pacs: Orthanc, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
+         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def stored_sops(store: Path) -> list[str]:
+    conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    try:
+        return [row[0] for row in conn.execute("SELECT sop_uid FROM instances")]
+    finally:
+        conn.close()
+
+
+def sop_of(path: Path) -> str:
+    return path.name.removeprefix("MR.").removesuffix(".dcm")
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_pull_a_study_then_only_what_is_missing(tmp_path: Path, pacs: Orthanc, method: str) -> None:
+    files = exam(tmp_path / "exam")
+    pacs.upload(*files)
+    store = tmp_path / "store"
+    first = pull(store, pacs, "--study", STUDY, "--method", method)
+    assert first.returncode == 0, first.stderr
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
+    assert "pulled 20 instances" in first.stdout
+    again = pull(store, pacs, "--study", STUDY, "--method", method)
+    assert again.returncode == 0, again.stderr
+    assert "pulled 0 instances" in again.stdout
+    assert len(list(store.rglob("*.dcm"))) == 20  # each instance once
+    audit = subprocess.run(
+        [sys.executable, "-m", "dicomfs", "audit", "--store", str(store), "--event", "pulled",
+         "--json"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    records = json.loads(audit)
+    assert [r["instances"] for r in records] == [20, 0]
+    assert all(r["user"] and r["calling_aet"] == "ORTHANC" for r in records)
+
+
+def test_follow_fetches_an_exam_as_it_is_acquired_and_stops_when_idle(
+    tmp_path: Path, pacs: Orthanc
+) -> None:
+    files = exam(tmp_path / "exam", series=2, instances=6)
+    pacs.upload(*files[:3])
+    store = tmp_path / "store"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
+         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
+         "--follow", "--interval", "1", "--until-idle", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for path in files[3:]:  # the scan goes on
+            time.sleep(0.4)
+            pacs.upload(path)
+        _, err = follower.communicate(timeout=120)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
+    assert len(list(store.rglob("*.dcm"))) == len(files)
+
+
+def test_a_peer_that_is_not_there_or_refuses_gets_a_clear_message(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    nobody = subprocess.run(
+        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from",
+         f"NOBODY@127.0.0.1:{free_port()}", "--study", STUDY, "--method", "get"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert nobody.returncode == 1
+    assert "could not be reached" in nobody.stderr
+    strict = Orthanc(tmp_path / "strict", receiver_port=free_port(), check_called_aet=True)
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from",
+             f"WRONGAET@127.0.0.1:{strict.port}", "--study", STUDY, "--method", "get"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        strict.stop()
+    assert refused.returncode == 1
+    assert "refused the association" in refused.stderr
+
+
+def test_a_peer_killed_mid_transfer_keeps_what_arrived_and_a_rerun_fetches_the_rest(
+    tmp_path: Path, pacs: Orthanc
+) -> None:
+    files = exam(tmp_path / "exam", series=1, instances=300, matrix=256)  # 128 KB each
+    pacs.upload(*files)
+    store = tmp_path / "store"
+    puller = subprocess.Popen(
+        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
+         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
+         "--method", "get"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(store.rglob("*.dcm"))) < 30:
+            assert time.monotonic() < deadline, "nothing arrived"
+            time.sleep(0.05)
+        pacs.kill()
+        _, err = puller.communicate(timeout=120)
+    finally:
+        puller.kill()
+    assert puller.returncode == 1
+    assert "went away" in err or "could not be reached" in err or "could not be fetched" in err
+    arrived = len(stored_sops(store))
+    assert 30 <= arrived < 300
+    pacs.start()
+    rerun = pull(store, pacs, "--study", STUDY, "--method", "get")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{arrived} were here already" in rerun.stdout
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
+
+
+def test_two_pulls_of_one_study_at_once_store_each_instance_once(
+    tmp_path: Path, pacs: Orthanc
+) -> None:
+    files = exam(tmp_path / "exam", series=2, instances=50)
+    pacs.upload(*files)
+    store = tmp_path / "store"
+    commands = [
+        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
+         "--study", STUDY, "--method", "get"]
+        for _ in range(2)
+    ]  # fmt: skip
+    pulls = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]  # fmt: skip
+    for process in pulls:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
+    assert len(list(store.rglob("*.dcm"))) == len(files)
