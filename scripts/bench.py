@@ -26,6 +26,7 @@ from dicomfs.views import VIEWS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest import bench_ingest
+from bench_pull import bench_pull
 
 
 def generate(root: Path, instances: int) -> list[Path]:
@@ -146,10 +147,13 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
     parser.add_argument(
-        "--only", choices=["index", "mount", "ingest"], action="append", help="run only these"
+        "--only",
+        choices=["index", "mount", "ingest", "pull"],
+        action="append",
+        help="run only these",
     )
     args = parser.parse_args()
-    only = set(args.only or ["index", "mount", "ingest"])
+    only = set(args.only or ["index", "mount", "ingest", "pull"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -164,6 +168,8 @@ def main() -> None:
                 bench_mount(work / "store", work / "copies")
         if "ingest" in only:
             bench_ingest(work)
+        if "pull" in only:
+            bench_pull(work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
