@@ -57,9 +57,12 @@ def main(verbose: int) -> None:
 
     \b
     Typical use:
-      dicomfs index                      bring the index in step with the store
-      dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
+      dicomfs serve                      receive on port 11112, mount on ~/dicom
       dicomfs find doe 20040609          find a study by name, ID, date, accession, UID
+      dicomfs pull --from pacs --patient-id 12345     fetch a patient's studies
+      dicomfs expire --dry-run           what goes a week after its last use
+      dicomfs keep STUDY-DIRECTORY       ...unless it is kept
+      dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
@@ -474,7 +477,7 @@ def _log_as_service() -> None:
 def audit_command(
     store: Path, as_json: bool, patient_id: str | None, since: str | None, event: str | None
 ) -> None:
-    """Show the audit trail: who sent (or read, or deleted) what, from where, when.
+    """Show the audit trail: who sent, read, pulled or deleted what, from where, when.
 
     \b
     Examples:

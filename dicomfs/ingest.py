@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import spool
 from . import store as store_files
 from .index import Index, Sender
 from .meta import InstanceMeta, NotIndexable, read_meta
@@ -46,6 +47,18 @@ class Stored:
     meta: InstanceMeta
     path: str  # relative to the store
     size: int
+
+
+def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWriter) -> Stored:
+    """Store an instance that pynetdicom has just spooled to disk (see spool.py)."""
+    received = spool.SpoolFile.claim(str(spooled))
+    if received is None:
+        raise Refused(OUT_OF_RESOURCES, "the dataset was not spooled")
+    try:
+        received.complete()
+    except OSError as exc:
+        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+    return store_received(store, spooled, received.sync, sender, writer)
 
 
 def store_received(

@@ -181,19 +181,11 @@ def get(
 
 def _store_handler(store: Path, writer: IndexWriter, sender: Sender) -> Callable[[Any], int]:
     def on_store(event: Any) -> int:
-        name = str(event.dataset_path)
-        received = spool.SpoolFile.claim(name)
         try:
-            if received is None:
-                raise ingest.Refused(ingest.OUT_OF_RESOURCES, "the dataset was not spooled")
-            received.complete()
-            ingest.store_received(store, Path(name), received.sync, sender, writer)
+            ingest.store_spooled(store, event.dataset_path, sender, writer)
         except ingest.Refused as exc:
             log.error("could not store an instance from %s: %s", sender.aet, exc)
             return exc.status
-        except OSError as exc:
-            log.error("could not store an instance from %s: %s", sender.aet, exc)
-            return ingest.OUT_OF_RESOURCES
         return ingest.SUCCESS
 
     return on_store

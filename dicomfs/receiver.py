@@ -196,21 +196,11 @@ class Receiver:
 
     def _on_store(self, event: evt.Event) -> int:
         assoc = event.assoc
-        name = str(event.dataset_path)
-        received = spool.SpoolFile.claim(name)
         with self._lock:
             user = self._users.get(id(assoc))
         sender = self._sender(event, user)
         try:
-            if received is None:
-                raise ingest.Refused(ingest.OUT_OF_RESOURCES, "the dataset was not spooled")
-            try:
-                received.complete()
-            except OSError as exc:
-                raise ingest.Refused(ingest.OUT_OF_RESOURCES, ingest.describe(exc)) from exc
-            stored = ingest.store_received(
-                self.store, Path(name), received.sync, sender, self.writer
-            )
+            stored = ingest.store_spooled(self.store, event.dataset_path, sender, self.writer)
         except ingest.Refused as exc:
             sop = getattr(event.request, "AffectedSOPInstanceUID", "?")
             log.error("refused %s from %s@%s: %s (status 0x%04X)", sop, sender.aet,
