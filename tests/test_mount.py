@@ -7,7 +7,6 @@ import html
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dicomfs import corpus
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
+
+from .peers import terminate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -52,13 +53,7 @@ class Mount:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         if os.path.ismount(self.path) or _stale(self.path):
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
         return self.process.returncode
