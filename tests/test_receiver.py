@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import resource
@@ -315,3 +316,32 @@ def test_tls(tmp_path: Path) -> None:
         assoc.release()
         plain = dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
         assert plain.returncode != 0  # no plain-text DICOM on a TLS port
+
+
+def test_a_large_instance_is_received_without_holding_it_in_memory(
+    server: Serve, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.dcm"
+    corpus.write(big, corpus.Spec(patient_id="BIG", matrix=8192))  # 128 MB of pixels
+    result = dcmtk("storescu", "-aec", "DICOMFS", "127.0.0.1", str(server.port), str(big),
+                   nodelay=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ((path,),) = rows(server.store, "SELECT path FROM instances WHERE sop_uid IN "
+                                    "(SELECT sop_uid FROM instances)")  # fmt: skip
+    stored = server.store / str(path)
+    assert _dataset_md5(stored) == _dataset_md5(big)  # the file meta is the receiver's own
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    peak_kb = int(status.split("VmHWM:")[1].split()[0])
+    assert peak_kb < 100 * 1024, f"serve peaked at {peak_kb // 1024} MB"
+
+
+def _dataset_md5(path: Path) -> str:
+    """md5 of the dataset after the File Meta Information group."""
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        head = handle.read(144)  # preamble, DICM, (0002,0000) UL group length
+        assert head[128:132] == b"DICM"
+        handle.seek(144 + int.from_bytes(head[140:144], "little"))
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
