@@ -795,8 +795,7 @@ def pull_command(
         progress, missing = puller.pull(store, remote, query, options, _local_user(), show)
     except puller.PullError as exc:
         show.done()
-        raise click.ClickException(f"{exc}; what arrived is kept, run the same pull again "
-                                   "for the rest") from exc  # fmt: skip
+        raise click.ClickException(str(exc)) from exc
     show.done()
     click.echo(
         f"pulled {progress.fetched} instances from {remote.name} "

@@ -226,7 +226,10 @@ def _status(response: Dataset | None) -> int | None:
 
 def _check_retrieve_status(remote: Remote, status: int | None) -> None:
     if status is None:
-        raise PullError(f"{_named(remote)} went away during the transfer")
+        raise PullError(
+            f"{_named(remote)} went away during the transfer; what arrived is kept, "
+            "and the same command again fetches the rest"
+        )
     if status in (0x0000, 0xFF00, 0xB000):  # success, pending, some sub-operations failed
         return
     if status == 0xA801:
@@ -296,16 +299,12 @@ def pull(
     writer = IndexWriter(store)
     receiver = None
     progress, missing = Progress(), []
-    outcome = "ok"
+    outcome = "failed"
     try:
         if options.method == "move" and not receiver_is_up(options.port, options.our_aet):
-            from .receiver import Receiver  # only when no dicomfs serve is running
-
-            receiver = Receiver(store, writer, aet=options.our_aet)
-            receiver.start(options.bind, options.port)
+            receiver = _start_receiver(store, writer, options)
         missing = _pull_loop(store, remote, query, options, user, writer, progress, report)
-        if missing:
-            outcome = f"{len(missing)} could not be fetched"
+        outcome = f"{len(missing)} could not be fetched" if missing else "ok"
     except PullError as exc:
         outcome = str(exc)
         raise
@@ -317,6 +316,21 @@ def pull(
         _audit_pull(writer, remote, query, options, user, progress, outcome)
         writer.close()
     return progress, missing
+
+
+def _start_receiver(store: Path, writer: IndexWriter, options: PullOptions) -> Any:
+    """A receiver for the C-MOVE, when no dicomfs serve answers on our port."""
+    from .receiver import Receiver
+
+    receiver = Receiver(store, writer, aet=options.our_aet)
+    try:
+        receiver.start(options.bind, options.port)
+    except OSError as exc:
+        raise PullError(
+            f"cannot receive on {options.bind}:{options.port} ({exc.strerror or exc}): "
+            "another program uses the port; try --port, or --method get"
+        ) from exc
+    return receiver
 
 
 def _pull_loop(
