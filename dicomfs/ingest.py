@@ -29,7 +29,10 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 
-_CANONICAL = re.compile(r"^[^/]+/[^/]+/[^/]+\.dcm$")
+# Where dicomfs writes (store.canonical_path): only such a copy is removed when the
+# same instance arrives under other UIDs; files laid out by others are left alone.
+_UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{8})"
+_CANONICAL = re.compile(rf"^{_UID_PART}/{_UID_PART}/{_UID_PART}\.dcm$")
 # fsyncs that overlap other work (they release the GIL while they wait).
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
@@ -104,7 +107,7 @@ def store_received(
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.
         with contextlib.suppress(OSError):
-            os.unlink(store / previous)
+            store_files.delete_files(store, [previous])
     return Stored(meta, rel, state.size)
 
 

@@ -345,3 +345,24 @@ def _dataset_md5(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def test_an_instance_resent_under_corrected_uids_leaves_one_copy_but_never_ours_alone(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    mine = store / "mine" / "by" / "hand.dcm"  # a file put into the store by someone
+    corpus.write(mine, corpus.Spec(sop_uid="1.2.826.0.1.3680043.8.498.90", study_uid="1.2.3"))
+    with serving(store) as server:  # serve indexes it at start
+        for sop, study in (("1.2.826.0.1.3680043.8.498.91", "1.2.4"),
+                           ("1.2.826.0.1.3680043.8.498.91", "1.2.5"),  # corrected upstream
+                           ("1.2.826.0.1.3680043.8.498.90", "1.2.6")):  # fmt: skip
+            corpus.write(tmp_path / "send.dcm", corpus.Spec(sop_uid=sop, study_uid=study))
+            result = dcmtk("storescu", "-aec", "DICOMFS", "127.0.0.1", str(server.port),
+                           str(tmp_path / "send.dcm"))  # fmt: skip
+            assert result.returncode == 0, result.stderr
+    paths = dict(rows(store, "SELECT sop_uid, path FROM instances"))
+    assert str(paths["1.2.826.0.1.3680043.8.498.91"]).startswith("1.2.5/")
+    assert not (store / "1.2.4").exists()  # our superseded copy went
+    assert str(paths["1.2.826.0.1.3680043.8.498.90"]).startswith("1.2.6/")
+    assert mine.exists()  # someone else's file is never deleted
