@@ -9,6 +9,7 @@ accesses since the last flush, never an instance.
 
 from __future__ import annotations
 
+import dataclasses
 import pwd
 import threading
 import time
@@ -71,15 +72,11 @@ def _audit_first_reads(
     """One audit record per series, reading user and day: the first read of the day."""
     records = []
     for series, uid, day in sorted(readers):
-        row = index.conn.execute(
-            """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
-               FROM series se JOIN studies st ON st.id = se.study
-               JOIN patients p ON p.id = st.patient WHERE se.id = ?""",
-            (series,),
-        ).fetchone()
+        identity = index.series_identity(series_id=series)
+        assert identity is not None  # its access was just written
         inserted = index.conn.execute(
             "INSERT OR IGNORE INTO reads (series_uid, uid, day) VALUES (?, ?, ?)",
-            (row[0], uid, day),
+            (identity.series_uid, uid, day),
         ).rowcount
         if inserted:
             records.append(
@@ -87,11 +84,8 @@ def _audit_first_reads(
                     "read",
                     at=when_by_series[series],
                     user=user_name(uid),
-                    series_uid=row[0],
-                    study_uid=row[1],
-                    patient_id=row[2],
-                    patient_name=row[3],
                     detail=f"uid {uid}",
+                    **dataclasses.asdict(identity),
                 )
             )
     audit.append(index.conn, records)

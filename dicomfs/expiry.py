@@ -89,19 +89,13 @@ def delete_series(
             ).fetchone()  # fmt: skip
             if still_due is None:
                 return None
-        row = index.conn.execute(
-            """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
-               FROM series se JOIN studies st ON st.id = se.study
-               JOIN patients p ON p.id = st.patient WHERE se.id = ?""",
-            (series_id,),
-        ).fetchone()
-        if row is None:
+        identity = index.series_identity(series_id=series_id)
+        if identity is None:
             return None
         files = index.doom_series(series_id)
         record = audit.Record(
-            "deleted", outcome=reason, user=by, series_uid=row[0], study_uid=row[1],
-            patient_id=row[2], patient_name=row[3], instances=len(files),
-            bytes=sum(size for _, size in files),
+            "deleted", outcome=reason, user=by, instances=len(files),
+            bytes=sum(size for _, size in files), **dataclasses.asdict(identity),
         )  # fmt: skip
         audit.append(index.conn, [record])
         return [path for path, _ in files]
@@ -115,20 +109,13 @@ def delete_series(
 
 def delete_instance(index: Index, instance_id: int, by: str) -> list[str]:
     """Delete one instance from the index, audited; return its file, to delete next."""
-    row = index.conn.execute(
-        """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
-           FROM instances i JOIN series se ON se.id = i.series
-           JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
-           WHERE i.id = ?""",
-        (instance_id,),
-    ).fetchone()
+    identity = index.series_identity(instance_id=instance_id)
     doomed = index.doom_instance(instance_id)
-    if row is None or doomed is None:
+    if identity is None or doomed is None:
         return []
     record = audit.Record(
-        "deleted", outcome=f"removed by {by} through the mount", user=by, series_uid=row[0],
-        study_uid=row[1], patient_id=row[2], patient_name=row[3], instances=1,
-        bytes=doomed[1], detail=doomed[0],
+        "deleted", outcome=f"removed by {by} through the mount", user=by, instances=1,
+        bytes=doomed[1], detail=doomed[0], **dataclasses.asdict(identity),
     )  # fmt: skip
     audit.append(index.conn, [record])
     return [doomed[0]]

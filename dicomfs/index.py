@@ -248,6 +248,16 @@ class Sender:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SeriesIdentity:
+    """Whose series it is, as the audit trail names it (the fields of audit.Record)."""
+
+    series_uid: str
+    study_uid: str
+    patient_id: str
+    patient_name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class StudySummary:
     id: int
     study_uid: str
@@ -465,6 +475,23 @@ class Index:
                 series_ids.add(row[0])
         self._prune(series_ids)
         return removed
+
+    def series_identity(
+        self, *, series_id: int | None = None, instance_id: int | None = None
+    ) -> SeriesIdentity | None:
+        """Whose series this is (or the series of this instance); None if it is gone."""
+        if instance_id is not None:
+            row = self.conn.execute(
+                "SELECT series FROM instances WHERE id = ?", (instance_id,)
+            ).fetchone()
+            series_id = row[0] if row else None
+        row = self.conn.execute(
+            """SELECT se.series_uid, st.study_uid, p.patient_id, p.patient_name
+               FROM series se JOIN studies st ON st.id = se.study
+               JOIN patients p ON p.id = st.patient WHERE se.id = ?""",
+            (series_id,),
+        ).fetchone()
+        return SeriesIdentity(*row) if row else None
 
     def doom_series(self, series_id: int) -> list[tuple[str, int]]:
         """Delete a series' rows and its emptied parents; its files become doomed, to be
