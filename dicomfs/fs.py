@@ -322,13 +322,16 @@ class DicomOperations(pyfuse3.Operations):
 
         await self._write(forget)
 
-    async def _write(self, work: Callable[[Index], None]) -> None:
+    async def _write(self, work: Callable[[Index], None]) -> bool:
+        """Run work in the index writer; False (and a log line) if it failed."""
         if self.writer is None:
-            return
+            return False
         try:
             await trio.to_thread.run_sync(self.writer.run, work, limiter=self._writing)
         except Exception:
             log.exception("could not write to the index")
+            return False
+        return True
 
     # --- last access ------------------------------------------------------------------
 
@@ -398,7 +401,8 @@ class DicomOperations(pyfuse3.Operations):
         def delete(index: Index) -> None:
             paths.extend(expiry.delete_instance(index, instance, by=access.user_name(uid)))
 
-        await self._write(delete)
+        if not await self._write(delete):
+            raise pyfuse3.FUSEError(errno.EIO)  # not deleted: rm must not say it was
         if paths:
             await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
 
