@@ -542,15 +542,17 @@ def expire_command(
         if now > time.time() + 1 and not dry_run:
             raise click.UsageError("--now later than now would delete what is not due yet: "
                                    "add --dry-run")  # fmt: skip
-    with open_index(store) as index:
-        due = expiry.due(index.conn, now, retention)
-    if not dry_run and due:
+    if dry_run:
+        with open_index(store) as index:
+            due = expiry.due(index.conn, now, retention)
+    else:
+        with open_index(store):
+            pass  # a clear error now if there is no index
         writer = IndexWriter(store)
         try:
-            gone = expiry.expire(writer, store, now, retention, by=_local_user())
+            due = expiry.expire(writer, store, now, retention, by=_local_user())
         finally:
             writer.close()
-        due = gone
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(s) for s in due], indent=2))
         return
