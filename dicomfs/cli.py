@@ -311,6 +311,19 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
         raise click.BadParameter(str(exc)) from exc
 
 
+def _timeout(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """Seconds: 30, 30s, 2m."""
+    from . import timeparse
+
+    try:
+        seconds = float(value) if value.replace(".", "", 1).isdigit() else timeparse.duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive time")
+    return seconds
+
+
 retention_option = click.option(
     "--retention",
     default="7d",
@@ -354,6 +367,27 @@ def _local_user() -> str:
     help="Associations served at once; more are refused (transient).",
 )
 @click.option(
+    "--request-timeout",
+    default="10s",
+    show_default=True,
+    callback=_timeout,
+    help="Close a connection that has not sent a complete association request by then.",
+)
+@click.option(
+    "--idle-timeout",
+    default="120s",
+    show_default=True,
+    callback=_timeout,
+    help="Abort an association that sends nothing for this long.",
+)
+@click.option(
+    "--pdu-timeout",
+    default="60s",
+    show_default=True,
+    callback=_timeout,
+    help="Close a connection that takes longer than this to send one PDU.",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -385,6 +419,9 @@ def serve_command(
     allow_address: tuple[str, ...],
     require_user: bool,
     max_associations: int,
+    request_timeout: float,
+    idle_timeout: float,
+    pdu_timeout: float,
     tls_cert: Path | None,
     tls_key: Path | None,
     retention: float,
@@ -414,6 +451,7 @@ def serve_command(
       dicomfs serve --allow-aet BAY3T --allow-aet PACS --allow-address 10.1.0.0/16
     """
     from . import mount
+    from .pdu_guard import Timeouts
     from .receiver import Policy
     from .service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
@@ -423,7 +461,10 @@ def serve_command(
         policy.refusal("", "127.0.0.1", "check")  # a malformed network fails here, not later
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
-    receiving = ReceiverOptions(bind, port, aet, policy, max_associations, tls_cert, tls_key)
+    timeouts = Timeouts(request_timeout, pdu_timeout, idle_timeout)
+    receiving = ReceiverOptions(
+        bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts
+    )
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     _ensure_store(store)
     try:

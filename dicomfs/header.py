@@ -35,6 +35,13 @@ class _Unsupported(Exception):
     """A structure this reader leaves to pydicom."""
 
 
+class TooDeep(ValueError):
+    """Sequences nested deeper than any real instance nests them (a hostile file)."""
+
+
+MAX_DEPTH = 64  # of nested sequences
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Header:
     values: dict[int, bytes]  # wanted tag -> raw value bytes
@@ -53,7 +60,7 @@ def read_header(data: bytes, wanted: frozenset[int]) -> Header | None:
         if syntax == BIG_ENDIAN or syntax in DEFLATED:
             return None
         values: dict[int, bytes] = {}
-        end = _read_elements(data, pos, syntax != IMPLICIT_LE, wanted, values, max(wanted))
+        end = _read_elements(data, pos, syntax != IMPLICIT_LE, wanted, values, max(wanted), 0)
     except (_Unsupported, struct.error, UnicodeDecodeError):
         return None
     media_sop = meta.get(0x00020003, b"").decode("ascii", "replace").strip("\x00 ")
@@ -91,6 +98,7 @@ def _read_elements(
     wanted: frozenset[int],
     values: dict[int, bytes],
     last: int,
+    depth: int,
 ) -> int:
     """Walk elements from pos until past `last`, the end of data, or an item end.
 
@@ -111,7 +119,7 @@ def _read_elements(
         else:
             value_pos, length = pos + 8, _U32.unpack_from(data, pos + 4)[0]
         if length == UNDEFINED:
-            pos = _skip_sequence(data, value_pos, explicit)
+            pos = _skip_sequence(data, value_pos, explicit, depth + 1)
             continue
         if value_pos + length > end:
             return end
@@ -121,8 +129,10 @@ def _read_elements(
     return pos
 
 
-def _skip_sequence(data: bytes, pos: int, explicit: bool) -> int:
+def _skip_sequence(data: bytes, pos: int, explicit: bool, depth: int) -> int:
     """Skip the items of an undefined-length sequence; return the position after it."""
+    if depth > MAX_DEPTH:
+        raise TooDeep(f"sequences nested more than {MAX_DEPTH} deep")
     while pos + 8 <= len(data):
         group, element = _TAG.unpack_from(data, pos)
         tag = group << 16 | element
@@ -133,7 +143,7 @@ def _skip_sequence(data: bytes, pos: int, explicit: bool) -> int:
         if tag != ITEM:
             raise _Unsupported
         if length == UNDEFINED:
-            pos = _read_elements(data, pos, explicit, frozenset(), {}, 0xFFFFFFFF)
+            pos = _read_elements(data, pos, explicit, frozenset(), {}, 0xFFFFFFFF, depth)
         else:
             pos += length
     return len(data)

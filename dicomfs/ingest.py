@@ -26,6 +26,7 @@ from .writer import IndexWriter
 
 # DICOM C-STORE statuses (PS3.4 B.2.3)
 SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110  # an error of ours, not the instance's (PS3.7 C.4)
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 

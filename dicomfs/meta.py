@@ -22,7 +22,7 @@ from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from .header import read_header
+from .header import TooDeep, read_header
 
 # The attributes the index needs; reading only these makes parsing faster.
 # pydicom always adds SpecificCharacterSet so that text decodes correctly.
@@ -82,6 +82,8 @@ def read_meta(path: str) -> InstanceMeta:
                 ds = _read_dataset(source)
         except OSError as exc:
             raise NotIndexable(_describe_os_error(exc)) from exc
+        except (TooDeep, RecursionError) as exc:
+            raise NotIndexable(f"unreadable DICOM: {_short(exc)}") from exc
         return _from_pydicom(ds)
 
 

@@ -15,16 +15,19 @@ import logging
 import socket
 import ssl
 import threading
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import __version__ as pynetdicom_version
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from . import audit, ingest, spool
+from . import audit, ingest, pdu_guard, spool
 from . import store as store_files
 from .index import Sender
+from .pdu_guard import Timeouts
 from .tcp import QuickAckSocket
 from .writer import IndexWriter
 
@@ -33,7 +36,16 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 11112
 DEFAULT_AET = "DICOMFS"
 DEFAULT_MAX_ASSOCIATIONS = 16
+# Connections that have not yet sent a complete association request. They do not
+# count against --max-associations; past this many, the oldest is closed, so
+# half-open connections never keep a real sender out.
+MAX_PENDING = 64
+# pynetdicom's network thread sleeps this long between polls when idle. 0.1 ms once
+# an association is accepted (at its default 1 ms each instance waits several times
+# over); 10 ms before, so that many connections that never ask cost little CPU.
 POLL_DELAY = 0.0001
+PENDING_POLL_DELAY = 0.01
+BACKLOG = 128  # connections the kernel holds for us to accept (Python's default: 5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +56,22 @@ class Policy:
     networks: Sequence[str] = ()  # addresses or networks: 10.1.2.3, 10.1.0.0/16
     require_user: bool = False
 
-    def refusal(self, calling_aet: str, address: str, user: str | None) -> str | None:
-        """Why an association is refused, or None to accept it."""
-        if self.calling_aets and calling_aet not in self.calling_aets:
-            return f"calling AE title {calling_aet!r} is not allowed"
+    def address_refusal(self, address: str) -> str | None:
+        """Why a connection from this address is refused, or None."""
         if self.networks and not any(
             ipaddress.ip_address(address) in ipaddress.ip_network(net, strict=False)
             for net in self.networks
         ):
             return f"address {address} is not allowed"
+        return None
+
+    def refusal(self, calling_aet: str, address: str, user: str | None) -> str | None:
+        """Why an association is refused, or None to accept it."""
+        if self.calling_aets and calling_aet not in self.calling_aets:
+            return f"calling AE title {calling_aet!r} is not allowed"
+        refused = self.address_refusal(address)
+        if refused:
+            return refused
         if self.require_user and not user:
             return "no DICOM user identity was offered, and one is required"
         return None
@@ -79,24 +98,35 @@ class Receiver:
         aet: str = DEFAULT_AET,
         policy: Policy | None = None,
         max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.policy = policy or Policy()
+        self.timeouts = timeouts or Timeouts()
+        self.max_associations = max_associations
         spool.install(store_files.tmp_dir(store))
         self.ae = AE(ae_title=aet)
-        self.ae.maximum_associations = max_associations
-        self.ae.network_timeout = 120
+        # pynetdicom counts every connection whose thread is alive, those that never sent
+        # a request and those we closed too; ours does not (see MAX_PENDING and
+        # _on_requested), so pynetdicom's own limit must never be the one that refuses.
+        self.ae.maximum_associations = 1 << 30
+        self.ae.network_timeout = self.timeouts.idle  # pynetdicom aborts an idle association
         self.ae.dimse_timeout = 120
-        # How long a peer may leave an association half-open (before its request, or
-        # after an abort of ours over a malformed PDU) before the connection is closed.
-        self.ae.acse_timeout = 10
+        # How long pynetdicom waits for the request (and for a peer's reply to our abort).
+        self.ae.acse_timeout = self.timeouts.request
+        self._guarded = pdu_guard.supported()
+        if not self._guarded:
+            log.warning("pynetdicom %s is not one dicomfs knows: running without the limits on "
+                        "PDU sizes and times", pynetdicom_version)  # fmt: skip
         self.ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None
             self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self._users: dict[int, str] = {}  # association -> DICOM username
+        self._users: dict[int, str | None] = {}  # association -> DICOM username
         self._tallies: dict[int, dict[str, _Tally]] = {}
+        self._pending: dict[int, Any] = {}  # connections before their request, oldest first
+        self._accepted: dict[int, Any] = {}  # associations past their request
         self._lock = threading.Lock()
         self._server: Any = None
 
@@ -111,6 +141,7 @@ class Receiver:
         self._server = self.ae.start_server(
             (host, port), block=False, evt_handlers=handlers, ssl_context=tls
         )
+        self._server.socket.listen(BACKLOG)  # listening already: this only widens the queue
         log.info("receiving as %s on %s:%d", self.ae.ae_title, host, port)
 
     def stop(self) -> None:
@@ -121,45 +152,79 @@ class Receiver:
     # --- association life -------------------------------------------------------------
 
     def _on_connect(self, event: evt.Event) -> None:
-        # pynetdicom's network thread sleeps between polls when idle; at its default
-        # 1 ms each instance waits several times over. 0.1 ms costs little CPU.
-        event.assoc.dul._run_loop_delay = POLL_DELAY
-        transport = event.assoc.dul.socket
+        assoc = event.assoc
+        assoc.dul._run_loop_delay = PENDING_POLL_DELAY
+        transport = assoc.dul.socket
         if transport is not None and isinstance(transport.socket, socket.socket):
             if isinstance(transport.socket, ssl.SSLSocket):  # pynetdicom checks its type
                 transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
+        refused = self.policy.address_refusal(assoc.requestor.address)
+        if refused:  # before reading a byte from it
+            self._refuse(event, refused, calling="", called="", user=None)
+            pdu_guard.close(transport.socket if transport else None)
+            return
+        if self._guarded:
+            pdu_guard.PduGuard(assoc, self.timeouts).install()
+        spool.SpoolFile.discard_orphans()
+        with self._lock:
+            self._forget_ended()
+            self._pending[id(assoc)] = assoc
+            crowded = len(self._pending) > MAX_PENDING
+            oldest = self._pending.pop(next(iter(self._pending))) if crowded else None
+        if oldest is not None:
+            log.warning("more than %d connections without an association request: closing the "
+                        "oldest, from %s", MAX_PENDING, oldest.requestor.address)  # fmt: skip
+            pdu_guard.close(oldest.dul.socket.socket)
+
+    def _forget_ended(self) -> None:
+        """Drop associations whose thread has ended without a close event (the caller locks)."""
+        for table in (self._pending, self._accepted):
+            ended = [key for key, assoc in table.items() if assoc.ident and not assoc.is_alive()]
+            for key in ended:
+                del table[key]
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
         calling, called = _ae_titles(event)
         identity = assoc.requestor.user_identity
-        user = _text(identity.primary_field) if identity else None
+        user = username(identity.primary_field) if identity else None
+        with self._lock:
+            self._pending.pop(id(assoc), None)
         reason = self.policy.refusal(calling, assoc.requestor.address, user)
         if reason is None:
+            with self._lock:
+                if len(self._accepted) < self.max_associations:
+                    self._accepted[id(assoc)] = assoc
+                    assoc.dul._run_loop_delay = POLL_DELAY
+                    return
+            log.warning("refused an association from %s@%s: %d associations are open already "
+                        "(--max-associations)", calling, assoc.requestor.address,
+                        self.max_associations)  # fmt: skip
+            # Transient, by the service provider: "local limit exceeded"; the sender retries.
+            assoc.acse.send_reject(0x02, 0x03, 0x02)
+            assoc.kill()
             return
-        log.warning("refused an association from %s@%s: %s", calling,
-                    assoc.requestor.address, reason)  # fmt: skip
-        self._audit(
-            [
-                audit.Record(
-                    "rejected",
-                    outcome=reason,
-                    calling_aet=calling,
-                    address=assoc.requestor.address,
-                    called_aet=called,
-                    user=user,
-                )
-            ]
-        )
+        self._refuse(event, reason, calling=calling, called=called, user=user)
         # Permanent, by the service user; "calling AE title not recognised" when that is it.
         assoc.acse.send_reject(0x01, 0x01, 0x03 if "AE title" in reason else 0x01)
         assoc.kill()  # as pynetdicom does for its own rejections: the reject goes out first
 
+    def _refuse(
+        self, event: evt.Event, reason: str, *, calling: str, called: str, user: str | None
+    ) -> None:
+        address = event.assoc.requestor.address
+        log.warning("refused an association from %s@%s: %s", calling, address, reason)
+        record = audit.Record(
+            "rejected", outcome=reason, calling_aet=calling, address=address,
+            called_aet=called, user=user,
+        )  # fmt: skip
+        self._audit([record])
+
     def _on_user_id(self, event: Any) -> tuple[bool, bytes | None]:
         # Recorded, not verified: dicomfs has no user database of its own.
-        user = _text(event.primary_field)
+        user = username(event.primary_field)
         with self._lock:
             self._users[id(event.assoc)] = user
         return True, None
@@ -169,6 +234,8 @@ class Receiver:
         with self._lock:
             tallies = self._tallies.pop(key, {})
             user = self._users.pop(key, None)
+            self._pending.pop(key, None)
+            self._accepted.pop(key, None)
         spool.SpoolFile.discard_unfinished(event.assoc.dul.ident)
         if not tallies:
             return
@@ -195,18 +262,23 @@ class Receiver:
     # --- instances ----------------------------------------------------------------------
 
     def _on_store(self, event: evt.Event) -> int:
+        """Never raises: pynetdicom releases the instance's spool file only when the
+        handler returns, and answers an exception with a traceback in the log."""
         assoc = event.assoc
         with self._lock:
             user = self._users.get(id(assoc))
         sender = self._sender(event, user)
         try:
             stored = ingest.store_spooled(self.store, event.dataset_path, sender, self.writer)
-        except ingest.Refused as exc:
+        except Exception as exc:
+            status = exc.status if isinstance(exc, ingest.Refused) else ingest.PROCESSING_FAILURE
+            reason = str(exc) if isinstance(exc, ingest.Refused) else _unexpected(exc)
             sop = getattr(event.request, "AffectedSOPInstanceUID", "?")
             log.error("refused %s from %s@%s: %s (status 0x%04X)", sop, sender.aet,
-                      sender.address, exc, exc.status)  # fmt: skip
-            self._count_failure(assoc, str(exc))
-            return exc.status
+                      sender.address, reason, status)  # fmt: skip
+            log.debug("why", exc_info=True)
+            self._count_failure(assoc, reason)
+            return status
         self._count(assoc, stored)
         return ingest.SUCCESS
 
@@ -244,5 +316,14 @@ def _ae_titles(event: evt.Event) -> tuple[str, str]:
     return request.calling_ae_title, request.called_ae_title
 
 
-def _text(value: bytes | None) -> str:
-    return (value or b"").decode("utf-8", "replace").strip()
+def username(value: bytes | None) -> str | None:
+    """The DICOM username offered, or None: an empty or blank one, or one with control
+    characters (a NUL, an escape sequence, a line break), is no username at all."""
+    text = (value or b"").decode("utf-8", "replace").strip()
+    if not text or any(unicodedata.category(ch) == "Cc" for ch in text):
+        return None
+    return text
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"could not store it: {type(exc).__name__}: {exc}"[:300]

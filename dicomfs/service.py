@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -23,6 +24,7 @@ from . import store as store_files
 from .fs import MountOptions
 from .index import Index
 from .indexer import reconcile
+from .pdu_guard import Timeouts
 from .receiver import Policy, Receiver
 from .writer import IndexWriter
 
@@ -42,6 +44,7 @@ class ReceiverOptions:
     max_associations: int
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
 
 
 def recover(store: Path) -> None:
@@ -66,12 +69,23 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ServiceError("TLS needs both --tls-cert and --tls-key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = _HandshakeInThread(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ServiceError(f"cannot use {cert} and {key} for TLS: {exc}") from exc
     return context
+
+
+class _HandshakeInThread(ssl.SSLContext):
+    """pynetdicom wraps each accepted connection in its accepting loop: with the
+    handshake done there, one peer that connects and stays silent would hold up every
+    other connection. Done lazily, it happens in the association's own thread, on its
+    first read, within the association request's deadline (pdu_guard)."""
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +131,7 @@ def run(
     writer = IndexWriter(store)
     receiver = Receiver(
         store, writer, aet=receiving.aet, policy=receiving.policy,
-        max_associations=receiving.max_associations,
+        max_associations=receiving.max_associations, timeouts=receiving.timeouts,
     )  # fmt: skip
     try:
         try:

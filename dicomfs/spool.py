@@ -19,6 +19,7 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,8 +87,19 @@ class SpoolFile:
     @classmethod
     def discard_unfinished(cls, owner: int | None) -> None:
         """Drop what an association that ended mid-transfer left half-written."""
+        cls._discard(lambda spool: spool.owner == owner)
+
+    @classmethod
+    def discard_orphans(cls) -> None:
+        """Drop what associations whose thread has ended left, however they ended
+        (pynetdicom sends no close event when its reactor fails)."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        cls._discard(lambda spool: spool.owner not in alive)
+
+    @classmethod
+    def _discard(cls, which: Callable[[SpoolFile], bool]) -> None:
         with cls._lock:
-            left = [spool for spool in cls._open.values() if spool.owner == owner]
+            left = [spool for spool in cls._open.values() if which(spool)]
         for spool in left:
             spool.close()
             with contextlib.suppress(OSError):

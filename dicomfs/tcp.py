@@ -32,6 +32,11 @@ class QuickAckSocket:
         self._arm()
         return data
 
+    def recv_into(self, buffer: Any, size: int = 0) -> int:
+        count = self._sock.recv_into(buffer, size)
+        self._arm()
+        return count
+
     def send(self, data: bytes) -> int:
         sent = self._sock.send(data)
         self._arm()
