@@ -18,14 +18,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
 from . import audit, ingest, spool
 from . import store as store_files
@@ -37,6 +39,28 @@ from .writer import IndexWriter
 log = logging.getLogger(__name__)
 TIMEOUT = 30  # seconds: association, DIMSE and network
 UIDS_PER_REQUEST = 100
+
+# What C-GET offers to receive, per SOP class: one presentation context for the
+# uncompressed syntaxes, and one for each common compressed syntax, so the peer
+# can send every instance as it holds it (stored as sent) instead of converting it,
+# which peers often cannot (Orthanc, for one, cannot decode JPEG 2000).
+UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
+COMPRESSED = [
+    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.RLELossless, uid.DeflatedExplicitVRLittleEndian,
+]  # fmt: skip
+# An association has at most 128 presentation contexts; one is the C-GET model's.
+CLASSES_PER_ASSOCIATION = 127 // (1 + len(COMPRESSED))
+# Offered when the peer does not say which SOP classes it holds.
+COMMON_CLASSES = [
+    uid.CTImageStorage, uid.EnhancedCTImageStorage, uid.MRImageStorage,
+    uid.EnhancedMRImageStorage, uid.SecondaryCaptureImageStorage,
+    uid.ComputedRadiographyImageStorage, uid.DigitalXRayImageStorageForPresentation,
+    uid.UltrasoundImageStorage, uid.UltrasoundMultiFrameImageStorage,
+    uid.XRayAngiographicImageStorage, uid.PositronEmissionTomographyImageStorage,
+    uid.NuclearMedicineImageStorage,
+]  # fmt: skip
 
 
 class PullError(Exception):
@@ -56,6 +80,7 @@ class RemoteInstance:
     study_uid: str
     series_uid: str
     sop_uid: str
+    sop_class_uid: str = ""  # "" when the peer does not say
 
 
 @contextlib.contextmanager
@@ -106,8 +131,13 @@ def list_remote(remote: Remote, our_aet: str, query: Query) -> list[RemoteInstan
         instances = []
         for study_uid, series_uid in pairs:
             images = find("IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid,
-                          SOPInstanceUID="")  # fmt: skip
-            instances += [RemoteInstance(study_uid, series_uid, i.SOPInstanceUID) for i in images]
+                          SOPInstanceUID="", SOPClassUID="")  # fmt: skip
+            instances += [
+                RemoteInstance(
+                    study_uid, series_uid, i.SOPInstanceUID, str(i.get("SOPClassUID", "") or "")
+                )
+                for i in images
+            ]
         return instances
 
 
@@ -120,11 +150,18 @@ def _find(assoc: Any, remote: Remote, level: str, **keys: str) -> list[Dataset]:
     for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
         code = _status(status)
         if code is None:
-            raise PullError(f"{_named(remote)} went away during the query")
+            raise PullError(
+                f"{_named(remote)} ended the association during the query: it may not accept "
+                f"queries from our AE title {assoc.requestor.ae_title} (add it there as a "
+                "known peer), or it stopped"
+            )
         if code in (0xFF00, 0xFF01) and match is not None:
             found.append(match)
         elif code != 0x0000:
-            raise PullError(f"{_named(remote)} refused the {level} query (status 0x{code:04X})")
+            raise PullError(
+                f"{_named(remote)} refused the {level} query: status 0x{code:04X} "
+                f"({_meaning(code, {})}){_comment(status)}"
+            )
     return found
 
 
@@ -142,16 +179,29 @@ def held(store: Path, sop_uids: list[str]) -> set[str]:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """Where C-MOVE sends: our AE title, on this host, on our receiver's port."""
+
+    aet: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.aet} at {socket.getfqdn()}:{self.port}"
+
+
 def move(
-    remote: Remote, our_aet: str, missing: list[RemoteInstance], listed: list[RemoteInstance]
+    remote: Remote,
+    destination: Destination,
+    missing: list[RemoteInstance],
+    listed: list[RemoteInstance],
 ) -> None:
     """Ask the peer to send these instances to our AE title (C-MOVE)."""
-    with associate(remote, our_aet, [StudyRootQueryRetrieveInformationModelMove]) as assoc:
+    model = StudyRootQueryRetrieveInformationModelMove
+    with associate(remote, destination.aet, [model]) as assoc:
         for identifier in _retrieve_keys(missing, listed):
-            for status, _ in assoc.send_c_move(
-                identifier, our_aet, StudyRootQueryRetrieveInformationModelMove
-            ):
-                _check_retrieve_status(remote, _status(status))
+            for status, _ in assoc.send_c_move(identifier, destination.aet, model):
+                _check_retrieve_status(remote, status, "move", destination)
 
 
 def get(
@@ -163,20 +213,41 @@ def get(
     writer: IndexWriter,
     user: str,
 ) -> None:
-    """Fetch these instances on our own association (C-GET)."""
+    """Fetch these instances on our own association (C-GET), a few SOP classes per
+    association (see CLASSES_PER_ASSOCIATION)."""
     spool.install(store_files.tmp_dir(store))
-    contexts: list[Any] = [StudyRootQueryRetrieveInformationModelGet]
-    storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][:120]
-    contexts += [(uid, ALL_TRANSFER_SYNTAXES) for uid in storage]
-    roles = [build_role(uid, scp_role=True) for uid in storage]
     sender = Sender(aet=remote.aet, address=remote.host, called_aet=our_aet, user=user)
     handlers = [(evt.EVT_C_STORE, _store_handler(store, writer, sender))]
-    with associate(remote, our_aet, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
-        for identifier in _retrieve_keys(missing, listed):
-            for status, _ in assoc.send_c_get(
-                identifier, StudyRootQueryRetrieveInformationModelGet
-            ):
-                _check_retrieve_status(remote, _status(status))
+    for classes, instances in _by_sop_class_groups(missing):
+        contexts: list[Any] = [StudyRootQueryRetrieveInformationModelGet]
+        for sop_class in classes:
+            contexts.append((sop_class, UNCOMPRESSED))
+            contexts += [(sop_class, [syntax]) for syntax in COMPRESSED]
+        roles = [build_role(sop_class, scp_role=True) for sop_class in classes]
+        with associate(remote, our_aet, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
+            for identifier in _retrieve_keys(instances, listed):
+                for status, _ in assoc.send_c_get(
+                    identifier, StudyRootQueryRetrieveInformationModelGet
+                ):
+                    _check_retrieve_status(remote, status, "get", None)
+
+
+def _by_sop_class_groups(
+    instances: list[RemoteInstance],
+) -> Iterator[tuple[list[str], list[RemoteInstance]]]:
+    """The instances in groups whose SOP classes fit one association's contexts.
+    Instances whose class the peer did not give go with the common classes."""
+    known = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
+    unknown = [i for i in instances if not i.sop_class_uid]
+    classes = [*(COMMON_CLASSES if unknown else []), *known]
+    classes = list(dict.fromkeys(classes))  # once each, in order
+    for start in range(0, len(classes), CLASSES_PER_ASSOCIATION):
+        group = classes[start : start + CLASSES_PER_ASSOCIATION]
+        members = [i for i in instances if i.sop_class_uid in group]
+        if start == 0:
+            members += unknown
+        if members:
+            yield group, members
 
 
 def _store_handler(store: Path, writer: IndexWriter, sender: Sender) -> Callable[[Any], int]:
@@ -224,7 +295,10 @@ def _status(response: Dataset | None) -> int | None:
     return int(response.Status)
 
 
-def _check_retrieve_status(remote: Remote, status: int | None) -> None:
+def _check_retrieve_status(
+    remote: Remote, response: Dataset | None, method: str, destination: Destination | None
+) -> None:
+    status = _status(response)
     if status is None:
         raise PullError(
             f"{_named(remote)} went away during the transfer; what arrived is kept, "
@@ -232,12 +306,52 @@ def _check_retrieve_status(remote: Remote, status: int | None) -> None:
         )
     if status in (0x0000, 0xFF00, 0xB000):  # success, pending, some sub-operations failed
         return
-    if status == 0xA801:
-        raise PullError(
-            f"{remote.name} does not know where our AE title is: add it as a destination "
-            "there (AE title, this host, our port)"
+    assert response is not None
+    table = QR_MOVE_SERVICE_CLASS_STATUS if method == "move" else QR_GET_SERVICE_CLASS_STATUS
+    raise PullError(
+        f"{remote.name} refused the transfer: status 0x{status:04X} "
+        f"({_meaning(status, table)}){_comment(response)}. {_likely(status, method, destination)}"
+    )
+
+
+def _meaning(status: int, table: dict[int, tuple[str, str]]) -> str:
+    """What the standard (PS3.4 C.4.2.1.5, C.4.3.1.4, PS3.7 C) says a status means."""
+    if status in table:
+        return table[status][1]
+    for low, high, meaning in (
+        (0xA700, 0xA7FF, "refused: out of resources"),
+        (0xA900, 0xA9FF, "identifier does not match SOP class"),
+        (0xC000, 0xCFFF, "unable to process"),
+    ):
+        if low <= status <= high:
+            return meaning
+    return "a status the standard does not define"
+
+
+def _comment(response: Dataset | None) -> str:
+    comment = str(response.get("ErrorComment", "") or "") if response is not None else ""
+    return f', saying "{comment.strip()}"' if comment.strip() else ""
+
+
+def _likely(status: int, method: str, destination: Destination | None) -> str:
+    """The likely cause of a refused retrieve, and what to do."""
+    if destination is not None and (status == 0xA801 or 0xC000 <= status <= 0xCFFF):
+        return (
+            f"Most likely the peer does not know {destination} as a DICOM destination, or "
+            f"cannot reach it there: add it on the peer (AE title {destination.aet}, this "
+            f"host, port {destination.port}), or use --method get"
         )
-    raise PullError(f"{remote.name} refused the transfer (status 0x{status:04X})")
+    if method == "get" and 0xC000 <= status <= 0xCFFF:
+        return (
+            "Most likely the peer could not send an image in a form this association "
+            "accepts (it could not convert it); try --method move"
+        )
+    if status in (0x0122, 0x0124):
+        other = "get" if method == "move" else "move"
+        return f"The peer does not allow C-{method.upper()} to us; try --method {other}"
+    if 0xA700 <= status <= 0xA7FF:
+        return "The peer is short of resources; try again later, or pull less at once"
+    return "The peer's log may say more"
 
 
 def receiver_is_up(port: int, our_aet: str) -> bool:
@@ -359,7 +473,7 @@ def _pull_loop(
             if options.method == "get":
                 get(remote, options.our_aet, missing, listed, store, writer, user)
             else:
-                move(remote, options.our_aet, missing, listed)
+                move(remote, Destination(options.our_aet, options.port), missing, listed)
         after = held(store, sop_uids)
         arrived = len(after - before)
         progress.fetched += arrived

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,18 @@ class Orthanc:
     """Orthanc from the Debian package, on loopback ports chosen now, knowing our
     receiver as AE title DICOMFS at `receiver_port`."""
 
-    def __init__(self, root: Path, receiver_port: int, *, check_called_aet: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        receiver_port: int,
+        *,
+        check_called_aet: bool = False,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.root, self.port, self.http_port = root, free_port(), free_port()
         self.receiver_port = receiver_port
         self.check_called_aet = check_called_aet
+        self.settings = settings or {}  # Orthanc configuration keys, over ours
         (root / "storage").mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -120,6 +129,7 @@ class Orthanc:
             "AuthenticationEnabled": False, "DicomCheckCalledAet": self.check_called_aet,
             "DicomModalities": {"dicomfs": ["DICOMFS", "127.0.0.1", self.receiver_port]},
             "Plugins": [],
+            **self.settings,
         }  # fmt: skip
         (self.root / "config.json").write_text(json.dumps(config))
         self.process = subprocess.Popen(
@@ -141,6 +151,16 @@ class Orthanc:
         result = dcmtk("storescu", "-aec", "ORTHANC", "+sd", "+r", "127.0.0.1", str(self.port),
                        *map(str, paths), nodelay=True)  # fmt: skip
         assert result.returncode == 0, result.stderr
+
+    def upload_as_is(self, *paths: Path) -> None:
+        """Store files through Orthanc's REST API: kept in their own transfer syntax,
+        whatever dcmtk could negotiate."""
+        for path in paths:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.http_port}/instances", data=path.read_bytes()
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 200
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
+import pydicom.data
 import pytest
+from pydicom.uid import generate_uid
 
 from dicomfs import corpus
 
@@ -178,3 +182,63 @@ def test_two_pulls_of_one_study_at_once_store_each_instance_once(
         assert process.returncode == 0, err
     assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
     assert len(list(store.rglob("*.dcm"))) == len(files)
+
+
+COMPRESSED_SAMPLES = (  # pydicom's real files, one per common compressed transfer syntax
+    "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
+    "JPEG2000.dcm",  # JPEG 2000
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
+    "SC_rgb_rle.dcm",  # RLE
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+)
+
+
+def compressed_study(folder: Path) -> list[Path]:
+    """pydicom's compressed samples as the instances of one new study, pixel data as is."""
+    folder.mkdir()
+    study = generate_uid()
+    written = []
+    for number, name in enumerate(COMPRESSED_SAMPLES):
+        ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+        ds.PatientID, ds.PatientName = "COMPRESSED", "COMPRESSED^PULL"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        written.append(folder / f"{number}.dcm")
+        ds.save_as(written[-1])
+    return written
+
+
+@pytest.mark.parametrize("method", ["get", "move"])
+def test_compressed_instances_are_fetched_and_stored_as_sent(
+    tmp_path: Path, pacs: Orthanc, method: str
+) -> None:
+    files = compressed_study(tmp_path / "sent")
+    pacs.upload_as_is(*files)
+    store = tmp_path / "store"
+    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    result = pull(store, pacs, "--study", study, "--method", method)
+    assert result.returncode == 0, result.stderr
+    conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    paths = dict(conn.execute("SELECT sop_uid, path FROM instances").fetchall())
+    conn.close()
+    for sent in map(pydicom.dcmread, files):
+        stored = pydicom.dcmread(store / paths[sent.SOPInstanceUID])
+        assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        assert stored.PixelData == sent.PixelData
+
+
+def test_a_move_the_peer_cannot_deliver_names_the_likely_cause(tmp_path: Path) -> None:
+    # A PACS that answers queries from anyone but knows no destination at all.
+    settings = {"DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomModalities": {}}
+    pacs = Orthanc(tmp_path / "orthanc", receiver_port=free_port(), settings=settings)
+    try:
+        pacs.upload(*exam(tmp_path / "exam", series=1, instances=2))
+        result = pull(tmp_path / "store", pacs, "--study", STUDY)
+    finally:
+        pacs.stop()
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "status 0xC000 (Unable to Process)" in error
+    assert f"does not know DICOMFS at {socket.getfqdn()}:{pacs.receiver_port}" in error
+    assert "add it on the peer" in error
+    assert "--method get" in error
