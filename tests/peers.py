@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from pynetdicom.dimse_primitives import C_STORE
 
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
 
@@ -170,3 +173,28 @@ class Orthanc:
     def stop(self) -> None:
         if self.process is not None:
             terminate(self.process)
+
+
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def send_raw_store(
+    assoc: Any, sop_uid: str, dataset: bytes, context_id: int = 1, sop_class: str = MR_IMAGE
+) -> int | None:
+    """A C-STORE of dataset bytes as they are (in the context's transfer syntax), bypassing the
+    checks pynetdicom makes before it sends; the status, or None if there is no answer."""
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = sop_class
+    request.AffectedSOPInstanceUID = sop_uid
+    request.Priority = 2
+    request.DataSet = io.BytesIO(dataset)
+    assoc._reactor_checkpoint.clear()  # as send_c_store does: the answer is ours to read
+    while not assoc._is_paused and assoc.is_established:
+        time.sleep(0.001)
+    try:
+        assoc.dimse.send_msg(request, context_id)
+        _, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return None if response is None else int(response.Status)

@@ -7,7 +7,6 @@ and an attacker; dcmtk's storescu is the real sender that must get through.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import ssl
@@ -20,13 +19,12 @@ from typing import Any
 
 import pytest
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from dicomfs import corpus
 
-from .peers import Serve, dcmtk, serving
+from .peers import Serve, dcmtk, send_raw_store, serving
 from .test_receiver import client, rows, wait_for_audit
 
 pytestmark = pytest.mark.skipif(
@@ -190,26 +188,6 @@ def _association(server: Serve) -> Any:
     assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
     assert assoc.is_established
     return assoc
-
-
-def send_raw_store(assoc: Any, sop_uid: str, dataset: bytes, context_id: int = 1) -> int | None:
-    """A C-STORE of dataset bytes as they are (explicit VR little endian), bypassing the
-    checks pynetdicom makes before it sends; the status, or None if there is no answer."""
-    request = C_STORE()
-    request.MessageID = 1
-    request.AffectedSOPClassUID = MRImageStorage
-    request.AffectedSOPInstanceUID = sop_uid
-    request.Priority = 2
-    request.DataSet = io.BytesIO(dataset)
-    assoc._reactor_checkpoint.clear()  # as send_c_store does: the answer is ours to read
-    while not assoc._is_paused and assoc.is_established:
-        time.sleep(0.001)
-    try:
-        assoc.dimse.send_msg(request, context_id)
-        _, response = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
-    return None if response is None else int(response.Status)
 
 
 def test_data_on_a_context_never_accepted_ends_that_association_cleanly(
