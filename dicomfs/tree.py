@@ -93,8 +93,7 @@ def _series_files_with_attributes(
     if tag == "U-file":
         file_names = [f"{names.safe_component(uid)}.dcm" for _, _, uid, *_ in rows]
     else:
-        unique = _disambiguate([(name, uid, ROOT) for _, name, uid, *_ in rows])
-        file_names = [name for name, _ in unique]  # in the order of rows
+        file_names = names.unique_names([(name, uid) for _, name, uid, *_ in rows])
     entries: list[tuple[str, Node, Attributes]] = [
         (name, (tag, row[0]), Attributes(False, row[3], row[4], row[5]))
         for name, row in zip(file_names, rows, strict=True)
@@ -162,14 +161,9 @@ def _rows(
 
 
 def _disambiguate(rows: list[tuple[str, str, Node]]) -> list[Entry]:
-    """(base, key, node) -> (unique name, node): shared bases get the key's suffix."""
-    counts: dict[str, int] = {}
-    for base, _, _ in rows:
-        counts[base] = counts.get(base, 0) + 1
-    return [
-        (names.with_suffix(base, key) if counts[base] > 1 else base, node)
-        for base, key, node in rows
-    ]
+    """(base, key, node) -> (unique name, node), by names.unique_names."""
+    unique = names.unique_names([(base, key) for base, key, _ in rows])
+    return [(name, node) for name, (_, _, node) in zip(unique, rows, strict=True)]
 
 
 # --- root ------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
+from dicomfs import names
 from dicomfs.index import Index
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
@@ -49,3 +52,16 @@ def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             result[str(path.relative_to(root))] = (digest, path.stat().st_mtime_ns)
     return result
+
+
+@functools.cache
+def lookalike_uids_with_one_short_hash(stem: str = "1.2.3") -> tuple[str, str]:
+    """Two odd UIDs of one safe form whose 8-hex suffixes are equal, as an attacker
+    finds them: a birthday search over the separators a safe name turns into "_"."""
+    seen: dict[str, str] = {}
+    for n in itertools.count():
+        uid = stem + "".join(f"{':,;/'[(n >> 2 * k) & 3]}9" for k in range(20))
+        twin = seen.setdefault(names.short_hash(uid), uid)
+        if twin != uid:
+            return twin, uid
+    raise AssertionError("unreachable")
