@@ -99,6 +99,22 @@ def unique_names(entries: Sequence[tuple[str, str]], *, always: bool = False) ->
     ]
 
 
+def uid_names(uids: Sequence[str], ext: str = "") -> list[str]:
+    """by-uid's names for the UIDs of one directory (with `ext` appended), in order.
+
+    A plain UID, one that safe_component leaves as it is, is its own name. Any other
+    shows as its safe form with a suffix from its own hash, always: so it is never
+    taken for a plain UID (which holds no "~"), nor for another UID of its safe form.
+    """
+    odd = [(f"{safe_component(uid)}{ext}", uid) for uid in uids if not is_plain_uid(uid)]
+    suffixed = dict(zip([uid for _, uid in odd], unique_names(odd, always=True), strict=True))
+    return [suffixed.get(uid, f"{uid}{ext}") for uid in uids]
+
+
+def is_plain_uid(uid: str) -> bool:
+    return safe_component(uid) == uid
+
+
 _EXTENSIONS = frozenset({"MOD", "STA", "DAY", "UID", "SER", "dcm"})
 
 

@@ -47,7 +47,7 @@ def study_name(conn: sqlite3.Connection, study: int) -> str:
     )
 
 
-# The studies whose <uid>.UID names start from the same safe form.
+# The studies whose names in by-modality and by-uid start from the same safe form.
 _SAME_UID_DIR = "SELECT study_uid FROM studies WHERE uid_dir = ?"
 
 
@@ -57,6 +57,15 @@ def uid_name(conn: sqlite3.Connection, study: int) -> str:
         "SELECT uid_dir, study_uid FROM studies WHERE id = ?", (study,)
     ).fetchone()
     return unique_name(conn, _SAME_UID_DIR, (uid_dir,), uid_dir, uid)
+
+
+def by_uid_name(conn: sqlite3.Connection, study: int) -> str:
+    """The study's directory under by-uid/: its UID, or its safe form with a suffix."""
+    uid_dir, uid = conn.execute(
+        "SELECT uid_dir, study_uid FROM studies WHERE id = ?", (study,)
+    ).fetchone()
+    uids = [str(found) for (found,) in conn.execute(_SAME_UID_DIR, (uid_dir,))]
+    return names.uid_names(uids)[uids.index(uid)]
 
 
 def date_dirs(study_date: str) -> str:
@@ -107,8 +116,8 @@ def received_name(conn: sqlite3.Connection, study: int) -> str:
 
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
     """The study's directory in each view, relative to the mount point."""
-    patient, study_date, uid, day_dir = conn.execute(
-        "SELECT patient, study_date, study_uid, day_dir FROM studies WHERE id = ?", (study,)
+    patient, study_date, day_dir = conn.execute(
+        "SELECT patient, study_date, day_dir FROM studies WHERE id = ?", (study,)
     ).fetchone()
     by_patient = f"{patient_name(conn, patient)}/{study_name(conn, study)}"
     uid_part = uid_name(conn, study)
@@ -125,5 +134,5 @@ def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
         "by-patient": [f"by-patient/{by_patient}"],
         "by-date": [f"by-date/{date_dirs(study_date)}/{by_patient}"],
         "by-received": [f"by-received/{received_name(conn, study)}"],
-        "by-uid": [f"by-uid/{names.safe_component(uid)}"],
+        "by-uid": [f"by-uid/{by_uid_name(conn, study)}"],
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -10,7 +11,7 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
-from dicomfs import names
+from dicomfs import corpus, names
 from dicomfs.index import Index
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
@@ -65,3 +66,26 @@ def lookalike_uids_with_one_short_hash(stem: str = "1.2.3") -> tuple[str, str]:
         if twin != uid:
             return twin, uid
     raise AssertionError("unreachable")
+
+
+# Three study UIDs that a safe name shows alike, as 1.2.3_4.
+LOOKALIKES = ("1.2.3/4", "1.2.3_4", "1.2.3\\4")
+
+
+def write_lookalike_uids(root: Path) -> list[corpus.Spec]:
+    """The three LOOKALIKES studies, each with three series and each series three
+    instances whose UIDs look alike the same way, all numbered 1; and in the first
+    series two more instances whose suffixes collide too. Returns what was written."""
+    specs = []
+    for study in LOOKALIKES:
+        for series in (f"{study}.5{sep}6" for sep in "/_\\"):
+            for sop in (f"{series}.7{sep}8" for sep in "/_\\"):
+                specs.append(corpus.Spec(study_uid=study, series_uid=series, sop_uid=sop))
+    first = specs[0]
+    specs += [
+        dataclasses.replace(first, sop_uid=sop)
+        for sop in lookalike_uids_with_one_short_hash(first.series_uid)
+    ]
+    for number, spec in enumerate(specs):
+        corpus.write(root / f"lookalike{number}.dcm", spec)
+    return specs

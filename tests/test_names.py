@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dicomfs import names
 
-from .conftest import lookalike_uids_with_one_short_hash
+from .conftest import LOOKALIKES, lookalike_uids_with_one_short_hash
 
 SAFE = re.compile(r"^[\w.+@-]+$")
 
@@ -36,6 +36,21 @@ def test_patient_dir_stays_within_name_max_even_with_suffix(name: str, pid: str)
         assert len(full.encode("utf-8")) <= names.NAME_MAX
         assert names.split_suffix(full) == (base, digest)
     assert names.split_suffix(base) == (base, None)
+
+
+@settings(deadline=None)  # a busy machine is slow, not wrong
+@given(st.text(), st.sampled_from(["", ".dcm"]))
+def test_a_by_uid_name_stays_within_name_max_and_splits_back_to_its_safe_form(
+    uid: str, ext: str
+) -> None:
+    (name,) = names.uid_names([uid], ext)
+    assert len(name.encode("utf-8")) <= names.NAME_MAX
+    base, digest = names.split_suffix(name)
+    assert SAFE.match(base), name
+    if names.is_plain_uid(uid):
+        assert (name, digest) == (f"{uid}{ext}", None)
+    else:
+        assert (base, digest) == (f"{names.safe_component(uid)}{ext}", names.short_hash(uid))
 
 
 # Bases as the views make them: shared often, with and without an extension; keys
@@ -76,6 +91,28 @@ def test_keys_whose_short_suffixes_collide_get_the_long_one_and_the_others_keep_
         f"000001~{names.long_hash(second)}.dcm",
     ]
     assert [names.split_suffix(name)[0] for name in found] == ["000001.dcm"] * 3
+
+
+def test_odd_uids_of_one_safe_form_get_unique_names_however_their_suffixes_collide() -> None:
+    first, second = lookalike_uids_with_one_short_hash()
+    plain = names.safe_component(first)
+    found = names.uid_names([first, plain, second, "1.2.3/9"], ".dcm")
+    assert found == [
+        f"{plain}~{names.long_hash(first)}.dcm",
+        f"{plain}.dcm",
+        f"{plain}~{names.long_hash(second)}.dcm",
+        f"1.2.3_9~{names.short_hash('1.2.3/9')}.dcm",
+    ]
+
+
+def test_lookalike_uids_are_told_apart_and_a_plain_uid_keeps_its_name() -> None:
+    slash, underscore, backslash = LOOKALIKES
+    assert names.uid_names([slash, underscore, backslash, "1.2.840.1"]) == [
+        f"1.2.3_4~{names.short_hash(slash)}",
+        "1.2.3_4",
+        f"1.2.3_4~{names.short_hash(backslash)}",
+        "1.2.840.1",
+    ]
 
 
 @pytest.mark.parametrize(
