@@ -11,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 
 NAME_MAX = 255
-# Room left for a disambiguating suffix ("~" + 8 hex digits) and an extension.
+# Room left for a disambiguating suffix ("~" + up to 40 hex digits) and an extension.
 BASE_MAX = 200
-SUFFIX_LEN = 9
+# A suffix's hex digits: 8 of the key's SHA-1, as names have always had; 40 of its
+# SHA-256 where two keys of one directory share those 8 (anyone can find such a pair
+# in a second; no one can find a pair sharing the long form).
+SHORT_DIGITS = 8
+LONG_DIGITS = 40
 
 _SAFE_PUNCT = frozenset("._-+@")
 _RUNS = re.compile(r"_{2,}")
+_DIGEST = re.compile(rf"[0-9a-f]{{{SHORT_DIGITS}}}|[0-9a-f]{{{LONG_DIGITS}}}")
 
 
 def safe_component(text: str, placeholder: str = "UNKNOWN", max_bytes: int = BASE_MAX) -> str:
@@ -41,19 +48,24 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
 
 
 def short_hash(key: str) -> str:
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:SHORT_DIGITS]
 
 
-def with_suffix(base: str, key: str) -> str:
+def long_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:LONG_DIGITS]
+
+
+def with_suffix(base: str, key: str, *, long: bool = False) -> str:
     """The name used when `base` is shared by several entries of one directory.
 
     The suffix goes before a known extension so that `000001.SER` becomes
     `000001~1a2b3c4d.SER` and still sorts beside its twin.
     """
+    digest = long_hash(key) if long else short_hash(key)
     stem, dot, ext = base.rpartition(".")
     if dot and ext in _EXTENSIONS:
-        return f"{stem}~{short_hash(key)}.{ext}"
-    return f"{base}~{short_hash(key)}"
+        return f"{stem}~{digest}.{ext}"
+    return f"{base}~{digest}"
 
 
 def split_suffix(name: str) -> tuple[str, str | None]:
@@ -62,9 +74,45 @@ def split_suffix(name: str) -> tuple[str, str | None]:
     if not (dot and ext in _EXTENSIONS):
         stem, ext = name, ""
     base, tilde, digest = stem.rpartition("~")
-    if not tilde or len(digest) != SUFFIX_LEN - 1 or not base:
+    if not tilde or not _DIGEST.fullmatch(digest) or not base:
         return name, None
     return (f"{base}.{ext}" if ext else base), digest
+
+
+def unique_names(entries: Sequence[tuple[str, str]], *, always: bool = False) -> list[str]:
+    """The names of one directory's entries, given as (base, key) pairs, in their order.
+
+    A base that one entry alone has is its name, unless `always`; a shared one gets
+    a suffix from each entry's own key (a UID: distinct within the directory), and
+    the long suffix where two keys share the short one. Bases never hold "~", so a
+    suffixed name is never another entry's base. A name depends on every entry that
+    shares its base, so `entries` holds all of the directory's entries of each base.
+    """
+    shorts = [short_hash(key) for _, key in entries]
+    sharing_base = Counter(base for base, _ in entries)
+    sharing_short = Counter((base, short) for (base, _), short in zip(entries, shorts, strict=True))
+    return [
+        base
+        if sharing_base[base] == 1 and not always
+        else with_suffix(base, key, long=sharing_short[base, short] > 1)
+        for (base, key), short in zip(entries, shorts, strict=True)
+    ]
+
+
+def uid_names(uids: Sequence[str], ext: str = "") -> list[str]:
+    """by-uid's names for the UIDs of one directory (with `ext` appended), in order.
+
+    A plain UID, one that safe_component leaves as it is, is its own name. Any other
+    shows as its safe form with a suffix from its own hash, always: so it is never
+    taken for a plain UID (which holds no "~"), nor for another UID of its safe form.
+    """
+    odd = [(f"{safe_component(uid)}{ext}", uid) for uid in uids if not is_plain_uid(uid)]
+    suffixed = dict(zip([uid for _, uid in odd], unique_names(odd, always=True), strict=True))
+    return [suffixed.get(uid, f"{uid}{ext}") for uid in uids]
+
+
+def is_plain_uid(uid: str) -> bool:
+    return safe_component(uid) == uid
 
 
 _EXTENSIONS = frozenset({"MOD", "STA", "DAY", "UID", "SER", "dcm"})

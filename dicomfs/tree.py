@@ -5,10 +5,10 @@ for example ("P-study", 42) for a study directory under by-patient/. This
 module maps a directory node to its entries, a (node, name) pair to the child
 node, and a node to its attributes; it knows nothing of FUSE, inodes or errno.
 
-Every lister takes an optional `base`: the name an entry has before any
-disambiguating suffix. With it, the lister returns only the entries that can
-carry that name, through an indexed column, so a lookup never lists a whole
-directory of a large store.
+Every lister takes an optional `wanted`: the name a lookup asks for. With it,
+the lister returns only the entries that can carry that name, those that share
+its base (the name before any disambiguating suffix), through an indexed column,
+so a lookup never lists a whole directory of a large store.
 """
 
 from __future__ import annotations
@@ -91,10 +91,9 @@ def _series_files_with_attributes(
         (node[-1],),
     ).fetchall()
     if tag == "U-file":
-        file_names = [f"{names.safe_component(uid)}.dcm" for _, _, uid, *_ in rows]
+        file_names = names.uid_names([uid for _, _, uid, *_ in rows], ".dcm")
     else:
-        unique = _disambiguate([(name, uid, ROOT) for _, name, uid, *_ in rows])
-        file_names = [name for name, _ in unique]  # in the order of rows
+        file_names = names.unique_names([(name, uid) for _, name, uid, *_ in rows])
     entries: list[tuple[str, Node, Attributes]] = [
         (name, (tag, row[0]), Attributes(False, row[3], row[4], row[5]))
         for name, row in zip(file_names, rows, strict=True)
@@ -111,15 +110,9 @@ def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Node | None:
     lister = _LISTERS.get(tag)
     if lister is None:
         return None
-    base, _ = names.split_suffix(name)
-    for entry_name, child in lister(conn, node, base):
+    for entry_name, child in lister(conn, node, name):
         if entry_name == name:
             return child
-    if tag.startswith("U"):
-        # An odd UID is shown sanitised, so its name is not its value: list them all.
-        for entry_name, child in lister(conn, node, None):
-            if entry_name == name:
-                return child
     return None
 
 
@@ -151,81 +144,74 @@ def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
     return Attributes(True, 0, row[0], row[1])
 
 
+def _base(wanted: str | None) -> str | None:
+    """The wanted name without its suffix, if any."""
+    return None if wanted is None else names.split_suffix(wanted)[0]
+
+
 def _rows(
-    conn: sqlite3.Connection, sql: str, args: tuple[object, ...], column: str, base: str | None
+    conn: sqlite3.Connection, sql: str, args: tuple[object, ...], column: str, value: str | None
 ) -> list[tuple[object, ...]]:
-    """Run sql (which ends in a WHERE clause), narrowed to column = base when given."""
-    if base is not None:
+    """Run sql (which ends in a WHERE clause), narrowed to column = value when given."""
+    if value is not None:
         sql += f" AND {column} = ?"
-        args = (*args, base)
+        args = (*args, value)
     return conn.execute(sql, args).fetchall()
 
 
 def _disambiguate(rows: list[tuple[str, str, Node]]) -> list[Entry]:
-    """(base, key, node) -> (unique name, node): shared bases get the key's suffix."""
-    counts: dict[str, int] = {}
-    for base, _, _ in rows:
-        counts[base] = counts.get(base, 0) + 1
-    return [
-        (names.with_suffix(base, key) if counts[base] > 1 else base, node)
-        for base, key, node in rows
-    ]
+    """(base, key, node) -> (unique name, node), by names.unique_names."""
+    unique = names.unique_names([(base, key) for base, key, _ in rows])
+    return [(name, node) for name, (_, _, node) in zip(unique, rows, strict=True)]
 
 
 # --- root ------------------------------------------------------------------------------
 
 
-def _root(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _root(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     return [*TOP.items(), (PAGE_NAME, PAGE)]
 
 
 # --- by-patient/<patient>/<study>/<series>/<file> ------------------------------------
 
 
-def _patients(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _patients(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = _rows(
-        conn, "SELECT id, dir_name, patient_key FROM patients WHERE 1", (), "dir_name", base
+        conn,
+        "SELECT id, dir_name, patient_key FROM patients WHERE 1",
+        (),
+        "dir_name",
+        _base(wanted),
     )
     return _disambiguate([(str(name), str(key), ("P-patient", pid)) for pid, name, key in rows])
 
 
-def _patient_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _patient_studies(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     args: tuple[object, ...]
     if node[0] == "P-patient":
         tag, sql, args = "P-study", "WHERE patient = ?", (node[1],)
     else:  # under by-date/, a patient directory holds only the studies of that day
         tag, sql, args = "D-study", "WHERE study_date = ? AND patient = ?", (node[1], node[2])
-    rows = _rows(conn, f"SELECT id, dir_name, study_uid FROM studies {sql}", args, "dir_name", base)
+    rows = _rows(
+        conn, f"SELECT id, dir_name, study_uid FROM studies {sql}", args, "dir_name", _base(wanted)
+    )
     return _disambiguate([(str(name), str(uid), (tag, sid)) for sid, name, uid in rows])
 
 
-def _study_series(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _study_series(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     tag = f"{str(node[0])[0]}-series"
-    if tag == "U-series":
-        rows = _rows(
-            conn, "SELECT id, series_uid FROM series WHERE study = ?", (node[1],),
-            "series_uid", base,
-        )  # fmt: skip
-        return [(names.safe_component(str(uid)), (tag, sid)) for sid, uid in rows]
     rows = _rows(
         conn, "SELECT id, dir_name, series_uid FROM series WHERE study = ?", (node[1],),
-        "dir_name", base,
+        "dir_name", _base(wanted),
     )  # fmt: skip
     return _disambiguate([(str(name), str(uid), (tag, sid)) for sid, name, uid in rows])
 
 
-def _series_files(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _series_files(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     tag = f"{str(node[0])[0]}-file"
-    if tag == "U-file":
-        uid = base.removesuffix(".dcm") if base is not None else None
-        rows = _rows(
-            conn, "SELECT id, sop_uid FROM instances WHERE series = ?", (node[-1],),
-            "sop_uid", uid,
-        )  # fmt: skip
-        return [(f"{names.safe_component(str(uid))}.dcm", (tag, iid)) for iid, uid in rows]
     rows = _rows(
         conn, "SELECT id, file_name, sop_uid FROM instances WHERE series = ?", (node[-1],),
-        "file_name", base,
+        "file_name", _base(wanted),
     )  # fmt: skip
     return _disambiguate([(str(name), str(uid), (tag, iid)) for iid, name, uid in rows])
 
@@ -233,32 +219,34 @@ def _series_files(conn: sqlite3.Connection, node: Node, base: str | None) -> lis
 # --- by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/<uid>.UID/000001.SER/<file> -------
 
 
-def _modalities(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
-    rows = _rows(conn, "SELECT DISTINCT modality_dir FROM series WHERE 1", (), "modality_dir", base)
+def _modalities(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+    rows = _rows(
+        conn, "SELECT DISTINCT modality_dir FROM series WHERE 1", (), "modality_dir", _base(wanted)
+    )
     return [(str(mod), ("M-mod", mod)) for (mod,) in rows]
 
 
-def _stations(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _stations(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = _rows(
         conn, "SELECT DISTINCT station_dir FROM series WHERE modality_dir = ?", (node[1],),
-        "station_dir", base,
+        "station_dir", _base(wanted),
     )  # fmt: skip
     return [(str(sta), ("M-sta", node[1], sta)) for (sta,) in rows]
 
 
-def _days(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _days(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = _rows(
         conn,
         """SELECT DISTINCT st.day_dir FROM series se JOIN studies st ON st.id = se.study
            WHERE se.modality_dir = ? AND se.station_dir = ?""",
         (node[1], node[2]),
         "st.day_dir",
-        base,
+        _base(wanted),
     )
     return [(str(day), ("M-day", node[1], node[2], day)) for (day,) in rows]
 
 
-def _day_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _day_studies(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     _, mod, sta, day = node
     rows = _rows(
         conn,
@@ -266,12 +254,12 @@ def _day_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list
            WHERE se.modality_dir = ? AND se.station_dir = ? AND st.day_dir = ?""",
         (mod, sta, day),
         "st.uid_dir",
-        base,
+        _base(wanted),
     )
     return [(views.uid_name(conn, int(str(sid))), ("M-study", mod, sta, sid)) for (sid,) in rows]
 
 
-def _modality_series(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _modality_series(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     _, mod, sta, study = node
     rows = _rows(
         conn,
@@ -279,25 +267,25 @@ def _modality_series(conn: sqlite3.Connection, node: Node, base: str | None) -> 
            WHERE study = ? AND modality_dir = ? AND station_dir = ?""",
         (study, mod, sta),
         "number_dir",
-        base,
+        _base(wanted),
     )
     return _disambiguate([(str(name), str(uid), ("M-series", sid)) for sid, name, uid in rows])
 
 
 # --- by-date/YYYY/MM/DD/<patient>/<study>/<series>/<file> ----------------------------
-# The date levels are small (distinct years, months, days) and ignore `base`.
+# The date levels are small (distinct years, months, days) and ignore `wanted`.
 
 
-def _years(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _years(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = conn.execute("SELECT DISTINCT substr(study_date, 1, 4) FROM studies")
     return [(year or "0000", ("D-year", year or "0000")) for (year,) in rows]
 
 
-def _months(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _months(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     return _next_date_part(conn, node, 5, "D-month")
 
 
-def _days_of_month(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _days_of_month(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     return _next_date_part(conn, node, 7, "D-day")
 
 
@@ -317,7 +305,7 @@ def _date_range(prefix: str) -> tuple[str, str]:
     return prefix.ljust(8, "0"), prefix.ljust(8, "9")
 
 
-def _day_patients(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _day_patients(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     date = "" if str(node[1]).strip("0") == "" else str(node[1])
     rows = _rows(
         conn,
@@ -325,7 +313,7 @@ def _day_patients(conn: sqlite3.Connection, node: Node, base: str | None) -> lis
            WHERE st.study_date = ?""",
         (date,),
         "p.dir_name",
-        base,
+        _base(wanted),
     )
     return [(views.patient_name(conn, int(str(pid))), ("D-patient", date, pid)) for (pid,) in rows]
 
@@ -335,7 +323,7 @@ def _day_patients(conn: sqlite3.Connection, node: Node, base: str | None) -> lis
 # arrived.
 
 
-def _received_days(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _received_days(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = conn.execute(
         """SELECT DISTINCT date(first_received, 'unixepoch', 'localtime') FROM studies
            WHERE first_received IS NOT NULL"""
@@ -343,22 +331,62 @@ def _received_days(conn: sqlite3.Connection, node: Node, base: str | None) -> li
     return [(str(day), ("R-day", day)) for (day,) in rows]
 
 
-def _received_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
+def _received_studies(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
     rows = views.received_on(conn, str(node[1]))
     return _disambiguate([(name, uid, ("R-study", sid)) for sid, name, uid in rows])
 
 
 # --- by-uid/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm -------------
+# A plain UID is its own name; any other shows as its safe form with a suffix from its
+# hash (names.uid_names). Either way a name's base is the safe form of its UID.
 
 
-def _uid_studies(conn: sqlite3.Connection, node: Node, base: str | None) -> list[Entry]:
-    rows = _rows(conn, "SELECT id, study_uid FROM studies WHERE 1", (), "study_uid", base)
-    if base is not None and not rows:
-        # An odd UID is shown sanitised, and its uid_dir holds the same sanitised form.
-        rows = _rows(
-            conn, "SELECT id, study_uid FROM studies WHERE 1", (), "uid_dir", f"{base}.UID"
-        )
-    return [(names.safe_component(str(uid)), ("U-study", sid)) for sid, uid in rows]
+def _uid_studies(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+    # uid_dir holds the safe form, so a lookup seeks through its index.
+    uid_dir = None if wanted is None else f"{_base(wanted)}.UID"
+    rows = _rows(conn, "SELECT id, study_uid FROM studies WHERE 1", (), "uid_dir", uid_dir)
+    return _uid_entries(rows, "", "U-study")
+
+
+def _uid_series(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+    sql = "SELECT id, series_uid FROM series WHERE study = ?"
+    rows = _uid_rows(conn, sql, (node[1],), "series_uid", wanted, "")
+    return _uid_entries(rows, "", "U-series")
+
+
+def _uid_files(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+    sql = "SELECT id, sop_uid FROM instances WHERE series = ?"
+    rows = _uid_rows(conn, sql, (node[-1],), "sop_uid", wanted, ".dcm")
+    return _uid_entries(rows, ".dcm", "U-file")
+
+
+def _uid_rows(
+    conn: sqlite3.Connection,
+    sql: str,
+    args: tuple[object, ...],
+    column: str,
+    wanted: str | None,
+    ext: str,
+) -> list[tuple[object, ...]]:
+    """The (id, UID) rows of sql that can carry the wanted name. A name without a
+    suffix is a plain UID, sought through the column's index; one with a suffix is
+    an odd UID, found by its safe form among the rows of its parent (one study's
+    series or one series' files: a bounded list)."""
+    if wanted is None:
+        return conn.execute(sql, args).fetchall()
+    base, digest = names.split_suffix(wanted)
+    if digest is None:
+        return _rows(conn, sql, args, column, wanted.removesuffix(ext))
+    return [
+        row
+        for row in conn.execute(sql, args)
+        if f"{names.safe_component(str(row[1]))}{ext}" == base
+    ]
+
+
+def _uid_entries(rows: list[tuple[object, ...]], ext: str, tag: str) -> list[Entry]:
+    found = names.uid_names([str(uid) for _, uid in rows], ext)
+    return [(name, (tag, row_id)) for name, (row_id, _) in zip(found, rows, strict=True)]
 
 
 Lister = Callable[[sqlite3.Connection, Node, str | None], list[Entry]]
@@ -386,8 +414,8 @@ _LISTERS: dict[str, Lister] = {
     "R-study": _study_series,
     "R-series": _series_files,
     "U": _uid_studies,
-    "U-study": _study_series,
-    "U-series": _series_files,
+    "U-study": _uid_series,
+    "U-series": _uid_files,
 }
 
 

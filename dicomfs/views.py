@@ -20,9 +20,9 @@ VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
 def unique_name(
     conn: sqlite3.Connection, sql: str, args: tuple[object, ...], base: str, key: str
 ) -> str:
-    """base, or base with the key's suffix when the query finds it shared."""
-    count = conn.execute(sql, args).fetchone()[0]
-    return names.with_suffix(base, key) if count > 1 else base
+    """The name of key's entry among the entries that share its base: the keys sql finds."""
+    keys = [str(found) for (found,) in conn.execute(sql, args)]
+    return names.unique_names([(base, found) for found in keys])[keys.index(key)]
 
 
 def patient_name(conn: sqlite3.Connection, patient: int) -> str:
@@ -30,7 +30,7 @@ def patient_name(conn: sqlite3.Connection, patient: int) -> str:
         "SELECT dir_name, patient_key FROM patients WHERE id = ?", (patient,)
     ).fetchone()
     return unique_name(
-        conn, "SELECT count(*) FROM patients WHERE dir_name = ?", (dir_name,), dir_name, key
+        conn, "SELECT patient_key FROM patients WHERE dir_name = ?", (dir_name,), dir_name, key
     )
 
 
@@ -40,20 +40,32 @@ def study_name(conn: sqlite3.Connection, study: int) -> str:
     ).fetchone()
     return unique_name(
         conn,
-        "SELECT count(*) FROM studies WHERE patient = ? AND dir_name = ?",
+        "SELECT study_uid FROM studies WHERE patient = ? AND dir_name = ?",
         (patient, dir_name),
         dir_name,
         uid,
     )
 
 
+# The studies whose names in by-modality and by-uid start from the same safe form.
+_SAME_UID_DIR = "SELECT study_uid FROM studies WHERE uid_dir = ?"
+
+
 def uid_name(conn: sqlite3.Connection, study: int) -> str:
+    """The study's <uid>.UID directory under by-modality/."""
     uid_dir, uid = conn.execute(
         "SELECT uid_dir, study_uid FROM studies WHERE id = ?", (study,)
     ).fetchone()
-    return unique_name(
-        conn, "SELECT count(*) FROM studies WHERE uid_dir = ?", (uid_dir,), uid_dir, uid
-    )
+    return unique_name(conn, _SAME_UID_DIR, (uid_dir,), uid_dir, uid)
+
+
+def by_uid_name(conn: sqlite3.Connection, study: int) -> str:
+    """The study's directory under by-uid/: its UID, or its safe form with a suffix."""
+    uid_dir, uid = conn.execute(
+        "SELECT uid_dir, study_uid FROM studies WHERE id = ?", (study,)
+    ).fetchone()
+    uids = [str(found) for (found,) in conn.execute(_SAME_UID_DIR, (uid_dir,))]
+    return names.uid_names(uids)[uids.index(uid)]
 
 
 def date_dirs(study_date: str) -> str:
@@ -97,15 +109,15 @@ def received_name(conn: sqlite3.Connection, study: int) -> str:
     (first,) = conn.execute("SELECT first_received FROM studies WHERE id = ?", (study,)).fetchone()
     day = time.strftime("%Y-%m-%d", time.localtime(first or 0))
     rows = received_on(conn, day)
-    base, uid = next((name, uid) for sid, name, uid in rows if sid == study)
-    shared = sum(1 for _, name, _ in rows if name == base)
-    return f"{day}/{names.with_suffix(base, uid) if shared > 1 else base}"
+    unique = names.unique_names([(name, uid) for _, name, uid in rows])
+    studies = [sid for sid, _, _ in rows]
+    return f"{day}/{unique[studies.index(study)]}"
 
 
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
     """The study's directory in each view, relative to the mount point."""
-    patient, study_date, uid, day_dir = conn.execute(
-        "SELECT patient, study_date, study_uid, day_dir FROM studies WHERE id = ?", (study,)
+    patient, study_date, day_dir = conn.execute(
+        "SELECT patient, study_date, day_dir FROM studies WHERE id = ?", (study,)
     ).fetchone()
     by_patient = f"{patient_name(conn, patient)}/{study_name(conn, study)}"
     uid_part = uid_name(conn, study)
@@ -122,5 +134,5 @@ def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
         "by-patient": [f"by-patient/{by_patient}"],
         "by-date": [f"by-date/{date_dirs(study_date)}/{by_patient}"],
         "by-received": [f"by-received/{received_name(conn, study)}"],
-        "by-uid": [f"by-uid/{names.safe_component(uid)}"],
+        "by-uid": [f"by-uid/{by_uid_name(conn, study)}"],
     }

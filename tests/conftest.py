@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +11,7 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
+from dicomfs import corpus, names
 from dicomfs.index import Index
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
@@ -49,3 +53,39 @@ def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             result[str(path.relative_to(root))] = (digest, path.stat().st_mtime_ns)
     return result
+
+
+@functools.cache
+def lookalike_uids_with_one_short_hash(stem: str = "1.2.3") -> tuple[str, str]:
+    """Two odd UIDs of one safe form whose 8-hex suffixes are equal, as an attacker
+    finds them: a birthday search over the separators a safe name turns into "_"."""
+    seen: dict[str, str] = {}
+    for n in itertools.count():
+        uid = stem + "".join(f"{':,;/'[(n >> 2 * k) & 3]}9" for k in range(20))
+        twin = seen.setdefault(names.short_hash(uid), uid)
+        if twin != uid:
+            return twin, uid
+    raise AssertionError("unreachable")
+
+
+# Three study UIDs that a safe name shows alike, as 1.2.3_4.
+LOOKALIKES = ("1.2.3/4", "1.2.3_4", "1.2.3\\4")
+
+
+def write_lookalike_uids(root: Path) -> list[corpus.Spec]:
+    """The three LOOKALIKES studies, each with three series and each series three
+    instances whose UIDs look alike the same way, all numbered 1; and in the first
+    series two more instances whose suffixes collide too. Returns what was written."""
+    specs = []
+    for study in LOOKALIKES:
+        for series in (f"{study}.5{sep}6" for sep in "/_\\"):
+            for sop in (f"{series}.7{sep}8" for sep in "/_\\"):
+                specs.append(corpus.Spec(study_uid=study, series_uid=series, sop_uid=sop))
+    first = specs[0]
+    specs += [
+        dataclasses.replace(first, sop_uid=sop)
+        for sop in lookalike_uids_with_one_short_hash(first.series_uid)
+    ]
+    for number, spec in enumerate(specs):
+        corpus.write(root / f"lookalike{number}.dcm", spec)
+    return specs

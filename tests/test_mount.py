@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
 
+from .conftest import LOOKALIKES, write_lookalike_uids
 from .peers import terminate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -159,6 +161,43 @@ def test_awkward_names_are_all_reachable_and_safe(mounted: Mount) -> None:
     twins = sorted(p.name for p in (mounted.path / "by-patient").glob("TWIN_SERIES_TW1/*/*"))
     assert len(twins) == 2
     assert all(t.startswith("000005_T1_axial~") for t in twins)
+
+
+def test_lookalike_uids_are_each_reachable_through_by_uid_with_their_bytes(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    specs = write_lookalike_uids(store / "gen")
+    with Index(store) as index:
+        reconcile(index, store)
+    expected = sorted(store_hashes(store).values())
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        by_uid = mount.path / "by-uid"
+        studies = sh("ls", str(by_uid)).split()
+        assert len(studies) == len(LOOKALIKES)
+        assert "1.2.3_4" in studies  # the plain one is shown as itself
+        files = sh("find", str(by_uid), "-type", "f").split("\n")[:-1]
+        hashes = sh("md5sum", *files).split("\n")[:-1]
+        assert sorted(line.split()[0] for line in hashes) == expected
+        assert len(files) == len(specs)
+        # Each directory holds one study's, one series' files, and each file is itself.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the UIDs are invalid on purpose
+            uids = {Path(f): uids_of(f) for f in files}
+        held: dict[Path, set[str]] = {}
+        for path, (study, series, _) in uids.items():
+            held.setdefault(path.parent.parent, set()).add(study)
+            held.setdefault(path.parent, set()).add(series)
+        assert all(len(found) == 1 for found in held.values())
+        assert len({sop for *_, sop in uids.values()}) == len(specs)
+    finally:
+        mount.stop()
+
+
+def uids_of(path: str) -> tuple[str, str, str]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
 
 
 def test_stat_shows_true_size_and_received_time(mounted: Mount) -> None:
