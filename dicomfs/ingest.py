@@ -31,7 +31,7 @@ CANNOT_UNDERSTAND = 0xC210
 
 # Where dicomfs writes (store.canonical_path): only such a copy is removed when the
 # same instance arrives under other UIDs; files laid out by others are left alone.
-_UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{8})"
+_UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{64}|x[0-9a-f]{8})"  # the 8-hex hashes of old
 _CANONICAL = re.compile(rf"^{_UID_PART}/{_UID_PART}/{_UID_PART}\.dcm$")
 # fsyncs that overlap other work (they release the GIL while they wait).
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")

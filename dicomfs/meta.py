@@ -143,21 +143,21 @@ def _from_pydicom(ds: Dataset) -> InstanceMeta:
 
 
 def _to_meta(values: Mapping[int, bytes | str], syntax: str, media_sop: str) -> InstanceMeta:
-    sop_uid = _uid(values, _TAGS["SOPInstanceUID"])
+    sop_uid = _uid(values, "SOPInstanceUID")
     if not sop_uid:
         if media_sop:
             raise NotIndexable("truncated or damaged: no SOPInstanceUID after the meta header")
         raise NotIndexable("no SOPInstanceUID")
-    study_uid = _uid(values, _TAGS["StudyInstanceUID"])
+    study_uid = _uid(values, "StudyInstanceUID")
     if not study_uid:
         raise NotIndexable("no StudyInstanceUID")
-    series_uid = _uid(values, _TAGS["SeriesInstanceUID"])
+    series_uid = _uid(values, "SeriesInstanceUID")
     if not series_uid:
         raise NotIndexable("no SeriesInstanceUID")
     text = _TextReader(values)
     return InstanceMeta(
         sop_uid=sop_uid,
-        sop_class_uid=_uid(values, _TAGS["SOPClassUID"]),
+        sop_class_uid=_uid(values, "SOPClassUID"),
         transfer_syntax=_clean(syntax),
         study_uid=study_uid,
         series_uid=series_uid,
@@ -203,11 +203,15 @@ def _value(ds: Dataset, tag: BaseTag) -> bytes | str | None:
     return str(value)
 
 
-def _uid(values: Mapping[int, bytes | str], tag: int) -> str:
-    value = values.get(tag)
+def _uid(values: Mapping[int, bytes | str], keyword: str) -> str:
+    """A UID whole: two UIDs that differ anywhere are two instances (or series...)."""
+    value = values.get(_TAGS[keyword])
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
-    return _clean(value or "")[:128]
+    uid = _clean(value or "", limit=None)
+    if len(uid) > MAX_TEXT:
+        raise NotIndexable(f"{keyword} longer than {MAX_TEXT} characters")
+    return uid
 
 
 class _TextReader:
@@ -244,12 +248,12 @@ class _TextReader:
             return raw.decode("latin-1")
 
 
-def _clean(text: str) -> str:
-    """Strip padding and control characters; cap the length."""
+def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
+    """Strip padding and control characters; cap the length at limit."""
     text = text.replace("\x00", "").strip()
     if not text.isascii() or not text.isprintable():
         text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    return text[:MAX_TEXT]
+    return text[:limit]
 
 
 def _date(value: str) -> str:

@@ -9,6 +9,7 @@ fsynced and renamed into place, so a half-written file is never visible.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import IO
 
 from .index import INDEX_DIR, FileState
-from .names import short_hash
 
 TMP_DIR = "tmp"  # under STORE/.dicomfs: same file system, so rename is atomic
 _PLAIN_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
@@ -61,8 +61,12 @@ def state_of(path: Path) -> FileState:
 
 
 def uid_component(uid: str) -> str:
-    """A UID as a path component; anything but a plain UID becomes a hash."""
-    return uid if _PLAIN_UID.match(uid) else f"x{short_hash(uid)}"
+    """A UID as a path component; anything but a plain UID becomes its SHA-256, so
+    two UIDs never share a path. (Before, it was an 8-hex SHA-1, whose collisions
+    are easy to find: files written under such names stay where they are.)"""
+    if _PLAIN_UID.match(uid):
+        return uid
+    return "x" + hashlib.sha256(uid.encode()).hexdigest()
 
 
 def canonical_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
