@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import re
 import unicodedata
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -65,13 +66,15 @@ class InstanceMeta:
     instance_number: int | None
 
 
-def read_meta(path: str) -> InstanceMeta:
-    """Parse the header of one file; raise NotIndexable with a reason."""
+def read_meta(path: str, opener: Callable[[str, int], int] | None = None) -> InstanceMeta:
+    """Parse the header of one file; raise NotIndexable with a reason.
+
+    opener: how to open path (see open()); the store's never follows a symlink."""
     with warnings.catch_warnings():
         # Wrong character sets and odd values warn; we handle them below.
         warnings.simplefilter("ignore")
         try:
-            with open(path, "rb") as source:
+            with open(path, "rb", opener=opener) as source:
                 data = source.read(FIRST_READ)
                 header = read_header(data, _WANTED)
                 if header and not header.complete and len(data) == FIRST_READ:
@@ -124,6 +127,8 @@ def _describe_os_error(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "a symbolic link in its path: never followed"
     return f"cannot read: {_short(exc)}"
 
 
