@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, output, search
+from . import __version__, config, modes, output, search
 from .index import Index, IndexUnusable
 from .indexer import import_paths, reconcile
 from .store import UnsafeStore, check_own_dirs
@@ -25,8 +25,11 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _resolve_store(ctx: click.Context, param: click.Parameter, store: Path) -> Path:
     """The store's real path, resolved once, here: a symlink to the store is fine, while
-    no symlink below it is ever followed."""
-    return store.resolve()
+    no symlink below it is ever followed. What dicomfs writes there is private to the
+    user, or to the store's group too when the store is setgid (see modes.py)."""
+    store = store.resolve()
+    os.umask(modes.umask_for(store))
+    return store
 
 
 def store_option(func: F) -> F:
@@ -72,6 +75,7 @@ def main(verbose: int) -> None:
       dicomfs keep STUDY-DIRECTORY       ...unless it is kept
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
+    os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
     # pydicom logs every odd value it meets; the index reports what matters.

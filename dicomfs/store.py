@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 TMP_DIR = "tmp"  # under STORE/.dicomfs: same file system, so rename is atomic
 _PLAIN_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 
-# The most dicomfs grants; the umask may take more away.
+# The most dicomfs grants; the umask (modes.py) takes the group's part away
+# unless the store belongs to a group.
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 
