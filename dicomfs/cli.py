@@ -13,13 +13,23 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, output, search
+from . import __version__, config, modes, output, search
 from .index import Index, IndexUnusable
 from .indexer import import_paths, reconcile
+from .store import UnsafeStore, check_own_dirs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _resolve_store(ctx: click.Context, param: click.Parameter, store: Path) -> Path:
+    """The store's real path, resolved once, here: a symlink to the store is fine, while
+    no symlink below it is ever followed. What dicomfs writes there is private to the
+    user, or to the store's group too when the store is setgid (see modes.py)."""
+    store = store.resolve()
+    os.umask(modes.umask_for(store))
+    return store
 
 
 def store_option(func: F) -> F:
@@ -28,6 +38,7 @@ def store_option(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         envvar="DICOMFS_STORE",
         default=config.default_store,
+        callback=_resolve_store,
         show_default="$DICOMFS_STORE or ~/.local/share/dicomfs/store",
         help="The store: a directory of DICOM files with the index inside it.",
     )(func)
@@ -64,6 +75,7 @@ def main(verbose: int) -> None:
       dicomfs keep STUDY-DIRECTORY       ...unless it is kept
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
+    os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
     # pydicom logs every odd value it meets; the index reports what matters.
@@ -73,12 +85,13 @@ def main(verbose: int) -> None:
 def open_index(store: Path, *, create: bool = False) -> Index:
     """The store's index; a one-line error when there is none to open."""
     if not store.is_dir():
-        if not create or store != config.default_store():
+        if not create or store != config.default_store().resolve():
             raise click.ClickException(f"store {store} does not exist or is not a directory")
         store.mkdir(parents=True, exist_ok=True)
     try:
+        check_own_dirs(store)
         return Index(store, readonly=not create)
-    except IndexUnusable as exc:
+    except (IndexUnusable, UnsafeStore) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -109,9 +122,8 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
       dicomfs index --json
       dicomfs index /media/cdrom/DICOM old-scans/
     """
-    store = store.absolute()
     for path in paths:
-        if path.absolute().is_relative_to(store):
+        if path.resolve().is_relative_to(store):
             raise click.ClickException(
                 f"{path} is inside the store already: run 'dicomfs index' without paths"
             )

@@ -22,6 +22,7 @@ import pyfuse3
 import trio
 
 from . import access, expiry, nowait, page, tree
+from . import store as store_files
 from .index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
 from .inodes import Inodes
 from .tree import Node
@@ -90,6 +91,7 @@ class DicomOperations(pyfuse3.Operations):
     ) -> None:
         super().__init__()
         self.store = store
+        self._root = os.open(store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.mount_point = mount_point
         self.accesses = access.AccessLog()
         self._own_writer = writer is None
@@ -257,23 +259,31 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         # Opened now, so that a file expired or replaced while open keeps reading
         # until it is closed; without a thread hop when the kernel has the path cached.
-        path = str(self.store / info.path)
-        fd = nowait.open_cached(path, self._open_flags)
+        # Never through a symlink, never outside the store (see store.open_beneath).
+        fd = nowait.open_cached(self._root, info.path, self._open_flags)
         if fd is None:
-            try:
-                fd = await trio.to_thread.run_sync(os.open, path, self._open_flags)
-            except FileNotFoundError:
-                log.warning("%s was deleted behind the index: dropping its row", info.path)
-                await self._forget_vanished(info.path)
-                raise pyfuse3.FUSEError(errno.ENOENT) from None
-            except OSError as exc:
-                raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            fd = await self._open_stored(info.path)
         self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
         self._files[fh] = _StoredFile(fd, info.size)
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def _open_stored(self, path: str) -> int:
+        try:
+            return await trio.to_thread.run_sync(
+                store_files.open_beneath, self._root, path, self._open_flags
+            )
+        except FileNotFoundError:
+            log.warning("%s was deleted behind the index: dropping its row", path)
+            await self._forget_vanished(path)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                log.warning("%s not served: symbolic links in the store are never followed", path)
+                raise pyfuse3.FUSEError(errno.ELOOP) from None
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
     # pyfuse3 replies from any buffer, though its stub says bytes: a bytearray spares a copy.
     async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
@@ -353,6 +363,7 @@ class DicomOperations(pyfuse3.Operations):
             self.writer.run(lambda index: access.record(index, pending))
         if self._own_writer and self.writer is not None:
             self.writer.close()
+        os.close(self._root)
 
     def _new_fh(self) -> int:
         fh = self._next_fh

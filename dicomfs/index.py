@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import names
+from . import modes, names
 from .meta import InstanceMeta, fold
 
 INDEX_DIR = ".dicomfs"
@@ -294,6 +294,7 @@ class Index:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not shared)
+            modes.tighten(store, self._own_files())
         conn.execute("PRAGMA busy_timeout = 30000")
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
@@ -310,6 +311,11 @@ class Index:
 
     def close(self) -> None:
         self.conn.close()
+
+    def _own_files(self) -> list[Path]:
+        """The index and its directory: patients' names, for the service's user only."""
+        wal, shm = (self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))
+        return [self.path.parent, self.path, wal, shm]
 
     def __enter__(self) -> Index:
         return self

@@ -64,9 +64,13 @@ class Parsed:
 
 
 def parse(path: str, state: FileState, root: str = "") -> Parsed:
-    """Read one header; runs in a worker process."""
+    """Read one header, of a file below root (the store) or of path itself; runs in
+    a worker process."""
     try:
-        return Parsed(path, state, read_meta(os.path.join(root, path)), None)
+        if not root:
+            return Parsed(path, state, read_meta(path), None)
+        with store_files.opened(Path(root)) as store:
+            return Parsed(path, state, read_meta(path, store_files.opener(store)), None)
     except NotIndexable as exc:
         return Parsed(path, state, None, str(exc))
     except Exception as exc:  # a parser bug must cost one file, not the whole run
@@ -267,4 +271,4 @@ def _apply(
 def _exists(root: Path, rel: str, on_disk: set[str] | None) -> bool:
     if on_disk is not None and rel not in on_disk:
         return False
-    return (root / rel).is_file()
+    return not (root / rel).is_symlink() and (root / rel).is_file()

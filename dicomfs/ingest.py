@@ -15,7 +15,7 @@ import errno
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import spool
@@ -32,7 +32,7 @@ CANNOT_UNDERSTAND = 0xC210
 
 # Where dicomfs writes (store.canonical_path): only such a copy is removed when the
 # same instance arrives under other UIDs; files laid out by others are left alone.
-_UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{8})"
+_UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{64}|x[0-9a-f]{8})"  # the 8-hex hashes of old
 _CANONICAL = re.compile(rf"^{_UID_PART}/{_UID_PART}/{_UID_PART}\.dcm$")
 # fsyncs that overlap other work (they release the GIL while they wait).
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
@@ -82,29 +82,28 @@ def store_received(
     finally:
         _wait(syncing)
     rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
-    target = store / rel
-    try:
-        created = _make_parents(store, target.parent)
-        os.chmod(received, 0o640)
-        os.replace(received, target)  # an instance sent again replaces the old one whole
-        state = store_files.state_of(target)
-    except OSError as exc:
-        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
-    dirs_synced = _BACKGROUND.submit(_fsync_dirs, [target.parent, *created])
+    name = os.path.basename(rel)
+    with _directory_of(store, rel) as (target, changed):
+        try:
+            os.replace(received, name, dst_dir_fd=target)  # a resent instance replaces it whole
+            state = store_files.state_at(target, name)
+        except OSError as exc:
+            raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+        dirs_synced = _BACKGROUND.submit(store_files.fsync_all, [target, *changed])
 
-    def index(index: Index) -> str | None:
-        previous = index.instance_by_sop(meta.sop_uid)
-        index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
-        return previous[1] if previous else None
+        def index(index: Index) -> str | None:
+            previous = index.instance_by_sop(meta.sop_uid)
+            index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
+            return previous[1] if previous else None
 
-    try:
-        previous = writer.run(index)
-    except Exception as exc:
-        # Not acknowledged, but the file stays: the next start indexes it, and
-        # the sender's retry replaces it.
-        raise Refused(OUT_OF_RESOURCES, f"could not index it: {exc}") from exc
-    finally:
-        _wait(dirs_synced)
+        try:
+            previous = writer.run(index)
+        except Exception as exc:
+            # Not acknowledged, but the file stays: the next start indexes it, and
+            # the sender's retry replaces it.
+            raise Refused(OUT_OF_RESOURCES, f"could not index it: {exc}") from exc
+        finally:
+            _wait(dirs_synced)
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.
         with contextlib.suppress(OSError):
@@ -112,9 +111,19 @@ def store_received(
     return Stored(meta, rel, state.size)
 
 
-def _fsync_dirs(directories: list[Path]) -> None:
-    for directory in directories:
-        store_files.fsync_dir(directory)
+@contextlib.contextmanager
+def _directory_of(store: Path, rel: str) -> Iterator[tuple[int, list[int]]]:
+    """Descriptors of rel's directory, made if missing (never through a symlink), and
+    of the directories that gained an entry, to fsync."""
+    try:
+        with store_files.opened(store) as root:
+            target, changed = store_files.make_dirs(root, os.path.dirname(rel))
+    except OSError as exc:
+        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+    try:
+        yield target, changed
+    finally:
+        store_files.close_all([target, *changed])
 
 
 def _wait(future: concurrent.futures.Future[None]) -> None:
@@ -125,19 +134,9 @@ def _wait(future: concurrent.futures.Future[None]) -> None:
         raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
 
 
-def _make_parents(store: Path, directory: Path) -> list[Path]:
-    """mkdir -p; return the parents of the directories it created, to fsync them."""
-    missing = []
-    while not directory.exists() and directory != store:
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another association was quicker
-            path.mkdir()
-    return [path.parent for path in missing]
-
-
 def describe(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the store's disk is full"
+    if exc.errno == errno.ELOOP:
+        return f"a symbolic link in the store's path {exc.filename}: never followed"
     return f"cannot write to the store: {exc.strerror or exc}"

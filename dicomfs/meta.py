@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import re
 import unicodedata
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -65,13 +66,15 @@ class InstanceMeta:
     instance_number: int | None
 
 
-def read_meta(path: str) -> InstanceMeta:
-    """Parse the header of one file; raise NotIndexable with a reason."""
+def read_meta(path: str, opener: Callable[[str, int], int] | None = None) -> InstanceMeta:
+    """Parse the header of one file; raise NotIndexable with a reason.
+
+    opener: how to open path (see open()); the store's never follows a symlink."""
     with warnings.catch_warnings():
         # Wrong character sets and odd values warn; we handle them below.
         warnings.simplefilter("ignore")
         try:
-            with open(path, "rb") as source:
+            with open(path, "rb", opener=opener) as source:
                 data = source.read(FIRST_READ)
                 header = read_header(data, _WANTED)
                 if header and not header.complete and len(data) == FIRST_READ:
@@ -126,6 +129,8 @@ def _describe_os_error(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "a symbolic link in its path: never followed"
     return f"cannot read: {_short(exc)}"
 
 
@@ -145,21 +150,21 @@ def _from_pydicom(ds: Dataset) -> InstanceMeta:
 
 
 def _to_meta(values: Mapping[int, bytes | str], syntax: str, media_sop: str) -> InstanceMeta:
-    sop_uid = _uid(values, _TAGS["SOPInstanceUID"])
+    sop_uid = _uid(values, "SOPInstanceUID")
     if not sop_uid:
         if media_sop:
             raise NotIndexable("truncated or damaged: no SOPInstanceUID after the meta header")
         raise NotIndexable("no SOPInstanceUID")
-    study_uid = _uid(values, _TAGS["StudyInstanceUID"])
+    study_uid = _uid(values, "StudyInstanceUID")
     if not study_uid:
         raise NotIndexable("no StudyInstanceUID")
-    series_uid = _uid(values, _TAGS["SeriesInstanceUID"])
+    series_uid = _uid(values, "SeriesInstanceUID")
     if not series_uid:
         raise NotIndexable("no SeriesInstanceUID")
     text = _TextReader(values)
     return InstanceMeta(
         sop_uid=sop_uid,
-        sop_class_uid=_uid(values, _TAGS["SOPClassUID"]),
+        sop_class_uid=_uid(values, "SOPClassUID"),
         transfer_syntax=_clean(syntax),
         study_uid=study_uid,
         series_uid=series_uid,
@@ -205,11 +210,15 @@ def _value(ds: Dataset, tag: BaseTag) -> bytes | str | None:
     return str(value)
 
 
-def _uid(values: Mapping[int, bytes | str], tag: int) -> str:
-    value = values.get(tag)
+def _uid(values: Mapping[int, bytes | str], keyword: str) -> str:
+    """A UID whole: two UIDs that differ anywhere are two instances (or series...)."""
+    value = values.get(_TAGS[keyword])
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
-    return _clean(value or "")[:128]
+    uid = _clean(value or "", limit=None)
+    if len(uid) > MAX_TEXT:
+        raise NotIndexable(f"{keyword} longer than {MAX_TEXT} characters")
+    return uid
 
 
 class _TextReader:
@@ -246,12 +255,12 @@ class _TextReader:
             return raw.decode("latin-1")
 
 
-def _clean(text: str) -> str:
-    """Strip padding and control characters; cap the length."""
+def _clean(text: str, limit: int | None = MAX_TEXT) -> str:
+    """Strip padding and control characters; cap the length at limit."""
     text = text.replace("\x00", "").strip()
     if not text.isascii() or not text.isprintable():
         text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    return text[:MAX_TEXT]
+    return text[:limit]
 
 
 def _date(value: str) -> str:

@@ -9,36 +9,27 @@ hop (hundreds of microseconds) instead of a few.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
-_SYS_OPENAT2 = 437  # the same number on every Linux architecture
-_RESOLVE_CACHED = 0x20
-_AT_FDCWD = -100
+from . import store
 
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 _available = {"open": True, "read": True}
 
 
-def open_cached(path: str, flags: int) -> int | None:
-    """A descriptor for path if every component is in the kernel's lookup cache."""
+def open_cached(root: int, rel: str, flags: int) -> int | None:
+    """A descriptor for rel below root if every component is in the kernel's lookup
+    cache, never through a symlink (see store.open_beneath; a link is left to it)."""
     if not _available["open"]:
         return None
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
-    fd = _libc.syscall(
-        _SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how)
-    )
-    if fd >= 0:
-        return int(fd)
-    if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
+    resolve = store.RESOLVE_BENEATH | store.RESOLVE_NO_SYMLINKS | store.RESOLVE_CACHED
+    try:
+        fd = store.openat2(root, rel, flags, resolve)
+    except OSError:
+        return None  # not cached (EAGAIN), or an error the thread's open reports
+    if fd is None:
         _available["open"] = False  # a kernel older than 5.12: stop trying
-    return None
+    return fd
 
 
 def read_cached(fd: int, offset: int, size: int, file_size: int) -> bytearray | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +29,15 @@ from pynetdicom import (
     dimse_messages,
 )
 
+from . import store as store_files
+
 
 class SpoolFile:
     _open: ClassVar[dict[str, SpoolFile]] = {}  # by name, until pynetdicom closes it
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, directory: Path) -> None:
-        fd, self.name = tempfile.mkstemp(dir=directory, prefix="rx-", suffix=".dcm")
+        fd, self.name = store_files.create_temp(directory, "rx-", ".dcm")
         self._out = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self.error: OSError | None = None
         self.size = 0
