@@ -50,6 +50,16 @@ class _StoredFile:
 
     fd: int
     size: int
+    inode: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """An instance file that handles hold open, with its attributes when it was opened:
+    what stat answers after its row is gone (expired, deleted) until the last close."""
+
+    attributes: tree.Attributes
+    handles: int = 0
 
 
 def _open_writer(store: Path) -> IndexWriter | None:
@@ -102,6 +112,7 @@ class DicomOperations(pyfuse3.Operations):
         self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
         self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
+        self._held: dict[int, _Held] = {}  # inode -> its open instance file
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
         self._next_fh = 1
@@ -185,7 +196,12 @@ class DicomOperations(pyfuse3.Operations):
             self._last_page_size = len(await self._render_page())
         found = self._seek(tree.attributes, node)
         if found is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            held = self._held.get(inode)
+            if held is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            # POSIX: an open file stays stat-able until it is closed, whatever the index
+            # says (the kernel asks again once its attribute cache lapses, reads included).
+            found = held.attributes
         return self._attributes(node, inode, found)
 
     # --- lookups and attributes -----------------------------------------------------
@@ -270,7 +286,8 @@ class DicomOperations(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
-        self._files[fh] = _StoredFile(fd, info.size)
+        self._files[fh] = _StoredFile(fd, info.size, inode)
+        self._hold(inode, tree.Attributes(False, info.size, info.received_at, info.last_access))
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -298,6 +315,17 @@ class DicomOperations(pyfuse3.Operations):
         stored = self._files.pop(fh, None)
         if stored is not None:
             os.close(stored.fd)
+            self._let_go(stored.inode)
+
+    def _hold(self, inode: int, attributes: tree.Attributes) -> None:
+        held = self._held.setdefault(inode, _Held(attributes))
+        held.handles += 1
+
+    def _let_go(self, inode: int) -> None:
+        held = self._held[inode]
+        held.handles -= 1
+        if not held.handles:
+            del self._held[inode]
 
     async def _open_page(self) -> pyfuse3.FileInfo:
         fh = self._new_fh()
