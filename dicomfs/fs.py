@@ -166,7 +166,6 @@ class DicomOperations(pyfuse3.Operations):
         attr.st_uid = self.options.uid
         attr.st_gid = self.options.gid
         attr.entry_timeout = ENTRY_TIMEOUT
-        attr.attr_timeout = ATTR_TIMEOUT
         attr.st_blksize = 128 * 1024
         return attr
 
@@ -174,8 +173,10 @@ class DicomOperations(pyfuse3.Operations):
         self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: tree.Attributes
     ) -> pyfuse3.EntryAttributes:
         attr.st_ino = inode
-        if node == tree.PAGE:  # generated at each open: its size is the last page's
-            found = tree.Attributes(False, self._last_page_size, time.time(), None)
+        attr.attr_timeout = ATTR_TIMEOUT
+        if node == tree.PAGE:
+            found = self._page_attributes()
+            attr.attr_timeout = 0  # see _page_attributes
         if found.is_dir:
             attr.st_mode = self._dir_mode
             attr.st_nlink = 2
@@ -191,9 +192,15 @@ class DicomOperations(pyfuse3.Operations):
         attr.st_atime_ns = int((found.accessed or received) * 1e9)
         return attr
 
+    def _page_attributes(self) -> tree.Attributes:
+        """stat never generates index.html (on a large store that takes minutes): its
+        size is that of the last page an open generated, 0 before the first. Reads go to
+        the mount whatever the size says (direct_io). The kernel does not cache these
+        (attr_timeout 0), so an fstat after an open shows that open's page: `wc -c`
+        trusts it."""
+        return tree.Attributes(False, self._last_page_size, time.time(), None)
+
     async def _attributes_of(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
-        if node == tree.PAGE and not self._last_page_size:
-            self._last_page_size = len(await self._render_page())
         found = self._seek(tree.attributes, node)
         if found is None:
             held = self._held.get(inode)

@@ -244,6 +244,37 @@ def test_index_html_lists_every_study_escaped_and_current(mounted: Mount) -> Non
     assert "LATE-ID-1" in (mounted.path / "index.html").read_text()
 
 
+def test_ls_l_of_the_root_and_every_reader_get_the_whole_index_html(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    # Before the first open, stat says 0 (it never generates the page).
+    assert "index.html" in sh("ls", "-l", str(mounted.path))
+    first = read_page_every_way(mounted.path / "index.html", tmp_path)
+    # A study arrives: the page grows beyond the size `ls -l` has just seen.
+    corpus.write(
+        mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER", patient_id="LATE-ID-8")
+    )
+    with Index(mounted.store) as index:
+        reconcile(index, mounted.store)
+    assert "index.html" in sh("ls", "-l", str(mounted.path))
+    later = read_page_every_way(mounted.path / "index.html", tmp_path)
+    assert len(later) > len(first)
+    assert b"LATE-ID-8" in later
+
+
+def read_page_every_way(page: Path, tmp_path: Path) -> bytes:
+    """wc -c, cat, cp and Python each get the whole page, whatever size stat said before.
+    (Each open generates the page anew: the same length, as only the time changes.)"""
+    counted = int(sh("wc", "-c", str(page)).split()[0])
+    by_cat = subprocess.run(["cat", str(page)], capture_output=True, check=True).stdout
+    sh("cp", str(page), str(tmp_path / "copy.html"))
+    by_cp = (tmp_path / "copy.html").read_bytes()
+    by_python = page.read_bytes()
+    assert by_cat.endswith(b"</html>\n")
+    assert counted == len(by_cat) == len(by_cp) == len(by_python)
+    return by_cat
+
+
 def test_directory_times_summarise_their_contents(mounted: Mount) -> None:
     conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
     (newest,) = conn.execute("SELECT max(received_at) FROM instances").fetchone()
