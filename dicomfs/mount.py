@@ -194,12 +194,14 @@ async def _ending_all(task: Task, everything: trio.CancelScope) -> None:
 
 def start_background(args: list[str], mountpoint: Path, timeout: float = 15.0) -> int:
     """Start `dicomfs mount` detached; return its pid once the mount is up."""
-    # A daemon: it keeps no caller's stdout open, so that
-    # `$(dicomfs mount --background ...)` returns.
+    # A daemon: it imports nothing from the current directory (-P), which it does not
+    # hold busy either (the paths in args are absolute), and it keeps no caller's
+    # stdout open, so that `$(dicomfs mount --background ...)` returns.
     process = subprocess.Popen(
-        [sys.executable, "-m", "dicomfs", *args],
+        [sys.executable, "-P", "-m", "dicomfs", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
+        cwd="/",
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 
 from .peers import Serve
-from .test_mount import Mount, _stale, wait_until
+from .test_mount import VIEWS, Mount, _stale, sh, wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -134,3 +134,15 @@ def test_umount_says_so_when_the_mount_process_does_not_exit(tmp_path: Path) -> 
     finally:
         hung.process.send_signal(signal.SIGCONT)
         hung.stop()
+
+
+def test_mount_background_from_a_directory_holding_a_dicomfs_folder(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"  # a checkout of some other version, say
+    (clone / "dicomfs").mkdir(parents=True)
+    (clone / "dicomfs" / "__init__.py").write_text("raise ImportError('not this dicomfs')\n")
+    with background_mount(small_store(tmp_path), tmp_path / "mnt", cwd=clone) as pid:
+        assert sh("ls", str(tmp_path / "mnt")).split() == sorted([*VIEWS, "index.html"])
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"  # it holds no directory busy
+        result = umount(tmp_path / "mnt", cwd=clone)
+        assert result.returncode == 0, result.stderr
+        assert exited(pid)
