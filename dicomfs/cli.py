@@ -302,6 +302,9 @@ def mount_command(
 def umount_command(mountpoint: Path) -> None:
     """Unmount a dicomfs mount (also one left behind by a crash).
 
+    Returns once the process that served it (dicomfs mount, or dicomfs serve,
+    which stops whole) has exited.
+
     \b
     Example:
       dicomfs umount ~/dicom
@@ -309,7 +312,7 @@ def umount_command(mountpoint: Path) -> None:
     from . import mount
 
     try:
-        mount.unmount(mountpoint, lazy=mount.is_stale(mountpoint))
+        mount.umount(mountpoint)
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
 

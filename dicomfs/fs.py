@@ -51,6 +51,16 @@ class _StoredFile:
 
     fd: int
     size: int
+    inode: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """An instance file that handles hold open, with its attributes when it was opened:
+    what stat answers after its row is gone (expired, deleted) until the last close."""
+
+    attributes: tree.Attributes
+    handles: int = 0
 
 
 def _open_writer(store: Path) -> IndexWriter | None:
@@ -104,6 +114,7 @@ class DicomOperations(pyfuse3.Operations):
         self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
         self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
+        self._held: dict[int, _Held] = {}  # inode -> its open instance file
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
         self._next_fh = 1
@@ -157,7 +168,6 @@ class DicomOperations(pyfuse3.Operations):
         attr.st_uid = self.options.uid
         attr.st_gid = self.options.gid
         attr.entry_timeout = ENTRY_TIMEOUT
-        attr.attr_timeout = ATTR_TIMEOUT
         attr.st_blksize = 128 * 1024
         return attr
 
@@ -165,8 +175,10 @@ class DicomOperations(pyfuse3.Operations):
         self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: tree.Attributes
     ) -> pyfuse3.EntryAttributes:
         attr.st_ino = inode
-        if node == tree.PAGE:  # generated at each open: its size is the last page's
-            found = tree.Attributes(False, self._last_page_size, time.time(), None)
+        attr.attr_timeout = ATTR_TIMEOUT
+        if node == tree.PAGE:
+            found = self._page_attributes()
+            attr.attr_timeout = 0  # see _page_attributes
         if found.is_dir:
             attr.st_mode = self._dir_mode
             attr.st_nlink = 2
@@ -182,12 +194,23 @@ class DicomOperations(pyfuse3.Operations):
         attr.st_atime_ns = int((found.accessed or received) * 1e9)
         return attr
 
+    def _page_attributes(self) -> tree.Attributes:
+        """stat never generates index.html (on a large store that takes minutes): its
+        size is that of the last page an open generated, 0 before the first. Reads go to
+        the mount whatever the size says (direct_io). The kernel does not cache these
+        (attr_timeout 0), so an fstat after an open shows that open's page: `wc -c`
+        trusts it."""
+        return tree.Attributes(False, self._last_page_size, time.time(), None)
+
     async def _attributes_of(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
-        if node == tree.PAGE and not self._last_page_size:
-            self._last_page_size = len(await self._render_page())
         found = self._seek(tree.attributes, node)
         if found is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            held = self._held.get(inode)
+            if held is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            # POSIX: an open file stays stat-able until it is closed, whatever the index
+            # says (the kernel asks again once its attribute cache lapses, reads included).
+            found = held.attributes
         return self._attributes(node, inode, found)
 
     # --- lookups and attributes -----------------------------------------------------
@@ -265,7 +288,8 @@ class DicomOperations(pyfuse3.Operations):
             fd = await self._open_stored(info.path)
         self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
-        self._files[fh] = _StoredFile(fd, info.size)
+        self._files[fh] = _StoredFile(fd, info.size, inode)
+        self._hold(inode, tree.Attributes(False, info.size, info.received_at, info.last_access))
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -308,6 +332,17 @@ class DicomOperations(pyfuse3.Operations):
         stored = self._files.pop(fh, None)
         if stored is not None:
             os.close(stored.fd)
+            self._let_go(stored.inode)
+
+    def _hold(self, inode: int, attributes: tree.Attributes) -> None:
+        held = self._held.setdefault(inode, _Held(attributes))
+        held.handles += 1
+
+    def _let_go(self, inode: int) -> None:
+        held = self._held[inode]
+        held.handles -= 1
+        if not held.handles:
+            del self._held[inode]
 
     async def _open_page(self) -> pyfuse3.FileInfo:
         fh = self._new_fh()

@@ -6,6 +6,8 @@ import contextlib
 import errno
 import logging
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from .fs import DicomOperations, MountOptions
 from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
+
+FSNAME = "dicomfs"
 
 
 class MountError(Exception):
@@ -45,6 +49,68 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
         raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
+
+
+def umount(mountpoint: Path, timeout: float = 30.0) -> None:
+    """`dicomfs umount`: unmount, and return once the process that served the mount
+    has exited (index closed, accesses written). A stale mount is just cleared."""
+    pid = serving_pid(mountpoint)
+    pidfd = _pidfd(pid) if pid is not None else None
+    if pidfd is None:  # no process to wait for: perhaps a crashed one, or an old mount
+        unmount(mountpoint, lazy=is_stale(mountpoint))
+        return
+    try:
+        unmount(mountpoint)
+        ended, _, _ = select.select([pidfd], [], [], timeout)  # readable once it exits
+    finally:
+        os.close(pidfd)
+    if not ended:
+        raise MountError(
+            f"{mountpoint} is unmounted, but its dicomfs process (pid {pid}) did not exit "
+            f"within {timeout:.0f} s: see its log, or end it with kill {pid}"
+        )
+
+
+def serving_pid(mountpoint: Path) -> int | None:
+    """The pid in the fsname (dicomfs:<pid>) of the dicomfs mount at mountpoint, from the
+    kernel's mount table: the process itself is not asked, as it may not answer."""
+    absolute = Path(os.path.abspath(mountpoint))
+    # Resolve symlinks above the mount point only: a stat of the mount point itself
+    # would wait on the process.
+    wanted = os.path.join(os.path.realpath(absolute.parent), absolute.name)
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
+        for line in table:
+            mounted, _, described = line.partition(" - ")
+            fstype, source = described.split()[:2]
+            if fstype == "fuse.dicomfs" and _unescape(mounted.split()[4]) == wanted:
+                found = source  # the last one wins: it is the one on top
+    prefix = f"{FSNAME}:"
+    if found is None or not found.startswith(prefix) or not found[len(prefix) :].isdigit():
+        return None
+    return int(found[len(prefix) :])
+
+
+def _unescape(field: str) -> str:
+    """The mount table writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor for the process that stays true even if the pid is reused, or None
+    if there is no such dicomfs process (it crashed; or another pid namespace's)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if b"dicomfs" in cmdline.read():
+                return pidfd
+    except OSError:
+        pass
+    os.close(pidfd)
+    return None
 
 
 def prepare(mountpoint: Path) -> None:
@@ -75,7 +141,8 @@ def run(
     prepare(mountpoint)
     operations = DicomOperations(store, mountpoint, options, writer)
     fuse_options = set(pyfuse3.default_options)
-    fuse_options |= {"fsname=dicomfs", "subtype=dicomfs", "default_permissions"}
+    # The pid in the fsname lets `dicomfs umount` wait for this process to exit.
+    fuse_options |= {f"fsname={FSNAME}:{os.getpid()}", "subtype=dicomfs", "default_permissions"}
     if not options.allow_delete:
         fuse_options.add("ro")
     if options.allow_other:
@@ -86,15 +153,25 @@ def run(
         raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     log.info("mounted %s on %s", store, mountpoint)
     try:
-        run_until_signal([pyfuse3.main, operations.record_accesses, *tasks])
+        run_until_signal([_until_unmounted(mountpoint), operations.record_accesses, *tasks])
     finally:
         pyfuse3.close(unmount=True)
         operations.close()
         log.info("unmounted %s", mountpoint)
 
 
+def _until_unmounted(mountpoint: Path) -> Task:
+    async def serve_fuse() -> None:
+        await pyfuse3.main()  # returns when the kernel ends the session: an unmount
+        log.info("%s was unmounted: stopping", mountpoint)
+
+    return serve_fuse
+
+
 def run_until_signal(tasks: Sequence[Task]) -> None:
-    """Run the tasks in one trio nursery until SIGINT or SIGTERM."""
+    """Run the tasks in one trio nursery until SIGINT or SIGTERM, or until one of them
+    returns: each runs for good, but the mount's ends with the mount, and then the
+    process has nothing left to do."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):  # a signal before the loop was up
         trio.run(_serve, tasks)
@@ -103,18 +180,28 @@ def run_until_signal(tasks: Sequence[Task]) -> None:
 async def _serve(tasks: Sequence[Task]) -> None:
     async with trio.open_nursery() as nursery:
         for task in tasks:
-            nursery.start_soon(task)
+            nursery.start_soon(_ending_all, task, nursery.cancel_scope)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 return
 
 
+async def _ending_all(task: Task, everything: trio.CancelScope) -> None:
+    await task()
+    everything.cancel()
+
+
 def start_background(args: list[str], mountpoint: Path, timeout: float = 15.0) -> int:
     """Start `dicomfs mount` detached; return its pid once the mount is up."""
+    # A daemon: it imports nothing from the current directory (-P), which it does not
+    # hold busy either (the paths in args are absolute), and it keeps no caller's
+    # stdout open, so that `$(dicomfs mount --background ...)` returns.
     process = subprocess.Popen(
-        [sys.executable, "-m", "dicomfs", *args],
+        [sys.executable, "-P", "-m", "dicomfs", *args],
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        cwd="/",
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout

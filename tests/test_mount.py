@@ -18,10 +18,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomfs import corpus
+from dicomfs import corpus, expiry
+from dicomfs.fs import ATTR_TIMEOUT
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
+from dicomfs.writer import IndexWriter
 
 from .conftest import LOOKALIKES, write_lookalike_uids
 from .peers import terminate
@@ -29,6 +31,7 @@ from .peers import terminate
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
 VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
+DAY = 86400.0
 
 
 class Mount:
@@ -280,6 +283,37 @@ def test_index_html_lists_every_study_escaped_and_current(mounted: Mount) -> Non
     assert "LATE-ID-1" in (mounted.path / "index.html").read_text()
 
 
+def test_ls_l_of_the_root_and_every_reader_get_the_whole_index_html(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    # Before the first open, stat says 0 (it never generates the page).
+    assert "index.html" in sh("ls", "-l", str(mounted.path))
+    first = read_page_every_way(mounted.path / "index.html", tmp_path)
+    # A study arrives: the page grows beyond the size `ls -l` has just seen.
+    corpus.write(
+        mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER", patient_id="LATE-ID-8")
+    )
+    with Index(mounted.store) as index:
+        reconcile(index, mounted.store)
+    assert "index.html" in sh("ls", "-l", str(mounted.path))
+    later = read_page_every_way(mounted.path / "index.html", tmp_path)
+    assert len(later) > len(first)
+    assert b"LATE-ID-8" in later
+
+
+def read_page_every_way(page: Path, tmp_path: Path) -> bytes:
+    """wc -c, cat, cp and Python each get the whole page, whatever size stat said before.
+    (Each open generates the page anew: the same length, as only the time changes.)"""
+    counted = int(sh("wc", "-c", str(page)).split()[0])
+    by_cat = subprocess.run(["cat", str(page)], capture_output=True, check=True).stdout
+    sh("cp", str(page), str(tmp_path / "copy.html"))
+    by_cp = (tmp_path / "copy.html").read_bytes()
+    by_python = page.read_bytes()
+    assert by_cat.endswith(b"</html>\n")
+    assert counted == len(by_cat) == len(by_cp) == len(by_python)
+    return by_cat
+
+
 def test_directory_times_summarise_their_contents(mounted: Mount) -> None:
     conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
     (newest,) = conn.execute("SELECT max(received_at) FROM instances").fetchone()
@@ -398,19 +432,11 @@ def test_read_one_series_expire_the_rest_everywhere(tmp_path: Path) -> None:
         wait_until(lambda: index_rows(store, "SELECT count(*) FROM instances WHERE "
                                              "last_access IS NOT NULL") == [(3,)])  # fmt: skip
         wait_until(lambda: next(read_series.iterdir()).stat().st_atime > time.time() - 60)
-        # A file opened just before the expiry keeps reading until it is closed.
-        ((sop, path),) = index_rows(
-            store, "SELECT sop_uid, path FROM instances WHERE last_access IS NULL LIMIT 1"
-        )
-        (held,) = (mount.path / "by-uid").glob(f"*/*/{sop}.dcm")
-        expected = (store / str(path)).read_bytes()
-        with held.open("rb") as handle:
-            result = subprocess.run(
-                [sys.executable, "-m", "dicomfs", "expire", "--store", str(store)],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr
-            assert handle.read() == expected
+        result = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "expire", "--store", str(store)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
         # Exactly the read series is left, in every view, on disk and in the index.
         wait_until(lambda: all(
             len(sh("find", str(mount.path / view), "-type", "f").split()) == 3 for view in VIEWS
@@ -425,6 +451,33 @@ def test_read_one_series_expire_the_rest_everywhere(tmp_path: Path) -> None:
         events = [record["event"] for record in json.loads(audit)]
         assert events.count("read") == 1
         assert events.count("deleted") == 3
+    finally:
+        mount.stop()
+
+
+def test_a_file_held_open_stays_readable_and_stat_able_after_its_expiry(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old_corpus(store)
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        ((sop, path),) = index_rows(store, "SELECT sop_uid, path FROM instances LIMIT 1")
+        (held,) = (mount.path / "by-uid").glob(f"*/*/{sop}.dcm")
+        expected = (store / str(path)).read_bytes()
+        with held.open("rb") as handle:
+            # Expired by another process: its file and row are gone. A `now` a month
+            # ahead makes every series due, however soon the mount records this open.
+            writer = IndexWriter(store)
+            try:
+                expiry.expire(writer, store, time.time() + 30 * DAY, 7 * DAY, by="test")
+            finally:
+                writer.close()
+            assert not (store / str(path)).exists()
+            wait_until(lambda: f"{sop}.dcm" not in sh("find", str(mount.path / "by-uid")))
+            # Past the kernel's attribute cache (a lower bound): the next fstat and read
+            # must ask the mount again.
+            time.sleep(ATTR_TIMEOUT * 1.5)
+            assert os.fstat(handle.fileno()).st_size == len(expected)
+            assert handle.read() == expected
     finally:
         mount.stop()
 
