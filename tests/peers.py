@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from pynetdicom.dimse_primitives import C_STORE
 
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
@@ -151,9 +152,24 @@ class Orthanc:
         return f"ORTHANC@127.0.0.1:{self.port}"
 
     def upload(self, *paths: Path) -> None:
+        """Send files with storescu; return once Orthanc answers queries with every one."""
         result = dcmtk("storescu", "-aec", "ORTHANC", "+sd", "+r", "127.0.0.1", str(self.port),
                        *map(str, paths), nodelay=True)  # fmt: skip
         assert result.returncode == 0, result.stderr
+        files = [p for path in paths for p in (path.rglob("*") if path.is_dir() else [path])]
+        waiting = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                   for p in files if p.is_file()}  # fmt: skip
+        deadline = time.monotonic() + 60
+        while waiting := {uid for uid in waiting if not self._knows(uid)}:
+            assert time.monotonic() < deadline, f"Orthanc never listed {sorted(waiting)[:3]}"
+            time.sleep(0.05)
+
+    def _knows(self, sop_uid: str) -> bool:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/tools/lookup", data=sop_uid.encode()
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return any(item["Type"] == "Instance" for item in json.loads(response.read()))
 
     def upload_as_is(self, *paths: Path) -> None:
         """Store files through Orthanc's REST API: kept in their own transfer syntax,

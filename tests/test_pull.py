@@ -158,6 +158,7 @@ def test_a_peer_killed_mid_transfer_keeps_what_arrived_and_a_rerun_fetches_the_r
     arrived = len(stored_sops(store))
     assert 30 <= arrived < 300
     pacs.start()
+    pacs.upload(*files)  # a PACS killed -9 may lose what it had not yet committed itself
     rerun = pull(store, pacs, "--study", STUDY, "--method", "get")
     assert rerun.returncode == 0, rerun.stderr
     assert f"{arrived} were here already" in rerun.stdout
