@@ -134,13 +134,15 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
 @mount_point_option("mount_point", "Mount point to prefix the paths in the views with.")
 @click.argument("terms", nargs=-1, required=True)
 def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str, ...]) -> None:
-    """Find studies by patient name, patient ID, accession number, UID or date.
+    """Find studies by patient name, ID, accession number, description, UID or date.
 
-    Each TERM may be part of a patient name (case and accents do not matter;
-    'doe^jo' and 'doe jo' both find DOE^JOHN), a patient ID, an accession number,
-    the beginning of a StudyInstanceUID, or a study date: 20040609, a month 200406,
-    a year 2004, or a range 20040601-20040630 (either end may be left open; put
-    '--' before a range that starts with '-').
+    Each TERM may be part of a patient name or of a study or series description
+    (the beginnings of its words; case and accents do not matter: 'doe^jo' and
+    'doe jo' both find DOE^JOHN), the beginning of a patient ID or accession
+    number (case does not matter), the beginning of a StudyInstanceUID, or a study
+    date as find prints it: 2004-06-09, a month 2004-06, a year 2004, or a range
+    2004-06-01..2004-06-30 (either end may be left open). 20040609, 200406 and
+    20040601-20040630 work too (put '--' before a range that starts with '-').
     A study must match every TERM. Prints one line per study with its paths in
     each view of the mount. Exits with 1 when nothing matches.
 
@@ -148,9 +150,10 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     Examples:
       dicomfs find doe
       dicomfs find 'müller^j' 2004
+      dicomfs find knee 2006-12
       dicomfs find 1.2.840.113619.2.5
       dicomfs find --json 12345
-      dicomfs find -- -20041231 smith
+      dicomfs find smith ..2004-12-31
     """
     with open_index(store) as index:
         studies = search.matching_studies(index, list(terms))

@@ -168,3 +168,62 @@ def test_help_explains_every_command() -> None:
     for command in ("index", "find"):
         out = dicomfs(command, "-h").stdout
         assert "Examples:" in out
+
+
+# --- find: what users type ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab_store(tmp_path_factory) -> Path:
+    """Studies as a lab has them: IDs and accession numbers in any case, descriptions."""
+    store = tmp_path_factory.mktemp("lab")
+    specs = {
+        "knee": corpus.Spec(patient_name="MARTIN^PAUL", patient_id="PULL0021",
+                            accession="Acc-77A", study_date="20061201",
+                            study_description="Genou droit", series_description="T1 sagittal"),
+        "shoulder": corpus.Spec(patient_name="DURAND^ANNE", patient_id="pull0099",
+                                accession="B500", study_date="20061231",
+                                study_description="Épaule gauche", series_description="STIR"),
+        "brain": corpus.Spec(patient_name="PETIT^LEA", patient_id="X1", accession="C1",
+                             study_date="20070115", study_description="Brain",
+                             series_description="Coronal FLAIR"),
+    }  # fmt: skip
+    for name, spec in specs.items():
+        corpus.write(store / f"{name}.dcm", spec)
+    dicomfs("index", store=store)
+    return store
+
+
+def found_ids(store: Path, *terms: str) -> list[str]:
+    result = dicomfs("find", "--json", *terms, store=store, check=False)
+    return sorted(row["patient_id"] for row in json.loads(result.stdout or "[]"))
+
+
+@pytest.mark.parametrize(
+    ("terms", "expected"),
+    [
+        (["pull002"], ["PULL0021"]),  # an ID by its beginning, whatever the case
+        (["PULL00"], ["PULL0021", "pull0099"]),
+        (["pull0021"], ["PULL0021"]),
+        (["acc-77"], ["PULL0021"]),  # an accession number too
+        (["b500"], ["pull0099"]),
+        (["2006-12-01"], ["PULL0021"]),  # dates as find prints them
+        (["2006-12"], ["PULL0021", "pull0099"]),
+        (["2006-12-01..2006-12-31"], ["PULL0021", "pull0099"]),
+        (["2006-12-02..2007-01-31"], ["X1", "pull0099"]),
+        (["..2006-12-15"], ["PULL0021"]),
+        (["2007-01.."], ["X1"]),
+        (["20061201"], ["PULL0021"]),  # the old forms still work
+        (["200612"], ["PULL0021", "pull0099"]),
+        (["20061202-20070131"], ["X1", "pull0099"]),
+        (["genou"], ["PULL0021"]),  # study descriptions, by the beginnings of words
+        (["GEN"], ["PULL0021"]),
+        (["epaule"], ["pull0099"]),  # accents do not matter
+        (["sagit"], ["PULL0021"]),  # series descriptions too
+        (["flair", "2007"], ["X1"]),
+        (["genou droit"], ["PULL0021"]),
+        (["genou gauche"], []),
+    ],
+)
+def test_find_what_users_type(lab_store: Path, terms: list[str], expected: list[str]) -> None:
+    assert found_ids(lab_store, *terms) == expected

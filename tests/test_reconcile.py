@@ -189,7 +189,9 @@ def test_an_index_made_by_the_first_schema_is_upgraded_with_its_times(tmp_path: 
         reconcile(index, store)
     conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
     conn.executescript(
-        """DROP TABLE audit; DROP TABLE kept; DROP TABLE doomed; DROP TABLE reads;
+        """DROP TABLE study_words; DROP TABLE series_words;
+           DROP INDEX patients_patient_id_nocase; DROP INDEX studies_accession_nocase;
+           DROP TABLE audit; DROP TABLE kept; DROP TABLE doomed; DROP TABLE reads;
            DROP INDEX series_last_access; DROP INDEX series_last_received;
            DROP INDEX studies_first_received;
            ALTER TABLE series DROP COLUMN last_received;
