@@ -101,7 +101,9 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
     are recognised by size and mtime without being opened.
 
     With PATHS (files or directories outside the store): DICOM files are copied into
-    the store atomically, then indexed. The originals are never modified.
+    the store atomically, then indexed. The originals are never modified. Of files
+    with the same SOPInstanceUID the newest wins, as in the store; the others are
+    reported, not copied.
 
     \b
     Examples:

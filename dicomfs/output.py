@@ -30,12 +30,15 @@ class ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, step: str | None = None) -> None:
+        """A bar for the next step (parsing, then perhaps copying), ending the last's."""
+        self.__exit__()
         if self.enabled and total:
             self._bar = click.progressbar(
                 length=total,
-                label=self.label,
+                label=step or self.label,
                 file=sys.stderr,
                 show_pos=True,
                 show_eta=True,
