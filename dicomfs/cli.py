@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -20,6 +19,14 @@ from .indexer import import_paths, reconcile
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines carry AE titles, usernames and reasons from the network: escape the
+    message (not the traceback, which is ours) so it cannot rewrite the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return output.printable(super().formatMessage(record))
 
 
 def store_option(func: F) -> F:
@@ -65,7 +72,9 @@ def main(verbose: int) -> None:
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     # pydicom logs every odd value it meets; the index reports what matters.
     logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
 
@@ -125,7 +134,7 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
             else:
                 report = reconcile(index, store, progress, jobs)
         if as_json:
-            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+            click.echo(output.to_json(report.as_dict()))
         else:
             output.print_index_report(report, store)
 
@@ -161,12 +170,12 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
         studies = search.matching_studies(index, list(terms))
         rows = output.study_rows(index, studies, mount_point)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(output.to_json(rows))
     else:
         for row in rows:
             click.echo(output.study_line(row))
     if not rows:
-        click.echo(f"no study matches {' '.join(terms)}", err=True)
+        click.echo(output.printable(f"no study matches {' '.join(terms)}"), err=True)
         sys.exit(1)
 
 
@@ -281,7 +290,7 @@ def mount_command(
             args += ["--allow-delete"] if allow_delete else []
             args += ["--uid", str(options.uid), "--gid", str(options.gid)]
             pid = mount.start_background(args, mountpoint)
-            click.echo(f"mounted {store} on {mountpoint} (pid {pid})")
+            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid})"))
         else:
             mount.run(store.absolute(), mountpoint.absolute(), options)
     except mount.MountError as exc:
@@ -457,7 +466,7 @@ def _log_as_service() -> None:
     """A service says what it does: INFO with times unless -v asked for more."""
     root = logging.getLogger()
     for handler in root.handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(message)s"))
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -498,7 +507,7 @@ def audit_command(
     with open_index(store) as index:
         records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
     if as_json:
-        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        click.echo(output.to_json(records))
         return
     for record in records:
         click.echo(output.audit_line(record))
@@ -559,7 +568,7 @@ def expire_command(
         finally:
             writer.close()
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(s) for s in due], indent=2))
+        click.echo(output.to_json([dataclasses.asdict(s) for s in due]))
         return
     for series in due:
         click.echo(output.expiry_line(series))
@@ -623,13 +632,13 @@ def keep_command(
         if drop:
             if not writer.run(lambda index: expiry.unkeep(index, uid)):
                 raise click.ClickException(f"{level} {uid} was not kept")
-            click.echo(f"{level} {uid} is no longer kept: it expires as usual")
+            click.echo(output.printable(f"{level} {uid} is no longer kept: it expires as usual"))
             return
         writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
     finally:
         writer.close()
     when = f"until {output.iso(until)}" if until else "until dropped (dicomfs keep --drop)"
-    click.echo(f"kept {level} {uid} {when}")
+    click.echo(output.printable(f"kept {level} {uid} {when}"))
 
 
 @main.command("check", context_settings=CONTEXT)
@@ -658,7 +667,7 @@ def check_command(store: Path, repair: bool) -> None:
         ("deleted from the index, still on disk", found.doomed),
     ):
         for path in paths:
-            click.echo(f"{label}: {path}")
+            click.echo(output.printable(f"{label}: {path}"))
     if not found:
         click.echo("the index and the files agree", err=True)
         return
@@ -697,7 +706,7 @@ def remote_add(store: Path, name: str, address: str) -> None:
     known = remotes.load(store)
     known[name] = remote
     remotes.save(store, known)
-    click.echo(f"{name}: {remote}")
+    click.echo(output.printable(f"{name}: {remote}"))
 
 
 @remote_group.command("list", context_settings=CONTEXT)
@@ -707,7 +716,7 @@ def remote_list(store: Path) -> None:
     from . import remotes
 
     for name, remote in sorted(remotes.load(store).items()):
-        click.echo(f"{name}  {remote}")
+        click.echo(output.printable(f"{name}  {remote}"))
 
 
 @remote_group.command("remove", context_settings=CONTEXT)
@@ -805,13 +814,15 @@ def pull_command(
         raise click.ClickException(str(exc)) from exc
     show.done()
     click.echo(
-        f"pulled {progress.fetched} instances from {remote.name} "
-        f"({progress.found} there, {progress.had} were here already)"
+        output.printable(
+            f"pulled {progress.fetched} instances from {remote.name} "
+            f"({progress.found} there, {progress.had} were here already)"
+        )
     )
     if missing:
         for instance in missing[:20]:
-            click.echo(f"  not fetched: {instance.sop_uid} (series {instance.series_uid})",
-                       err=True)  # fmt: skip
+            line = f"  not fetched: {instance.sop_uid} (series {instance.series_uid})"
+            click.echo(output.printable(line), err=True)
         raise click.ClickException(f"{len(missing)} instances could not be fetched")
     if progress.found == 0:
         raise click.ClickException(f"{remote.name} has nothing that matches")

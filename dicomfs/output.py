@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -14,6 +16,34 @@ import click
 from . import views
 from .index import Index
 from .indexer import Report
+
+# What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, the
+# Unicode line and paragraph separators, and the bidi controls that reorder text.
+_NOT_C0 = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[\x00-\x1f{_NOT_C0}]")
+_UNPRINTABLE_IN_JSON = re.compile(f"[{_NOT_C0}]")  # json.dumps escapes C0 itself
+
+
+def printable(value: object) -> str:
+    """Any value as text a terminal shows as it is: 'a\\x1b]0;x' for 'a<ESC>]0;x'.
+
+    Values from DICOM, the network or the disk may hold escape sequences that retitle
+    or rewrite a terminal, or a newline that forges a line; each such character becomes
+    a visible escape (\\x1b, \\u202e). A backslash stays as it is, readable.
+    """
+    return _UNPRINTABLE.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def to_json(data: object) -> str:
+    """JSON for scripts that is also safe on a terminal: every character printable()
+    escapes is a \\u escape, which a JSON reader decodes to the same string."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return _UNPRINTABLE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class ProgressBar:
@@ -57,16 +87,18 @@ MAX_SKIPPED_SHOWN = 50
 def print_index_report(report: Report, store: Path) -> None:
     """One summary line, then each skipped file with its reason."""
     click.echo(
-        f"{report.indexed} indexed, {report.unchanged} unchanged, {report.removed} removed, "
-        f"{len(report.skipped)} skipped ({store})"
+        printable(
+            f"{report.indexed} indexed, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.skipped)} skipped ({store})"
+        )
     )
     for path, reason in report.skipped[:MAX_SKIPPED_SHOWN]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(printable(f"  skipped {path}: {reason}"))
     hidden = len(report.skipped) - MAX_SKIPPED_SHOWN
     if hidden > 0:
         reasons = Counter(reason.split(" of ")[0] for _, reason in report.skipped)
         summary = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
-        click.echo(f"  ... and {hidden} more skipped ({summary}); --json lists them all")
+        click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 
 
 def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
@@ -120,7 +152,7 @@ def study_line(row: dict[str, Any]) -> str:
         f"{row['instances']} instances",
     ]
     paths = [p for view in views.VIEWS for p in row["paths"][view]]
-    return "  ".join(fields + paths)
+    return printable("  ".join(fields + paths))
 
 
 def audit_line(record: dict[str, Any]) -> str:
@@ -142,7 +174,7 @@ def audit_line(record: dict[str, Any]) -> str:
     fields.append(record["outcome"])
     if record["detail"]:
         fields.append(record["detail"])
-    return "  ".join(fields)
+    return printable("  ".join(fields))
 
 
 def size(count: int) -> str:
@@ -157,7 +189,7 @@ def size(count: int) -> str:
 
 def expiry_line(series: Any) -> str:
     """One line per expiring series: whose, what, how big, untouched since when."""
-    return "  ".join(
+    line = "  ".join(
         [
             _date(series.study_date),
             series.patient_name or "(no name)",
@@ -170,12 +202,14 @@ def expiry_line(series: Any) -> str:
             series.series_uid,
         ]
     )
+    return printable(line)
 
 
 def kept_line(item: dict[str, Any]) -> str:
     until = f"until {iso(item['until'])}" if item["until"] else "for good"
     who = f"{item['patient_name'] or '(no name)'} ({item['patient_id'] or 'no id'})"
-    return f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"
+    line = f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"
+    return printable(line)
 
 
 class PullProgress:
@@ -187,7 +221,7 @@ class PullProgress:
         self._shown = False
 
     def __call__(self, progress: Any) -> None:
-        line = (
+        line = printable(
             f"{self.peer}: {progress.found} found, {progress.had} here before, "
             f"{progress.fetched} fetched, {progress.remaining} remaining, "
             f"{progress.rate:.0f}/s"

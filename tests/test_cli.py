@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus
+from dicomfs import audit, corpus
+from dicomfs.index import Index
 
 
 def dicomfs(
@@ -168,6 +170,63 @@ def test_help_explains_every_command() -> None:
     for command in ("index", "find"):
         out = dicomfs(command, "-h").stdout
         assert "Examples:" in out
+
+
+# --- what reaches the terminal ------------------------------------------------------------
+
+HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
+TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_audit_shows_a_hostile_username_as_one_line_without_escapes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    record = audit.Record("received", calling_aet="BAY3T", address="10.1.2.3", user=HOSTILE)
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, [record])
+    out = dicomfs("audit", store=store).stdout
+    (line,) = out.splitlines()
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert "user=x\\x1b]0;owned\\x07\\x0aFORGED LINE" in line
+    (record,) = json.loads(dicomfs("audit", "--json", store=store).stdout)
+    assert record["user"] == HOSTILE  # scripts get the value itself
+    assert not TERMINAL_CONTROLS.search(dicomfs("audit", "--json", store=store).stdout)
+
+
+def test_index_report_shows_a_hostile_file_name_on_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "junk\x1b]0;owned\x07\nFORGED.dcm").write_bytes(b"not dicom")
+    out = dicomfs("index", store=store).stdout
+    assert not TERMINAL_CONTROLS.search(out)
+    assert (
+        out.splitlines()[1] == "  skipped junk\\x1b]0;owned\\x07\\x0aFORGED.dcm: not a DICOM file"
+    )
+
+
+def test_find_shows_a_bidi_override_in_a_name_as_an_escape(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec(patient_name="EVIL\u202eEMAN", patient_id="BIDI1"))
+    dicomfs("index", store=store)
+    (line,) = dicomfs("find", "BIDI1", store=store).stdout.splitlines()
+    assert "EVIL\\u202eEMAN" in line
+    assert not TERMINAL_CONTROLS.search(line)
+
+
+def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
+    """main() installs the escaping formatter on the log the user sees."""
+    script = (
+        "import logging, sys\n"
+        "from dicomfs.cli import main\n"
+        "main(['remote', 'list'], standalone_mode=False)\n"
+        f"logging.getLogger('dicomfs.receiver').warning('refused %s', {HOSTILE!r})\n"
+    )
+    env = {**os.environ, "DICOMFS_STORE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.stderr.splitlines() == ["WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE"]
 
 
 # --- find: what users type ------------------------------------------------------------------
