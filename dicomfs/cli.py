@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import grp
+import ipaddress
 import logging
 import os
+import pwd
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, output, search
+from . import __version__, config, output, remotes, search
 from .index import Index, IndexUnusable
 from .indexer import import_paths, reconcile
 
@@ -21,12 +25,137 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class UsageError(click.ClickException):
+    """A usage error as one line (click's own prints the usage block above it)."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Every error is one line with its values escaped. Click puts a usage block above
+    a bad option value; the user needs the line that says what is wrong, and where
+    to read more."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # shows the help, as asked
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx else ""
+        raise UsageError(output.printable(exc.format_message()) + hint) from None
+    except click.ClickException as exc:
+        if type(exc) is click.ClickException or isinstance(exc, UsageError):
+            raise type(exc)(output.printable(exc.message)) from None
+        raise
+
+
+class Commands(click.Group):
+    """The `dicomfs` group: its errors and those of every command are one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
 class PrintableFormatter(logging.Formatter):
     """Log lines carry AE titles, usernames and reasons from the network: escape the
     message (not the traceback, which is ours) so it cannot rewrite the terminal."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return output.printable(super().formatMessage(record))
+
+
+# --- option types: a bad value is a one-line error before anything runs ---------------
+
+
+class AETitle(click.ParamType):
+    """An AE title as DICOM allows it (see remotes.ae_title)."""
+
+    name = "aet"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return remotes.ae_title(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class IPAddress(click.ParamType):
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return str(ipaddress.ip_address(str(value).strip()))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an IP address: give one of this machine's, "
+                "or 0.0.0.0 for all of them",
+                param,
+                ctx,
+            )
+
+
+class Duration(click.ParamType):
+    """7d, 36h, 90m, 30s -> seconds, more than none."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from . import timeparse
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = timeparse.duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is no time at all: give more, such as 7d, 36h, 90m", param, ctx)
+        return seconds
+
+
+class FileMode(click.ParamType):
+    name = "mode"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal mode such as 0440", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r} is not a file mode (0000 to 0777)", param, ctx)
+        return mode
+
+
+class Account(click.ParamType):
+    """A user or group, by name or number -> its number."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "user" or "group"
+        self.name = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit() and int(text) < 2**32 - 1:
+            return int(text)
+        try:
+            entry = pwd.getpwnam(text).pw_uid if self.kind == "user" else grp.getgrnam(text).gr_gid
+        except KeyError:
+            self.fail(f"there is no {self.kind} {text!r} on this machine", param, ctx)
+        return int(entry)
+
+
+# --- the store ---------------------------------------------------------------------------
 
 
 def store_option(func: F) -> F:
@@ -56,7 +185,7 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -179,16 +308,6 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
         sys.exit(1)
 
 
-def _octal(value: str) -> int:
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an octal mode such as 0440") from None
-    if mode & ~0o777:
-        raise click.BadParameter(f"{value!r} is not a file mode")
-    return mode
-
-
 def mount_options(func: F) -> F:
     for option in reversed(
         [
@@ -198,10 +317,16 @@ def mount_options(func: F) -> F:
                 help="Let other users in (needs user_allow_other in /etc/fuse.conf).",
             ),
             click.option(
-                "--uid", type=int, default=None, help="Owner of the files.  [default: you]"
+                "--uid",
+                type=Account("user"),
+                default=None,
+                help="Owner of the files: a user name or number.  [default: you]",
             ),
             click.option(
-                "--gid", type=int, default=None, help="Group of the files.  [default: yours]"
+                "--gid",
+                type=Account("group"),
+                default=None,
+                help="Group of the files: a group name or number.  [default: yours]",
             ),
             click.option(
                 "--allow-delete",
@@ -211,6 +336,7 @@ def mount_options(func: F) -> F:
             click.option(
                 "--mode",
                 "file_mode",
+                type=FileMode(),
                 default="0400",
                 show_default=True,
                 help="Mode of the files (directories get x where r is set).",
@@ -222,14 +348,14 @@ def mount_options(func: F) -> F:
 
 
 def _mount_options(
-    allow_other: bool, uid: int | None, gid: int | None, file_mode: str, allow_delete: bool
+    allow_other: bool, uid: int | None, gid: int | None, file_mode: int, allow_delete: bool
 ) -> Any:
     from .fs import MountOptions
 
     return MountOptions(
         uid=os.getuid() if uid is None else uid,
         gid=os.getgid() if gid is None else gid,
-        file_mode=_octal(file_mode),
+        file_mode=file_mode,
         allow_other=allow_other,
         allow_delete=allow_delete,
     )
@@ -250,7 +376,7 @@ def mount_command(
     allow_delete: bool,
     uid: int | None,
     gid: int | None,
-    file_mode: str,
+    file_mode: int,
 ) -> None:
     """Show the store's instances as files in several views.
 
@@ -268,7 +394,7 @@ def mount_command(
     \b
     Examples:
       dicomfs mount ~/dicom
-      dicomfs mount --background --allow-other --mode 0440 --gid 1200 /spl/dicom
+      dicomfs mount --background --allow-other --mode 0440 --gid radiology /spl/dicom
       dicomfs umount ~/dicom
     """
     from . import mount
@@ -284,7 +410,7 @@ def mount_command(
                 str(store.absolute()),
                 str(mountpoint.absolute()),
                 "--mode",
-                file_mode,
+                f"{file_mode:04o}",
             ]
             args += ["--allow-other"] if allow_other else []
             args += ["--allow-delete"] if allow_delete else []
@@ -316,20 +442,11 @@ def umount_command(mountpoint: Path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from . import timeparse
-
-    try:
-        return timeparse.duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 retention_option = click.option(
     "--retention",
+    type=Duration(),
     default="7d",
     show_default=True,
-    callback=_duration,
     help="How long a series stays after it was last received or read: 7d, 36h, 90m, 30s.",
 )
 
@@ -345,10 +462,13 @@ def _local_user() -> str:
 @mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
-@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option(
+    "--bind", type=IPAddress(), default="0.0.0.0", show_default=True, help="Address to listen on."
+)
 @click.option(
     "--allow-aet",
+    type=AETitle(),
     multiple=True,
     metavar="AET",
     help="Accept only these calling AE titles (repeat the option).  [default: any]",
@@ -369,22 +489,22 @@ def _local_user() -> str:
 )
 @click.option(
     "--tls-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Certificate (PEM) for DICOM over TLS; needs --tls-key.",
 )
 @click.option(
     "--tls-key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Private key (PEM) of --tls-cert.",
 )
 @retention_option
 @click.option(
     "--sweep-interval",
+    type=Duration(),
     default="5m",
     show_default=True,
-    callback=_duration,
     help="How often to expire what is due and reconcile the index with the files.",
 )
 @mount_options
@@ -407,7 +527,7 @@ def serve_command(
     allow_delete: bool,
     uid: int | None,
     gid: int | None,
-    file_mode: str,
+    file_mode: int,
 ) -> None:
     """Receive DICOM from scanners and PACS, and mount the views, in one process.
 
@@ -697,8 +817,6 @@ def remote_group() -> None:
 @click.argument("address", metavar="AET@HOST:PORT")
 def remote_add(store: Path, name: str, address: str) -> None:
     """Add (or change) the peer NAME at AET@HOST:PORT."""
-    from . import remotes
-
     try:
         remote = remotes.parse(name, address)
     except remotes.BadRemote as exc:
@@ -713,8 +831,6 @@ def remote_add(store: Path, name: str, address: str) -> None:
 @store_option
 def remote_list(store: Path) -> None:
     """List the peers."""
-    from . import remotes
-
     for name, remote in sorted(remotes.load(store).items()):
         click.echo(output.printable(f"{name}  {remote}"))
 
@@ -724,8 +840,6 @@ def remote_list(store: Path) -> None:
 @click.argument("name")
 def remote_remove(store: Path, name: str) -> None:
     """Forget the peer NAME."""
-    from . import remotes
-
     known = remotes.load(store)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
@@ -749,15 +863,14 @@ def remote_remove(store: Path, name: str) -> None:
     help="C-MOVE to our receiver (the peer must know our AE title), or C-GET.",
 )
 @click.option("--follow", is_flag=True, help="Keep fetching what appears, until Ctrl-C or idle.")
-@click.option(
-    "--interval", type=float, default=2.0, show_default=True, help="Seconds between looks."
-)
-@click.option("--until-idle", type=float, default=None, metavar="S", help="With --follow: stop "
-              "when nothing new arrived for S seconds.")  # fmt: skip
-@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Seconds between looks.")  # fmt: skip
+@click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="With --follow: stop when nothing new arrived for S seconds.")  # fmt: skip
+@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
               help="Our receiver's port, for C-MOVE.")  # fmt: skip
-@click.option("--bind", default="0.0.0.0", show_default=True,
+@click.option("--bind", type=IPAddress(), default="0.0.0.0", show_default=True,
               help="Address for a receiver of our own, when no dicomfs serve runs.")  # fmt: skip
 def pull_command(
     store: Path,
@@ -789,7 +902,7 @@ def pull_command(
       dicomfs pull --from bay3t --study 1.2.840.113619.2.5.1762874864 --follow --until-idle 120
       dicomfs pull --from PACS@10.1.2.4:104 --accession A100 --method get
     """
-    from . import puller, remotes
+    from . import puller
 
     asked = [v for v in (study_uid, patient_id, accession, series_uid) if v]
     if len(asked) != 1:
