@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, config, output, remotes, search
 from .index import Index, IndexUnusable
@@ -169,6 +170,44 @@ def store_option(func: F) -> F:
     )(func)
 
 
+def create_option(func: F) -> F:
+    return click.option(
+        "--create",
+        is_flag=True,
+        help="Start a new store at --store (or $DICOMFS_STORE) if there is none yet.",
+    )(func)
+
+
+def use_store(store: Path, *, create: bool = False) -> Path:
+    """The store, absolute. One rule for every command: the default store is made on
+    first use; a store named by --store or $DICOMFS_STORE that does not exist is an
+    error (a typo must not start an empty store), unless --create asks for it."""
+    if store.exists() and not store.is_dir():
+        raise click.ClickException(f"store {store} is not a directory")
+    if not store.exists():
+        ctx = click.get_current_context()
+        source = ctx.get_parameter_source("store")
+        if source != ParameterSource.DEFAULT and not create:
+            raise click.ClickException(_no_store(store, source, "create" in ctx.params))
+        try:
+            store.mkdir(parents=True)
+            if source == ParameterSource.DEFAULT:
+                Index(store).close()  # every command can use it at once, finding it empty
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+    return store.absolute()
+
+
+def _no_store(store: Path, source: ParameterSource | None, can_create: bool) -> str:
+    named_by = "$DICOMFS_STORE" if source == ParameterSource.ENVIRONMENT else "--store"
+    remedy = (
+        "add --create to start a new store there"
+        if can_create
+        else f"'dicomfs index --create --store {store}' starts a new one"
+    )
+    return f"store {store} (from {named_by}) does not exist: check the path, or {remedy}"
+
+
 def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
     return click.option(
         "--mount",
@@ -209,11 +248,8 @@ def main(verbose: int) -> None:
 
 
 def open_index(store: Path, *, create: bool = False) -> Index:
-    """The store's index; a one-line error when there is none to open."""
-    if not store.is_dir():
-        if not create or store != config.default_store():
-            raise click.ClickException(f"store {store} does not exist or is not a directory")
-        store.mkdir(parents=True, exist_ok=True)
+    """The index of a store (see use_store), made now if `create`; a one-line error
+    when there is none to open."""
     try:
         return Index(store, readonly=not create)
     except IndexUnusable as exc:
@@ -222,6 +258,7 @@ def open_index(store: Path, *, create: bool = False) -> Index:
 
 @main.command("index", context_settings=CONTEXT)
 @store_option
+@create_option
 @json_option
 @click.option(
     "-j",
@@ -231,7 +268,9 @@ def open_index(store: Path, *, create: bool = False) -> Index:
     help="Parser processes.  [default: one per core]",
 )
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Path, ...]) -> None:
+def index_command(
+    store: Path, create: bool, as_json: bool, jobs: int | None, paths: tuple[Path, ...]
+) -> None:
     """Bring the index in step with the files, or import files from elsewhere.
 
     Without PATHS: every file of the store is checked. New and changed files are
@@ -246,10 +285,11 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
     \b
     Examples:
       dicomfs index --store /data/dicom
+      dicomfs index --create --store /data/new-store ~/old-scans/
       dicomfs index --json
       dicomfs index /media/cdrom/DICOM old-scans/
     """
-    store = store.absolute()
+    store = use_store(store, create=create)
     for path in paths:
         if path.absolute().is_relative_to(store):
             raise click.ClickException(
@@ -295,7 +335,7 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
       dicomfs find --json 12345
       dicomfs find smith ..2004-12-31
     """
-    with open_index(store) as index:
+    with open_index(use_store(store)) as index:
         studies = search.matching_studies(index, list(terms))
         rows = output.study_rows(index, studies, mount_point)
     if as_json:
@@ -400,6 +440,7 @@ def mount_command(
     from . import mount
 
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
+    store = use_store(store)
     with open_index(store):
         pass  # a clear error now if there is no index to show
     try:
@@ -459,6 +500,7 @@ def _local_user() -> str:
 
 @main.command("serve", context_settings=CONTEXT)
 @store_option
+@create_option
 @mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
@@ -510,6 +552,7 @@ def _local_user() -> str:
 @mount_options
 def serve_command(
     store: Path,
+    create: bool,
     mountpoint: Path,
     no_mount: bool,
     port: int,
@@ -539,7 +582,8 @@ def serve_command(
     At start, files half-received before a crash are removed and the index is
     brought in step with the store. Every --sweep-interval, series untouched for
     --retention are deleted (see dicomfs expire) and the index is reconciled
-    again. Runs until Ctrl-C or SIGTERM.
+    again. Runs until Ctrl-C or SIGTERM. A store named by --store or $DICOMFS_STORE
+    must exist, or be started with --create.
 
     \b
     Examples:
@@ -559,10 +603,10 @@ def serve_command(
         raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
     receiving = ReceiverOptions(bind, port, aet, policy, max_associations, tls_cert, tls_key)
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
-    _ensure_store(store)
+    store = _ensure_store(store, create)
     try:
         run(
-            store.absolute(),
+            store,
             receiving,
             ExpiryOptions(retention, sweep_interval),
             None if no_mount else mountpoint.absolute(),
@@ -572,14 +616,13 @@ def serve_command(
         raise click.ClickException(str(exc)) from exc
 
 
-def _ensure_store(store: Path) -> None:
-    """Receiving and pulling may start on a store that does not exist yet."""
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+def _ensure_store(store: Path, create: bool) -> Path:
+    """The store (see use_store) with an index: receiving and pulling may be the first
+    use of a store."""
+    store = use_store(store, create=create)
     with open_index(store, create=True):
         pass
+    return store
 
 
 def _log_as_service() -> None:
@@ -624,7 +667,7 @@ def audit_command(
         since_time = timeparse.moment(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    with open_index(store) as index:
+    with open_index(use_store(store)) as index:
         records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
     if as_json:
         click.echo(output.to_json(records))
@@ -676,6 +719,7 @@ def expire_command(
         if now > time.time() + 1 and not dry_run:
             raise click.UsageError("--now later than now would delete what is not due yet: "
                                    "add --dry-run")  # fmt: skip
+    store = use_store(store)
     if dry_run:
         with open_index(store) as index:
             due = expiry.due(index.conn, now, retention)
@@ -730,7 +774,7 @@ def keep_command(
     from .writer import IndexWriter
 
     if list_kept:
-        with open_index(store) as index:
+        with open_index(use_store(store)) as index:
             for item in expiry.kept(index.conn, time.time()):
                 click.echo(output.kept_line(item))
         return
@@ -742,6 +786,7 @@ def keep_command(
             until = timeparse.moment(until_text)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from exc
+    store = use_store(store)
     with open_index(store) as index:
         try:
             uid, level = expiry.resolve(index.conn, target, mountpoint)
@@ -778,6 +823,7 @@ def check_command(store: Path, repair: bool) -> None:
     """
     from .indexer import check
 
+    store = use_store(store)
     with open_index(store) as index:
         found = check(index, store)
     for label, paths in (
@@ -821,6 +867,7 @@ def remote_add(store: Path, name: str, address: str) -> None:
         remote = remotes.parse(name, address)
     except remotes.BadRemote as exc:
         raise click.BadParameter(str(exc)) from exc
+    store = use_store(store)
     known = remotes.load(store)
     known[name] = remote
     remotes.save(store, known)
@@ -831,7 +878,7 @@ def remote_add(store: Path, name: str, address: str) -> None:
 @store_option
 def remote_list(store: Path) -> None:
     """List the peers."""
-    for name, remote in sorted(remotes.load(store).items()):
+    for name, remote in sorted(remotes.load(use_store(store)).items()):
         click.echo(output.printable(f"{name}  {remote}"))
 
 
@@ -840,6 +887,7 @@ def remote_list(store: Path) -> None:
 @click.argument("name")
 def remote_remove(store: Path, name: str) -> None:
     """Forget the peer NAME."""
+    store = use_store(store)
     known = remotes.load(store)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
@@ -848,6 +896,7 @@ def remote_remove(store: Path, name: str) -> None:
 
 @main.command("pull", context_settings=CONTEXT)
 @store_option
+@create_option
 @click.option(
     "--from", "peer", required=True, metavar="PEER", help="A peer's name, or AET@HOST:PORT."
 )
@@ -874,6 +923,7 @@ def remote_remove(store: Path, name: str) -> None:
               help="Address for a receiver of our own, when no dicomfs serve runs.")  # fmt: skip
 def pull_command(
     store: Path,
+    create: bool,
     peer: str,
     study_uid: str | None,
     patient_id: str | None,
@@ -911,11 +961,11 @@ def pull_command(
         )
     if until_idle is not None and not follow:
         raise click.UsageError("--until-idle goes with --follow")
+    store = _ensure_store(store, create)
     try:
         remote = remotes.find(store, peer)
     except remotes.BadRemote as exc:
         raise click.ClickException(str(exc)) from exc
-    _ensure_store(store)
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we say what went wrong
     query = puller.Query(study_uid, patient_id, accession, series_uid)
     options = puller.PullOptions(method, aet, port, bind, follow, interval, until_idle)

@@ -119,3 +119,70 @@ def test_user_and_group_by_name_or_number() -> None:
     assert Account("group").convert("1200", None, None) == 1200
     with pytest.raises(click.BadParameter, match="no group 'no-such-group-here'"):
         Account("group").convert("no-such-group-here", None, None)
+
+
+# --- one rule for the store -----------------------------------------------------------------
+
+# Every command that uses a store, with arguments that would work on one.
+COMMANDS = {
+    "index": ["index"],
+    "import": ["index", "SOURCE"],
+    "serve": [*SERVE, "--bind", "127.0.0.1", "--port", "1"],
+    "pull": ["pull", *PEER],
+    "find": ["find", "doe"],
+    "audit": ["audit"],
+    "expire": ["expire", "--dry-run"],
+    "keep": ["keep", "--list"],
+    "check": ["check"],
+    "mount": ["mount", "MOUNTPOINT"],
+    "remote add": ["remote", "add", "pacs", "PACS@10.1.2.4:104"],
+    "remote list": ["remote", "list"],
+}
+MAY_START_A_STORE = {"index", "import", "serve", "pull"}
+
+
+def with_paths(args: list[str], tmp_path: Path) -> list[str]:
+    source = tmp_path / "source"
+    source.mkdir(exist_ok=True)
+    places = {"SOURCE": str(source), "MOUNTPOINT": str(tmp_path / "mnt")}
+    return [places.get(arg, arg) for arg in args]
+
+
+@pytest.mark.parametrize("how", ["--store", "$DICOMFS_STORE"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_store_named_that_does_not_exist_is_an_error(
+    tmp_path: Path, command: str, how: str
+) -> None:
+    typo = tmp_path / "typo"
+    args = with_paths(COMMANDS[command], tmp_path)
+    if how == "--store":
+        result = run(*args, "--store", str(typo))
+    else:
+        result = run(*args, env={"DICOMFS_STORE": str(typo)})
+    line = assert_one_line_error(result)
+    assert f"store {typo} (from {how}) does not exist" in line
+    assert ("--create" in line) if command in MAY_START_A_STORE else ("index --create" in line)
+    assert not typo.exists()
+
+
+def test_create_starts_a_store_where_it_is_named(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    result = run(*with_paths(COMMANDS["import"], tmp_path), "--create", "--store", str(new))
+    assert result.returncode == 0, result.stderr
+    assert (new / ".dicomfs" / "index.sqlite").is_file()
+    assert run("find", "--store", str(new), "doe").stderr == "no study matches doe\n"
+
+
+def test_an_existing_directory_is_a_store_the_index_starts_in(tmp_path: Path) -> None:
+    result = run("index", "--store", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".dicomfs" / "index.sqlite").is_file()
+
+
+def test_the_default_store_is_made_on_first_use(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("DICOMFS_STORE", None)
+    result = subprocess.run([sys.executable, "-m", "dicomfs", "find", "doe"], capture_output=True,
+                            text=True, timeout=60, env=env)  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, "no study matches doe\n")
+    assert (tmp_path / "data" / "dicomfs" / "store" / ".dicomfs" / "index.sqlite").is_file()
