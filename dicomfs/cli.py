@@ -744,8 +744,14 @@ def expire_command(
 @main.command("keep", context_settings=CONTEXT)
 @store_option
 @mount_point_option("mountpoint", "The mount that PATH is in.")
-@click.option("--until", "until_text", default=None, metavar="DATE", help="Keep until then.")
-@click.option("--list", "list_kept", is_flag=True, help="List what is kept.")
+@click.option(
+    "--until",
+    "until_text",
+    default=None,
+    metavar="WHEN",
+    help="Keep until then: 2027-06-30, 2027-06-30T18:00, or 30d / 36h from now.",
+)
+@click.option("--list", "list_kept", is_flag=True, help="List what is kept, and keeps that lapsed.")
 @click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")
 @click.argument("target", required=False, metavar="PATH-or-UID")
 def keep_command(
@@ -760,11 +766,14 @@ def keep_command(
 
     PATH is a study or series directory in any view of the mount; UID a
     StudyInstanceUID or SeriesInstanceUID. index.html marks kept studies KEPT.
+    Keeping again replaces the keep (and says what it replaced). --list shows
+    keeps that lapsed too, until they are dropped.
 
     \b
     Examples:
       dicomfs keep ~/dicom/by-patient/DOE_JOHN_12345/20040609_Brain
       dicomfs keep 1.2.840.113619.2.5.1762874864.1706.1086778760.584 --until 2027-06-30
+      dicomfs keep 1.2.840.113619.2.5.1762874864.1706.1086778760.584 --until 30d
       dicomfs keep --list
       dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
     """
@@ -783,27 +792,33 @@ def keep_command(
     until = None
     if until_text is not None:
         try:
-            until = timeparse.moment(until_text)
+            until = timeparse.future_moment(until_text)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from exc
     store = use_store(store)
     with open_index(store) as index:
         try:
             uid, level = expiry.resolve(index.conn, target, mountpoint)
+            what = f"{level} {uid}"
         except expiry.NotFound as exc:
-            raise click.ClickException(str(exc)) from exc
+            if not (drop and expiry.is_kept(index.conn, target)):
+                raise click.ClickException(str(exc)) from exc
+            uid, level = target, ""  # gone from the store: its (lapsed) keep can still go
+            what = f"{uid} (no longer in the store)"
     writer = IndexWriter(store)
     try:
         if drop:
             if not writer.run(lambda index: expiry.unkeep(index, uid)):
-                raise click.ClickException(f"{level} {uid} was not kept")
-            click.echo(output.printable(f"{level} {uid} is no longer kept: it expires as usual"))
+                raise click.ClickException(f"{what} was not kept")
+            expires = ": it expires as usual" if level else ""
+            click.echo(output.printable(f"{what} is no longer kept{expires}"))
             return
-        writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
+        before = writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
     finally:
         writer.close()
     when = f"until {output.iso(until)}" if until else "until dropped (dicomfs keep --drop)"
-    click.echo(output.printable(f"kept {level} {uid} {when}"))
+    replaced = f", replacing {output.keep_span(before)}" if before else ""
+    click.echo(output.printable(f"kept {what} {when}{replaced}"))
 
 
 @main.command("check", context_settings=CONTEXT)

@@ -205,11 +205,25 @@ def expiry_line(series: Any) -> str:
     return printable(line)
 
 
-def kept_line(item: dict[str, Any]) -> str:
-    until = f"until {iso(item['until'])}" if item["until"] else "for good"
-    who = f"{item['patient_name'] or '(no name)'} ({item['patient_id'] or 'no id'})"
-    line = f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"
-    return printable(line)
+def keep_span(item: Any) -> str:
+    """How long a keep (expiry.Keep) lasts, and who made it when:
+    'for good, kept by alice 2026-11-25T14:30:00+01:00'."""
+    if item.until is None:
+        span = "for good"
+    elif item.lapsed:
+        span = f"LAPSED at {iso(item.until)}: it expires as usual"
+    else:
+        span = f"until {iso(item.until)}"
+    return f"{span}, kept by {item.by} {iso(item.at)}"
+
+
+def kept_line(item: Any) -> str:
+    """One line per keep (expiry.Keep): what, whose, how long."""
+    if item.patient_name is None and item.patient_id is None:
+        who = "(no longer in the store)"
+    else:
+        who = f"{item.patient_name or '(no name)'} ({item.patient_id or 'no id'})"
+    return printable(f"{item.level} {item.uid}  {who}  {keep_span(item)}")
 
 
 class PullProgress:
