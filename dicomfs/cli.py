@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import grp
 import ipaddress
 import logging
@@ -24,6 +23,7 @@ from .indexer import import_paths, reconcile
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DAY = 86400.0
 
 
 class UsageError(click.ClickException):
@@ -670,7 +670,7 @@ def audit_command(
     with open_index(use_store(store)) as index:
         records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
     if as_json:
-        click.echo(output.to_json(records))
+        click.echo(output.to_json([{**r, "at": output.iso(r["at"])} for r in records]))
         return
     for record in records:
         click.echo(output.audit_line(record))
@@ -683,6 +683,7 @@ def audit_command(
 @json_option
 @retention_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--yes", is_flag=True, help="Delete even with a --retention under one day.")
 @click.option(
     "--now",
     "now_text",
@@ -691,7 +692,7 @@ def audit_command(
     help="Evaluate the rule at another time (2026-11-27T18:00); later than now needs --dry-run.",
 )
 def expire_command(
-    store: Path, as_json: bool, retention: float, dry_run: bool, now_text: str | None
+    store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now_text: str | None
 ) -> None:
     """Delete the series nobody has received or read for the retention period.
 
@@ -704,12 +705,18 @@ def expire_command(
       dicomfs expire --dry-run                          what goes now, with sizes
       dicomfs expire --dry-run --now 2026-11-27T18:00   what goes by Friday evening?
       dicomfs expire --retention 14d
+      dicomfs expire --retention 12h --yes              by hand, under a day needs --yes
     """
     import time
 
     from . import expiry, timeparse
     from .writer import IndexWriter
 
+    if retention < DAY and not dry_run and not yes:
+        raise click.UsageError(
+            "a --retention under one day deletes series read or received today: "
+            "add --yes if that is meant, or --dry-run to see what would go"
+        )
     now = time.time()
     if now_text is not None:
         try:
@@ -732,7 +739,7 @@ def expire_command(
         finally:
             writer.close()
     if as_json:
-        click.echo(output.to_json([dataclasses.asdict(s) for s in due]))
+        click.echo(output.to_json([output.due_record(series) for series in due]))
         return
     for series in due:
         click.echo(output.expiry_line(series))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -109,8 +110,8 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
             {
                 "patient_name": summary.patient_name,
                 "patient_id": summary.patient_id,
-                "study_date": summary.study_date,
-                "study_time": summary.study_time,
+                "study_date": iso_date(summary.study_date),
+                "study_time": iso_time(summary.study_time),
                 "description": summary.description,
                 "accession": summary.accession,
                 "modalities": summary.modalities,
@@ -136,14 +137,28 @@ def iso(timestamp: float) -> str:
     return when.isoformat(timespec="seconds")
 
 
+def iso_date(value: str) -> str:
+    """A DICOM date as ISO 8601: '20040609' -> '2004-06-09'; '' when there is none."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else ""
+
+
+def iso_time(value: str) -> str:
+    """A DICOM time as ISO 8601: '143000.5' -> '14:30:00.5', '0930' -> '09:30:00'."""
+    digits, dot, fraction = value.partition(".")
+    if not digits.isdigit() or len(digits) not in (2, 4, 6):
+        return ""
+    hours, minutes, seconds = digits[:2], digits[2:4] or "00", digits[4:6] or "00"
+    return f"{hours}:{minutes}:{seconds}{dot}{fraction}"
+
+
 def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "----------"
+    return iso_date(value) or "----------"
 
 
 def study_line(row: dict[str, Any]) -> str:
     """One line per study: who, when, what, how much, and where to `cd`."""
     fields = [
-        _date(row["study_date"]),
+        row["study_date"] or "----------",
         row["patient_name"] or "(no name)",
         row["patient_id"] or "(no id)",
         row["modalities"] or "-",
@@ -224,6 +239,14 @@ def kept_line(item: Any) -> str:
     else:
         who = f"{item.patient_name or '(no name)'} ({item.patient_id or 'no id'})"
     return printable(f"{item.level} {item.uid}  {who}  {keep_span(item)}")
+
+
+def due_record(series: Any) -> dict[str, Any]:
+    """A series due for expiry (expiry.DueSeries) for JSON, its times in ISO 8601."""
+    record = dataclasses.asdict(series)
+    record["study_date"] = iso_date(series.study_date)
+    record["last_used"] = iso(series.last_used)
+    return record
 
 
 class PullProgress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -286,3 +287,22 @@ def found_ids(store: Path, *terms: str) -> list[str]:
 )
 def test_find_what_users_type(lab_store: Path, terms: list[str], expected: list[str]) -> None:
     assert found_ids(lab_store, *terms) == expected
+
+
+def test_find_json_gives_dates_and_times_in_iso_8601(lab_store: Path) -> None:
+    (row,) = json.loads(dicomfs("find", "--json", "genou", store=lab_store).stdout)
+    assert row["study_date"] == "2006-12-01"
+    assert row["study_time"] == "10:15:00"
+    assert row["received_at"].startswith("20")
+    assert datetime.datetime.fromisoformat(row["received_at"]).tzinfo is not None
+
+
+def test_audit_json_gives_its_times_in_iso_8601(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, [audit.Record("received", at=1086778760.0)])
+    (record,) = json.loads(dicomfs("audit", "--json", store=store).stdout)
+    at = datetime.datetime.fromisoformat(record["at"])
+    assert at.timestamp() == 1086778760.0
+    assert at.tzinfo is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -266,3 +267,23 @@ def test_future_moments() -> None:
     for past in ("2020-01-01", "2027-01-15T08:00", "0d"):
         with pytest.raises(ValueError, match=r"in the past|no time"):
             timeparse.future_moment(past, now)
+
+
+def test_expire_by_hand_under_a_day_asks_for_yes(store: Path) -> None:
+    by_series = old_store(store, age_days=0.5)
+    result = dicomfs("expire", "--store", str(store), "--retention", "6h")
+    assert result.returncode != 0
+    (line,) = result.stderr.splitlines()
+    assert "--yes" in line
+    assert series_uids(store) == set(by_series)
+    result = dicomfs("expire", "--store", str(store), "--retention", "6h", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert series_uids(store) == set()
+
+
+def test_expire_json_gives_times_in_iso_8601(store: Path) -> None:
+    old_store(store)
+    listed = json.loads(dicomfs("expire", "--store", str(store), "--dry-run", "--json").stdout)
+    for series in listed:
+        assert datetime.datetime.fromisoformat(series["last_used"]).tzinfo is not None
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", series["study_date"])

@@ -86,6 +86,7 @@ def indexed_store(tmp_path_factory) -> Path:
         ["remote", "add", "bay3t", "A\\B@10.1.2.3:104"],
         ["remote", "add", "bay3t", "BAY3T@10.1.2.3"],
         ["remote", "add", "bad name", "BAY3T@10.1.2.3:104"],
+        ["expire", "--retention", "12h"],
         ["expire", "--retention", "abc"],
         ["expire", "--now", "nonsense", "--dry-run"],
         ["keep", "--until", "2001-01-01", "1.2.3"],

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dicomfs.cli import PrintableFormatter
-from dicomfs.output import printable, to_json
+from dicomfs.output import iso_date, iso_time, printable, to_json
 
 HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
 
@@ -70,3 +70,17 @@ def test_log_lines_escape_the_message_but_not_the_traceback() -> None:
     assert first == "WARNING refused BAY3T: x\\x1b]0;owned\\x07\\x0aFORGED LINE"
     assert traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == "ValueError: boom"
+
+
+@pytest.mark.parametrize(
+    ("dicom", "iso"),
+    [("143000", "14:30:00"), ("143000.25", "14:30:00.25"), ("0930", "09:30:00"), ("07", "07:00:00"),
+     ("", ""), ("143", ""), ("ab", "")],
+)  # fmt: skip
+def test_dicom_times_in_iso_8601(dicom: str, iso: str) -> None:
+    assert iso_time(dicom) == iso
+
+
+def test_dicom_dates_in_iso_8601() -> None:
+    assert iso_date("20040609") == "2004-06-09"
+    assert iso_date("") == ""
