@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import contextlib
+import grp
+import ipaddress
 import logging
 import os
+import pwd
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from . import __version__, config, modes, output, search
+from . import __version__, config, modes, output, remotes, search
 from .index import Index, IndexUnusable
 from .indexer import import_paths, reconcile
 from .store import UnsafeStore, check_own_dirs
@@ -21,6 +24,140 @@ from .store import UnsafeStore, check_own_dirs
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DAY = 86400.0
+
+
+class UsageError(click.ClickException):
+    """A usage error as one line (click's own prints the usage block above it)."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Every error is one line with its values escaped. Click puts a usage block above
+    a bad option value; the user needs the line that says what is wrong, and where
+    to read more."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # shows the help, as asked
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx else ""
+        raise UsageError(output.printable(exc.format_message()) + hint) from None
+    except click.ClickException as exc:
+        if type(exc) is click.ClickException or isinstance(exc, UsageError):
+            raise type(exc)(output.printable(exc.message)) from None
+        raise
+
+
+class Commands(click.Group):
+    """The `dicomfs` group: its errors and those of every command are one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines carry AE titles, usernames and reasons from the network: escape the
+    message (not the traceback, which is ours) so it cannot rewrite the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return output.printable(super().formatMessage(record))
+
+
+# --- option types: a bad value is a one-line error before anything runs ---------------
+
+
+class AETitle(click.ParamType):
+    """An AE title as DICOM allows it (see remotes.ae_title)."""
+
+    name = "aet"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return remotes.ae_title(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class IPAddress(click.ParamType):
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return str(ipaddress.ip_address(str(value).strip()))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an IP address: give one of this machine's, "
+                "or 0.0.0.0 for all of them",
+                param,
+                ctx,
+            )
+
+
+class Duration(click.ParamType):
+    """7d, 36h, 90m, 30s -> seconds, more than none."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from . import timeparse
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = timeparse.duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is no time at all: give more, such as 7d, 36h, 90m", param, ctx)
+        return seconds
+
+
+class FileMode(click.ParamType):
+    name = "mode"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal mode such as 0440", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r} is not a file mode (0000 to 0777)", param, ctx)
+        return mode
+
+
+class Account(click.ParamType):
+    """A user or group, by name or number -> its number."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "user" or "group"
+        self.name = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit() and int(text) < 2**32 - 1:
+            return int(text)
+        try:
+            entry = pwd.getpwnam(text).pw_uid if self.kind == "user" else grp.getgrnam(text).gr_gid
+        except KeyError:
+            self.fail(f"there is no {self.kind} {text!r} on this machine", param, ctx)
+        return int(entry)
+
+
+# --- the store ---------------------------------------------------------------------------
 
 
 def _resolve_store(ctx: click.Context, param: click.Parameter, store: Path) -> Path:
@@ -44,6 +181,44 @@ def store_option(func: F) -> F:
     )(func)
 
 
+def create_option(func: F) -> F:
+    return click.option(
+        "--create",
+        is_flag=True,
+        help="Start a new store at --store (or $DICOMFS_STORE) if there is none yet.",
+    )(func)
+
+
+def use_store(store: Path, *, create: bool = False) -> Path:
+    """The store, absolute. One rule for every command: the default store is made on
+    first use; a store named by --store or $DICOMFS_STORE that does not exist is an
+    error (a typo must not start an empty store), unless --create asks for it."""
+    if store.exists() and not store.is_dir():
+        raise click.ClickException(f"store {store} is not a directory")
+    if not store.exists():
+        ctx = click.get_current_context()
+        source = ctx.get_parameter_source("store")
+        if source != ParameterSource.DEFAULT and not create:
+            raise click.ClickException(_no_store(store, source, "create" in ctx.params))
+        try:
+            store.mkdir(parents=True)
+            if source == ParameterSource.DEFAULT:
+                Index(store).close()  # every command can use it at once, finding it empty
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+    return store.absolute()
+
+
+def _no_store(store: Path, source: ParameterSource | None, can_create: bool) -> str:
+    named_by = "$DICOMFS_STORE" if source == ParameterSource.ENVIRONMENT else "--store"
+    remedy = (
+        "add --create to start a new store there"
+        if can_create
+        else f"'dicomfs index --create --store {store}' starts a new one"
+    )
+    return f"store {store} (from {named_by}) does not exist: check the path, or {remedy}"
+
+
 def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
     return click.option(
         "--mount",
@@ -60,7 +235,7 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -77,17 +252,16 @@ def main(verbose: int) -> None:
     """
     os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     # pydicom logs every odd value it meets; the index reports what matters.
     logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
 
 
 def open_index(store: Path, *, create: bool = False) -> Index:
-    """The store's index; a one-line error when there is none to open."""
-    if not store.is_dir():
-        if not create or store != config.default_store().resolve():
-            raise click.ClickException(f"store {store} does not exist or is not a directory")
-        store.mkdir(parents=True, exist_ok=True)
+    """The index of a store (see use_store), made now if `create`; a one-line error
+    when there is none to open."""
     try:
         check_own_dirs(store)
         return Index(store, readonly=not create)
@@ -97,6 +271,7 @@ def open_index(store: Path, *, create: bool = False) -> Index:
 
 @main.command("index", context_settings=CONTEXT)
 @store_option
+@create_option
 @json_option
 @click.option(
     "-j",
@@ -106,7 +281,9 @@ def open_index(store: Path, *, create: bool = False) -> Index:
     help="Parser processes.  [default: one per core]",
 )
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Path, ...]) -> None:
+def index_command(
+    store: Path, create: bool, as_json: bool, jobs: int | None, paths: tuple[Path, ...]
+) -> None:
     """Bring the index in step with the files, or import files from elsewhere.
 
     Without PATHS: every file of the store is checked. New and changed files are
@@ -114,14 +291,18 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
     are recognised by size and mtime without being opened.
 
     With PATHS (files or directories outside the store): DICOM files are copied into
-    the store atomically, then indexed. The originals are never modified.
+    the store atomically, then indexed. The originals are never modified. Of files
+    with the same SOPInstanceUID the newest wins, as in the store; the others are
+    reported, not copied.
 
     \b
     Examples:
       dicomfs index --store /data/dicom
+      dicomfs index --create --store /data/new-store ~/old-scans/
       dicomfs index --json
       dicomfs index /media/cdrom/DICOM old-scans/
     """
+    store = use_store(store, create=create)
     for path in paths:
         if path.resolve().is_relative_to(store):
             raise click.ClickException(
@@ -135,7 +316,7 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
             else:
                 report = reconcile(index, store, progress, jobs)
         if as_json:
-            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+            click.echo(output.to_json(report.as_dict()))
         else:
             output.print_index_report(report, store)
 
@@ -146,13 +327,15 @@ def index_command(store: Path, as_json: bool, jobs: int | None, paths: tuple[Pat
 @mount_point_option("mount_point", "Mount point to prefix the paths in the views with.")
 @click.argument("terms", nargs=-1, required=True)
 def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str, ...]) -> None:
-    """Find studies by patient name, patient ID, accession number, UID or date.
+    """Find studies by patient name, ID, accession number, description, UID or date.
 
-    Each TERM may be part of a patient name (case and accents do not matter;
-    'doe^jo' and 'doe jo' both find DOE^JOHN), a patient ID, an accession number,
-    the beginning of a StudyInstanceUID, or a study date: 20040609, a month 200406,
-    a year 2004, or a range 20040601-20040630 (either end may be left open; put
-    '--' before a range that starts with '-').
+    Each TERM may be part of a patient name or of a study or series description
+    (the beginnings of its words; case and accents do not matter: 'doe^jo' and
+    'doe jo' both find DOE^JOHN), the beginning of a patient ID or accession
+    number (case does not matter), the beginning of a StudyInstanceUID, or a study
+    date as find prints it: 2004-06-09, a month 2004-06, a year 2004, or a range
+    2004-06-01..2004-06-30 (either end may be left open). 20040609, 200406 and
+    20040601-20040630 work too (put '--' before a range that starts with '-').
     A study must match every TERM. Prints one line per study with its paths in
     each view of the mount. Exits with 1 when nothing matches.
 
@@ -160,31 +343,22 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     Examples:
       dicomfs find doe
       dicomfs find 'müller^j' 2004
+      dicomfs find knee 2006-12
       dicomfs find 1.2.840.113619.2.5
       dicomfs find --json 12345
-      dicomfs find -- -20041231 smith
+      dicomfs find smith ..2004-12-31
     """
-    with open_index(store) as index:
+    with open_index(use_store(store)) as index:
         studies = search.matching_studies(index, list(terms))
         rows = output.study_rows(index, studies, mount_point)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(output.to_json(rows))
     else:
         for row in rows:
             click.echo(output.study_line(row))
     if not rows:
-        click.echo(f"no study matches {' '.join(terms)}", err=True)
+        click.echo(output.printable(f"no study matches {' '.join(terms)}"), err=True)
         sys.exit(1)
-
-
-def _octal(value: str) -> int:
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an octal mode such as 0440") from None
-    if mode & ~0o777:
-        raise click.BadParameter(f"{value!r} is not a file mode")
-    return mode
 
 
 def mount_options(func: F) -> F:
@@ -196,10 +370,16 @@ def mount_options(func: F) -> F:
                 help="Let other users in (needs user_allow_other in /etc/fuse.conf).",
             ),
             click.option(
-                "--uid", type=int, default=None, help="Owner of the files.  [default: you]"
+                "--uid",
+                type=Account("user"),
+                default=None,
+                help="Owner of the files: a user name or number.  [default: you]",
             ),
             click.option(
-                "--gid", type=int, default=None, help="Group of the files.  [default: yours]"
+                "--gid",
+                type=Account("group"),
+                default=None,
+                help="Group of the files: a group name or number.  [default: yours]",
             ),
             click.option(
                 "--allow-delete",
@@ -209,6 +389,7 @@ def mount_options(func: F) -> F:
             click.option(
                 "--mode",
                 "file_mode",
+                type=FileMode(),
                 default="0400",
                 show_default=True,
                 help="Mode of the files (directories get x where r is set).",
@@ -220,14 +401,14 @@ def mount_options(func: F) -> F:
 
 
 def _mount_options(
-    allow_other: bool, uid: int | None, gid: int | None, file_mode: str, allow_delete: bool
+    allow_other: bool, uid: int | None, gid: int | None, file_mode: int, allow_delete: bool
 ) -> Any:
     from .fs import MountOptions
 
     return MountOptions(
         uid=os.getuid() if uid is None else uid,
         gid=os.getgid() if gid is None else gid,
-        file_mode=_octal(file_mode),
+        file_mode=file_mode,
         allow_other=allow_other,
         allow_delete=allow_delete,
     )
@@ -248,7 +429,7 @@ def mount_command(
     allow_delete: bool,
     uid: int | None,
     gid: int | None,
-    file_mode: str,
+    file_mode: int,
 ) -> None:
     """Show the store's instances as files in several views.
 
@@ -266,12 +447,13 @@ def mount_command(
     \b
     Examples:
       dicomfs mount ~/dicom
-      dicomfs mount --background --allow-other --mode 0440 --gid 1200 /spl/dicom
+      dicomfs mount --background --allow-other --mode 0440 --gid radiology /spl/dicom
       dicomfs umount ~/dicom
     """
     from . import mount
 
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
+    store = use_store(store)
     with open_index(store):
         pass  # a clear error now if there is no index to show
     try:
@@ -282,13 +464,13 @@ def mount_command(
                 str(store.absolute()),
                 str(mountpoint.absolute()),
                 "--mode",
-                file_mode,
+                f"{file_mode:04o}",
             ]
             args += ["--allow-other"] if allow_other else []
             args += ["--allow-delete"] if allow_delete else []
             args += ["--uid", str(options.uid), "--gid", str(options.gid)]
             pid = mount.start_background(args, mountpoint)
-            click.echo(f"mounted {store} on {mountpoint} (pid {pid})")
+            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid})"))
         else:
             mount.run(store.absolute(), mountpoint.absolute(), options)
     except mount.MountError as exc:
@@ -317,33 +499,11 @@ def umount_command(mountpoint: Path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from . import timeparse
-
-    try:
-        return timeparse.duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
-def _timeout(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    """Seconds: 30, 30s, 2m."""
-    from . import timeparse
-
-    try:
-        seconds = float(value) if value.replace(".", "", 1).isdigit() else timeparse.duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    if seconds <= 0:
-        raise click.BadParameter(f"{value!r} is not a positive time")
-    return seconds
-
-
 retention_option = click.option(
     "--retention",
+    type=Duration(),
     default="7d",
     show_default=True,
-    callback=_duration,
     help="How long a series stays after it was last received or read: 7d, 36h, 90m, 30s.",
 )
 
@@ -356,13 +516,17 @@ def _local_user() -> str:
 
 @main.command("serve", context_settings=CONTEXT)
 @store_option
+@create_option
 @mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
-@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option(
+    "--bind", type=IPAddress(), default="0.0.0.0", show_default=True, help="Address to listen on."
+)
 @click.option(
     "--allow-aet",
+    type=AETitle(),
     multiple=True,
     metavar="AET",
     help="Accept only these calling AE titles (repeat the option).  [default: any]",
@@ -385,46 +549,47 @@ def _local_user() -> str:
     "--request-timeout",
     default="10s",
     show_default=True,
-    callback=_timeout,
+    type=Duration(),
     help="Close a connection that has not sent a complete association request by then.",
 )
 @click.option(
     "--idle-timeout",
     default="120s",
     show_default=True,
-    callback=_timeout,
+    type=Duration(),
     help="Abort an association that sends nothing for this long.",
 )
 @click.option(
     "--pdu-timeout",
     default="60s",
     show_default=True,
-    callback=_timeout,
+    type=Duration(),
     help="Close a connection that takes longer than this to send one PDU.",
 )
 @click.option(
     "--tls-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Certificate (PEM) for DICOM over TLS; needs --tls-key.",
 )
 @click.option(
     "--tls-key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Private key (PEM) of --tls-cert.",
 )
 @retention_option
 @click.option(
     "--sweep-interval",
+    type=Duration(),
     default="5m",
     show_default=True,
-    callback=_duration,
     help="How often to expire what is due and reconcile the index with the files.",
 )
 @mount_options
 def serve_command(
     store: Path,
+    create: bool,
     mountpoint: Path,
     no_mount: bool,
     port: int,
@@ -445,7 +610,7 @@ def serve_command(
     allow_delete: bool,
     uid: int | None,
     gid: int | None,
-    file_mode: str,
+    file_mode: int,
 ) -> None:
     """Receive DICOM from scanners and PACS, and mount the views, in one process.
 
@@ -457,7 +622,8 @@ def serve_command(
     At start, files half-received before a crash are removed and the index is
     brought in step with the store. Every --sweep-interval, series untouched for
     --retention are deleted (see dicomfs expire) and the index is reconciled
-    again. Runs until Ctrl-C or SIGTERM.
+    again. Runs until Ctrl-C or SIGTERM. A store named by --store or $DICOMFS_STORE
+    must exist, or be started with --create.
 
     \b
     Examples:
@@ -473,7 +639,7 @@ def serve_command(
     _log_as_service()
     try:
         policy = Policy(allow_aet, allow_address, require_user)
-        policy.refusal("", "127.0.0.1", "check")  # a malformed network fails here, not later
+        policy.address_refusal("127.0.0.1")  # a malformed network fails here, not later
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
     timeouts = Timeouts(request_timeout, pdu_timeout, idle_timeout)
@@ -481,10 +647,10 @@ def serve_command(
         bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts
     )
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
-    _ensure_store(store)
+    store = _ensure_store(store, create)
     try:
         run(
-            store.absolute(),
+            store,
             receiving,
             ExpiryOptions(retention, sweep_interval),
             None if no_mount else mountpoint.absolute(),
@@ -494,21 +660,20 @@ def serve_command(
         raise click.ClickException(str(exc)) from exc
 
 
-def _ensure_store(store: Path) -> None:
-    """Receiving and pulling may start on a store that does not exist yet."""
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
+def _ensure_store(store: Path, create: bool) -> Path:
+    """The store (see use_store) with an index: receiving and pulling may be the first
+    use of a store."""
+    store = use_store(store, create=create)
     with open_index(store, create=True):
         pass
+    return store
 
 
 def _log_as_service() -> None:
     """A service says what it does: INFO with times unless -v asked for more."""
     root = logging.getLogger()
     for handler in root.handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(message)s"))
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -546,10 +711,10 @@ def audit_command(
         since_time = timeparse.moment(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    with open_index(store) as index:
+    with open_index(use_store(store)) as index:
         records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
     if as_json:
-        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        click.echo(output.to_json([{**r, "at": output.iso(r["at"])} for r in records]))
         return
     for record in records:
         click.echo(output.audit_line(record))
@@ -562,6 +727,7 @@ def audit_command(
 @json_option
 @retention_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--yes", is_flag=True, help="Delete even with a --retention under one day.")
 @click.option(
     "--now",
     "now_text",
@@ -570,7 +736,7 @@ def audit_command(
     help="Evaluate the rule at another time (2026-11-27T18:00); later than now needs --dry-run.",
 )
 def expire_command(
-    store: Path, as_json: bool, retention: float, dry_run: bool, now_text: str | None
+    store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now_text: str | None
 ) -> None:
     """Delete the series nobody has received or read for the retention period.
 
@@ -583,12 +749,18 @@ def expire_command(
       dicomfs expire --dry-run                          what goes now, with sizes
       dicomfs expire --dry-run --now 2026-11-27T18:00   what goes by Friday evening?
       dicomfs expire --retention 14d
+      dicomfs expire --retention 12h --yes              by hand, under a day needs --yes
     """
     import time
 
     from . import expiry, timeparse
     from .writer import IndexWriter
 
+    if retention < DAY and not dry_run and not yes:
+        raise click.UsageError(
+            "a --retention under one day deletes series read or received today: "
+            "add --yes if that is meant, or --dry-run to see what would go"
+        )
     now = time.time()
     if now_text is not None:
         try:
@@ -598,6 +770,7 @@ def expire_command(
         if now > time.time() + 1 and not dry_run:
             raise click.UsageError("--now later than now would delete what is not due yet: "
                                    "add --dry-run")  # fmt: skip
+    store = use_store(store)
     if dry_run:
         with open_index(store) as index:
             due = expiry.due(index.conn, now, retention)
@@ -610,7 +783,7 @@ def expire_command(
         finally:
             writer.close()
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(s) for s in due], indent=2))
+        click.echo(output.to_json([output.due_record(series) for series in due]))
         return
     for series in due:
         click.echo(output.expiry_line(series))
@@ -622,8 +795,14 @@ def expire_command(
 @main.command("keep", context_settings=CONTEXT)
 @store_option
 @mount_point_option("mountpoint", "The mount that PATH is in.")
-@click.option("--until", "until_text", default=None, metavar="DATE", help="Keep until then.")
-@click.option("--list", "list_kept", is_flag=True, help="List what is kept.")
+@click.option(
+    "--until",
+    "until_text",
+    default=None,
+    metavar="WHEN",
+    help="Keep until then: 2027-06-30, 2027-06-30T18:00, or 30d / 36h from now.",
+)
+@click.option("--list", "list_kept", is_flag=True, help="List what is kept, and keeps that lapsed.")
 @click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")
 @click.argument("target", required=False, metavar="PATH-or-UID")
 def keep_command(
@@ -638,11 +817,14 @@ def keep_command(
 
     PATH is a study or series directory in any view of the mount; UID a
     StudyInstanceUID or SeriesInstanceUID. index.html marks kept studies KEPT.
+    Keeping again replaces the keep (and says what it replaced). --list shows
+    keeps that lapsed too, until they are dropped.
 
     \b
     Examples:
       dicomfs keep ~/dicom/by-patient/DOE_JOHN_12345/20040609_Brain
       dicomfs keep 1.2.840.113619.2.5.1762874864.1706.1086778760.584 --until 2027-06-30
+      dicomfs keep 1.2.840.113619.2.5.1762874864.1706.1086778760.584 --until 30d
       dicomfs keep --list
       dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
     """
@@ -652,7 +834,7 @@ def keep_command(
     from .writer import IndexWriter
 
     if list_kept:
-        with open_index(store) as index:
+        with open_index(use_store(store)) as index:
             for item in expiry.kept(index.conn, time.time()):
                 click.echo(output.kept_line(item))
         return
@@ -661,26 +843,33 @@ def keep_command(
     until = None
     if until_text is not None:
         try:
-            until = timeparse.moment(until_text)
+            until = timeparse.future_moment(until_text)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from exc
+    store = use_store(store)
     with open_index(store) as index:
         try:
             uid, level = expiry.resolve(index.conn, target, mountpoint)
+            what = f"{level} {uid}"
         except expiry.NotFound as exc:
-            raise click.ClickException(str(exc)) from exc
+            if not (drop and expiry.is_kept(index.conn, target)):
+                raise click.ClickException(str(exc)) from exc
+            uid, level = target, ""  # gone from the store: its (lapsed) keep can still go
+            what = f"{uid} (no longer in the store)"
     writer = IndexWriter(store)
     try:
         if drop:
             if not writer.run(lambda index: expiry.unkeep(index, uid)):
-                raise click.ClickException(f"{level} {uid} was not kept")
-            click.echo(f"{level} {uid} is no longer kept: it expires as usual")
+                raise click.ClickException(f"{what} was not kept")
+            expires = ": it expires as usual" if level else ""
+            click.echo(output.printable(f"{what} is no longer kept{expires}"))
             return
-        writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
+        before = writer.run(lambda index: expiry.keep(index, uid, level, until, _local_user()))
     finally:
         writer.close()
     when = f"until {output.iso(until)}" if until else "until dropped (dicomfs keep --drop)"
-    click.echo(f"kept {level} {uid} {when}")
+    replaced = f", replacing {output.keep_span(before)}" if before else ""
+    click.echo(output.printable(f"kept {what} {when}{replaced}"))
 
 
 @main.command("check", context_settings=CONTEXT)
@@ -700,6 +889,7 @@ def check_command(store: Path, repair: bool) -> None:
     """
     from .indexer import check
 
+    store = use_store(store)
     with open_index(store) as index:
         found = check(index, store)
     for label, paths in (
@@ -709,7 +899,7 @@ def check_command(store: Path, repair: bool) -> None:
         ("deleted from the index, still on disk", found.doomed),
     ):
         for path in paths:
-            click.echo(f"{label}: {path}")
+            click.echo(output.printable(f"{label}: {path}"))
     if not found:
         click.echo("the index and the files agree", err=True)
         return
@@ -739,26 +929,23 @@ def remote_group() -> None:
 @click.argument("address", metavar="AET@HOST:PORT")
 def remote_add(store: Path, name: str, address: str) -> None:
     """Add (or change) the peer NAME at AET@HOST:PORT."""
-    from . import remotes
-
     try:
         remote = remotes.parse(name, address)
     except remotes.BadRemote as exc:
         raise click.BadParameter(str(exc)) from exc
+    store = use_store(store)
     known = remotes.load(store)
     known[name] = remote
     remotes.save(store, known)
-    click.echo(f"{name}: {remote}")
+    click.echo(output.printable(f"{name}: {remote}"))
 
 
 @remote_group.command("list", context_settings=CONTEXT)
 @store_option
 def remote_list(store: Path) -> None:
     """List the peers."""
-    from . import remotes
-
-    for name, remote in sorted(remotes.load(store).items()):
-        click.echo(f"{name}  {remote}")
+    for name, remote in sorted(remotes.load(use_store(store)).items()):
+        click.echo(output.printable(f"{name}  {remote}"))
 
 
 @remote_group.command("remove", context_settings=CONTEXT)
@@ -766,8 +953,7 @@ def remote_list(store: Path) -> None:
 @click.argument("name")
 def remote_remove(store: Path, name: str) -> None:
     """Forget the peer NAME."""
-    from . import remotes
-
+    store = use_store(store)
     known = remotes.load(store)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
@@ -776,6 +962,7 @@ def remote_remove(store: Path, name: str) -> None:
 
 @main.command("pull", context_settings=CONTEXT)
 @store_option
+@create_option
 @click.option(
     "--from", "peer", required=True, metavar="PEER", help="A peer's name, or AET@HOST:PORT."
 )
@@ -791,18 +978,18 @@ def remote_remove(store: Path, name: str) -> None:
     help="C-MOVE to our receiver (the peer must know our AE title), or C-GET.",
 )
 @click.option("--follow", is_flag=True, help="Keep fetching what appears, until Ctrl-C or idle.")
-@click.option(
-    "--interval", type=float, default=2.0, show_default=True, help="Seconds between looks."
-)
-@click.option("--until-idle", type=float, default=None, metavar="S", help="With --follow: stop "
-              "when nothing new arrived for S seconds.")  # fmt: skip
-@click.option("--aet", default="DICOMFS", show_default=True, help="Our AE title.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Seconds between looks.")  # fmt: skip
+@click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="With --follow: stop when nothing new arrived for S seconds.")  # fmt: skip
+@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
               help="Our receiver's port, for C-MOVE.")  # fmt: skip
-@click.option("--bind", default="0.0.0.0", show_default=True,
+@click.option("--bind", type=IPAddress(), default="0.0.0.0", show_default=True,
               help="Address for a receiver of our own, when no dicomfs serve runs.")  # fmt: skip
 def pull_command(
     store: Path,
+    create: bool,
     peer: str,
     study_uid: str | None,
     patient_id: str | None,
@@ -831,7 +1018,7 @@ def pull_command(
       dicomfs pull --from bay3t --study 1.2.840.113619.2.5.1762874864 --follow --until-idle 120
       dicomfs pull --from PACS@10.1.2.4:104 --accession A100 --method get
     """
-    from . import puller, remotes
+    from . import puller
 
     asked = [v for v in (study_uid, patient_id, accession, series_uid) if v]
     if len(asked) != 1:
@@ -840,11 +1027,11 @@ def pull_command(
         )
     if until_idle is not None and not follow:
         raise click.UsageError("--until-idle goes with --follow")
+    store = _ensure_store(store, create)
     try:
         remote = remotes.find(store, peer)
     except remotes.BadRemote as exc:
         raise click.ClickException(str(exc)) from exc
-    _ensure_store(store)
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we say what went wrong
     query = puller.Query(study_uid, patient_id, accession, series_uid)
     options = puller.PullOptions(method, aet, port, bind, follow, interval, until_idle)
@@ -856,13 +1043,15 @@ def pull_command(
         raise click.ClickException(str(exc)) from exc
     show.done()
     click.echo(
-        f"pulled {progress.fetched} instances from {remote.name} "
-        f"({progress.found} there, {progress.had} were here already)"
+        output.printable(
+            f"pulled {progress.fetched} instances from {remote.name} "
+            f"({progress.found} there, {progress.had} were here already)"
+        )
     )
     if missing:
         for instance in missing[:20]:
-            click.echo(f"  not fetched: {instance.sop_uid} (series {instance.series_uid})",
-                       err=True)  # fmt: skip
+            line = f"  not fetched: {instance.sop_uid} (series {instance.series_uid})"
+            click.echo(output.printable(line), err=True)
         raise click.ClickException(f"{len(missing)} instances could not be fetched")
     if progress.found == 0:
         raise click.ClickException(f"{remote.name} has nothing that matches")

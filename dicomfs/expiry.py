@@ -170,19 +170,44 @@ def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[s
     raise NotFound(f"{target} is not a study or series directory")
 
 
-def keep(index: Index, uid: str, level: str, until: float | None, by: str) -> None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Keep:
+    """A study or series kept from expiry, until a time or (None) for good."""
+
+    uid: str
+    level: str
+    until: float | None
+    by: str
+    at: float
+    patient_name: str | None = None  # None when the study or series is no longer stored
+    patient_id: str | None = None
+    lapsed: bool = False  # its time has passed: it expires as usual
+
+
+def keep(index: Index, uid: str, level: str, until: float | None, by: str) -> Keep | None:
+    """Keep a study or series; return the keep this one replaces, if any."""
+    before = index.conn.execute(
+        "SELECT uid, level, until, by, at FROM kept WHERE uid = ?", (uid,)
+    ).fetchone()
     index.conn.execute(
         "INSERT OR REPLACE INTO kept (uid, level, until, by, at) VALUES (?, ?, ?, ?, ?)",
         (uid, level, until, by, time.time()),
     )
+    return Keep(*before) if before else None
 
 
 def unkeep(index: Index, uid: str) -> bool:
     return index.conn.execute("DELETE FROM kept WHERE uid = ?", (uid,)).rowcount > 0
 
 
-def kept(conn: sqlite3.Connection, now: float) -> list[dict[str, object]]:
-    """What is kept now, with whose it is."""
+def is_kept(conn: sqlite3.Connection, uid: str) -> bool:
+    """Is there a keep of this UID, lapsed or not?"""
+    return conn.execute("SELECT 1 FROM kept WHERE uid = ?", (uid,)).fetchone() is not None
+
+
+def kept(conn: sqlite3.Connection, now: float) -> list[Keep]:
+    """Every keep, with whose it is; those whose time passed are marked lapsed, so
+    that no keep ends silently."""
     rows = conn.execute(
         """SELECT k.uid, k.level, k.until, k.by, k.at,
                   coalesce(p1.patient_name, p2.patient_name), coalesce(p1.patient_id, p2.patient_id)
@@ -192,12 +217,12 @@ def kept(conn: sqlite3.Connection, now: float) -> list[dict[str, object]]:
            LEFT JOIN series se ON k.level = 'series' AND se.series_uid = k.uid
            LEFT JOIN studies st2 ON st2.id = se.study
            LEFT JOIN patients p2 ON p2.id = st2.patient
-           WHERE k.until IS NULL OR k.until > ?
-           ORDER BY k.at""",
-        (now,),
+           ORDER BY k.at"""
     )
-    keys = ("uid", "level", "until", "by", "at", "patient_name", "patient_id")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    return [
+        Keep(uid, level, until, by, at, name, patient_id, until is not None and until <= now)
+        for uid, level, until, by, at, name, patient_id in rows
+    ]
 
 
 def kept_study_uids(conn: sqlite3.Connection, now: float) -> set[str]:

@@ -220,9 +220,51 @@ def _schema_v4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_v5(db: sqlite_utils.Database) -> None:
+    """Search what users type: words of study and series descriptions, and patient IDs
+    and accession numbers by prefix whatever their case, each an index range scan."""
+    db.executescript(
+        """
+        -- Words of folded descriptions (see _set_words), kept in step with their rows.
+        CREATE TABLE study_words (
+            word TEXT NOT NULL,
+            study INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+            PRIMARY KEY (word, study)
+        ) WITHOUT ROWID;
+        CREATE INDEX study_words_study ON study_words(study);
+        CREATE TABLE series_words (
+            word TEXT NOT NULL,
+            series INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+            PRIMARY KEY (word, series)
+        ) WITHOUT ROWID;
+        CREATE INDEX series_words_series ON series_words(series);
+
+        CREATE INDEX patients_patient_id_nocase ON patients(patient_id COLLATE NOCASE);
+        CREATE INDEX studies_accession_nocase ON studies(accession COLLATE NOCASE);
+        """
+    )
+    conn = db.conn
+    for study_id, description in conn.execute("SELECT id, description FROM studies").fetchall():
+        _set_words(conn, "study_words", "study", study_id, description)
+    for series_id, description in conn.execute("SELECT id, description FROM series").fetchall():
+        _set_words(conn, "series_words", "series", series_id, description)
+
+
+def _set_words(
+    conn: sqlite3.Connection, table: str, column: str, row_id: int, description: str
+) -> None:
+    """The words of a study's or series' description, folded as names are, replacing
+    those it had (its rows' deletion takes them along: ON DELETE CASCADE)."""
+    conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (row_id,))
+    conn.executemany(
+        f"INSERT OR IGNORE INTO {table} (word, {column}) VALUES (?, ?)",
+        ((word, row_id) for word in set(fold(description).split())),
+    )
+
+
 # Each migration takes the schema from version N to N+1; append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _schema_v1, _schema_v2, _schema_v3, _schema_v4,
+    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5,
 ]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -616,7 +658,9 @@ class Index:
                        dir_name, day_dir, uid_dir, study_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (*values, meta.study_uid),
             )
-            return int(cursor.lastrowid or 0)
+            study = int(cursor.lastrowid or 0)
+            _set_words(self.conn, "study_words", "study", study, meta.study_description)
+            return study
         if tuple(row[1:]) != values:
             old_patient = row[1]
             self.conn.execute(
@@ -625,6 +669,8 @@ class Index:
                    WHERE id = ?""",
                 (*values, row[0]),
             )
+            if row[4] != meta.study_description:
+                _set_words(self.conn, "study_words", "study", row[0], meta.study_description)
             if old_patient != patient:
                 self._drop_empty_patient(old_patient)
         return int(row[0])
@@ -659,7 +705,9 @@ class Index:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (*values, meta.series_uid),
             )
-            return int(cursor.lastrowid or 0)
+            series = int(cursor.lastrowid or 0)
+            _set_words(self.conn, "series_words", "series", series, meta.series_description)
+            return series
         if tuple(row[1:]) != values:
             self.conn.execute(
                 """UPDATE series SET study = ?, modality = ?, station_name = ?,
@@ -667,6 +715,8 @@ class Index:
                        station_dir = ?, number_dir = ? WHERE id = ?""",
                 (*values, row[0]),
             )
+            if row[5] != meta.series_description:
+                _set_words(self.conn, "series_words", "series", row[0], meta.series_description)
             if row[1] != study:  # the series moved: both studies' times change
                 self._drop_empty_study(row[1])
                 _summarise_study_times(self.conn, row[1])
@@ -701,12 +751,40 @@ class Index:
             )
         return found
 
-    def studies_with_patient_id(self, patient_id: str) -> set[int]:
-        rows = self.conn.execute("SELECT id FROM patients WHERE patient_id = ?", (patient_id,))
+    def studies_matching_description(self, term: str) -> set[int]:
+        """Studies whose description, or one of whose series' descriptions, has a word
+        starting with each word of term (folded: case and accents do not matter)."""
+        words = fold(term).split()
+        studies: set[int] | None = None
+        for word in words:
+            found = {
+                row[0]
+                for row in self.conn.execute(
+                    """SELECT study FROM study_words WHERE word >= ?1 AND word < ?2
+                       UNION SELECT se.study FROM series_words w JOIN series se ON se.id = w.series
+                       WHERE w.word >= ?1 AND w.word < ?2""",
+                    (word, word + "\U0010ffff"),
+                )
+            }
+            studies = found if studies is None else studies & found
+        return studies or set()
+
+    def studies_with_patient_id_prefix(self, prefix: str) -> set[int]:
+        """Studies of patients whose ID starts with prefix, whatever the (ASCII) case."""
+        rows = self.conn.execute(
+            """SELECT id FROM patients
+               WHERE patient_id >= ?1 COLLATE NOCASE AND patient_id < ?2 COLLATE NOCASE""",
+            (prefix, prefix + "\U0010ffff"),
+        )
         return self._studies_of_patients(row[0] for row in rows)
 
-    def studies_with_accession(self, accession: str) -> set[int]:
-        rows = self.conn.execute("SELECT id FROM studies WHERE accession = ?", (accession,))
+    def studies_with_accession_prefix(self, prefix: str) -> set[int]:
+        """Studies whose accession number starts with prefix, whatever the (ASCII) case."""
+        rows = self.conn.execute(
+            """SELECT id FROM studies
+               WHERE accession >= ?1 COLLATE NOCASE AND accession < ?2 COLLATE NOCASE""",
+            (prefix, prefix + "\U0010ffff"),
+        )
         return {row[0] for row in rows}
 
     def studies_with_uid_prefix(self, prefix: str) -> set[int]:

@@ -25,9 +25,10 @@ SMALL_JOB = 256  # below this many files a process pool costs more than it saves
 
 
 class Progress(Protocol):
-    """Told how many files will be parsed, then of each one done."""
+    """Told how many files a step will take (parsing; for an import, copying next),
+    then of each one done."""
 
-    def start(self, total: int) -> None: ...
+    def start(self, total: int, step: str | None = None) -> None: ...
 
     def advance(self, done: int) -> None: ...
 
@@ -172,22 +173,70 @@ def import_paths(
 ) -> Report:
     """Copy DICOM files from outside the store into it, then index them.
 
-    The originals are only read. Files that are not DICOM are reported, not copied.
+    The originals are only read. Only what will be indexed is copied: files that are
+    not DICOM, and files that lose to a newer one of the same SOPInstanceUID (in the
+    store or in the import), are reported instead.
     """
     report = Report()
     jobs = [(str(path), state, "") for path, state in _walk_sources(sources, report)]
-    parsed = _with_progress(parse_all(jobs, workers), len(jobs), progress)
-    _apply_all(index, root, _copy_in(root, parsed, report), report, on_disk=None)
+    parsed = list(_with_progress(parse_all(jobs, workers), len(jobs), progress, "Reading"))
+    chosen = _newest_of_each(index, root, parsed, report)
+    copied = _copy_in(root, _with_progress(chosen, len(chosen), progress, "Copying"), report)
+    _apply_all(index, root, copied, report, on_disk=None)
     return report
+
+
+def _wins(challenger: FileState, holder: FileState) -> bool:
+    """Of two files with one SOPInstanceUID the newer is indexed; of two as new, the
+    one seen last. The rule of reconcile and import alike."""
+    return challenger.mtime_ns >= holder.mtime_ns
+
+
+def _duplicate(newer: str) -> str:
+    return f"duplicate SOPInstanceUID of newer file {newer}"
+
+
+def _newest_of_each(
+    index: Index, root: Path, results: Iterable[Parsed], report: Report
+) -> list[Parsed]:
+    """The files of an import worth copying: for each SOPInstanceUID the newest, if it
+    is not older than the store's own file of it. The others are reported."""
+    newest: dict[str, Parsed] = {}
+    for result in results:
+        if result.meta is None:
+            report.skipped.append((result.path, result.reason or "unknown"))
+            continue
+        held = newest.get(result.meta.sop_uid)
+        if held is not None and not _wins(result.state, held.state):
+            report.skipped.append((result.path, _duplicate(held.path)))
+            continue
+        if held is not None:
+            report.skipped.append((held.path, _duplicate(result.path)))
+        newest[result.meta.sop_uid] = result
+    chosen = []
+    for result in newest.values():
+        newer = _newer_in_store(index, root, result)
+        if newer is None:
+            chosen.append(result)
+        else:
+            report.skipped.append((result.path, _duplicate(newer)))
+    return chosen
+
+
+def _newer_in_store(index: Index, root: Path, result: Parsed) -> str | None:
+    """The store's file of this instance, if it beats the one to import."""
+    assert result.meta is not None
+    stored = index.instance_by_sop(result.meta.sop_uid)
+    if stored is None or not (root / stored[1]).is_file():
+        return None
+    return None if _wins(result.state, FileState(0, stored[2])) else stored[1]
 
 
 def _copy_in(root: Path, results: Iterable[Parsed], report: Report) -> Iterator[Parsed]:
     """Copy each parsed DICOM file into the store; yield it as the store's file."""
     for result in results:
-        if result.meta is None:
-            report.skipped.append((result.path, result.reason or "unknown"))
-            continue
         meta = result.meta
+        assert meta is not None  # only what _newest_of_each chose
         rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
         try:
             with open(result.path, "rb") as source:
@@ -212,12 +261,12 @@ def _walk_sources(sources: Iterable[Path], report: Report) -> Iterator[tuple[Pat
 
 
 def _with_progress(
-    results: Iterable[Parsed], total: int, progress: Progress | None
+    results: Iterable[Parsed], total: int, progress: Progress | None, step: str | None = None
 ) -> Iterator[Parsed]:
     if progress is None:
         yield from results
         return
-    progress.start(total)
+    progress.start(total, step)
     for result in results:
         yield result
         progress.advance(1)
@@ -251,12 +300,12 @@ def _apply(
     existing = index.instance_by_sop(result.meta.sop_uid)
     if existing and existing[1] != result.path and _exists(root, existing[1], on_disk):
         other_path, other_mtime = existing[1], existing[2]
-        if other_mtime > result.state.mtime_ns:
-            reason = f"duplicate SOPInstanceUID of newer file {other_path}"
+        if not _wins(result.state, FileState(0, other_mtime)):
+            reason = _duplicate(other_path)
             index.record_skipped(result.path, result.state, reason)
             report.skipped.append((result.path, reason))
             return
-        reason = f"duplicate SOPInstanceUID of newer file {result.path}"
+        reason = _duplicate(result.path)
         index.record_skipped(other_path, store_files.state_of(root / other_path), reason)
         report.skipped.append((other_path, reason))
         report.indexed_paths.discard(other_path)

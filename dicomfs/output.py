@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -14,6 +17,34 @@ import click
 from . import views
 from .index import Index
 from .indexer import Report
+
+# What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, the
+# Unicode line and paragraph separators, and the bidi controls that reorder text.
+_NOT_C0 = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[\x00-\x1f{_NOT_C0}]")
+_UNPRINTABLE_IN_JSON = re.compile(f"[{_NOT_C0}]")  # json.dumps escapes C0 itself
+
+
+def printable(value: object) -> str:
+    """Any value as text a terminal shows as it is: 'a\\x1b]0;x' for 'a<ESC>]0;x'.
+
+    Values from DICOM, the network or the disk may hold escape sequences that retitle
+    or rewrite a terminal, or a newline that forges a line; each such character becomes
+    a visible escape (\\x1b, \\u202e). A backslash stays as it is, readable.
+    """
+    return _UNPRINTABLE.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def to_json(data: object) -> str:
+    """JSON for scripts that is also safe on a terminal: every character printable()
+    escapes is a \\u escape, which a JSON reader decodes to the same string."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return _UNPRINTABLE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class ProgressBar:
@@ -30,12 +61,15 @@ class ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, step: str | None = None) -> None:
+        """A bar for the next step (parsing, then perhaps copying), ending the last's."""
+        self.__exit__()
         if self.enabled and total:
             self._bar = click.progressbar(
                 length=total,
-                label=self.label,
+                label=step or self.label,
                 file=sys.stderr,
                 show_pos=True,
                 show_eta=True,
@@ -54,16 +88,18 @@ MAX_SKIPPED_SHOWN = 50
 def print_index_report(report: Report, store: Path) -> None:
     """One summary line, then each skipped file with its reason."""
     click.echo(
-        f"{report.indexed} indexed, {report.unchanged} unchanged, {report.removed} removed, "
-        f"{len(report.skipped)} skipped ({store})"
+        printable(
+            f"{report.indexed} indexed, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.skipped)} skipped ({store})"
+        )
     )
     for path, reason in report.skipped[:MAX_SKIPPED_SHOWN]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(printable(f"  skipped {path}: {reason}"))
     hidden = len(report.skipped) - MAX_SKIPPED_SHOWN
     if hidden > 0:
         reasons = Counter(reason.split(" of ")[0] for _, reason in report.skipped)
         summary = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
-        click.echo(f"  ... and {hidden} more skipped ({summary}); --json lists them all")
+        click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 
 
 def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
@@ -74,8 +110,8 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
             {
                 "patient_name": summary.patient_name,
                 "patient_id": summary.patient_id,
-                "study_date": summary.study_date,
-                "study_time": summary.study_time,
+                "study_date": iso_date(summary.study_date),
+                "study_time": iso_time(summary.study_time),
                 "description": summary.description,
                 "accession": summary.accession,
                 "modalities": summary.modalities,
@@ -101,14 +137,28 @@ def iso(timestamp: float) -> str:
     return when.isoformat(timespec="seconds")
 
 
+def iso_date(value: str) -> str:
+    """A DICOM date as ISO 8601: '20040609' -> '2004-06-09'; '' when there is none."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else ""
+
+
+def iso_time(value: str) -> str:
+    """A DICOM time as ISO 8601: '143000.5' -> '14:30:00.5', '0930' -> '09:30:00'."""
+    digits, dot, fraction = value.partition(".")
+    if not digits.isdigit() or len(digits) not in (2, 4, 6):
+        return ""
+    hours, minutes, seconds = digits[:2], digits[2:4] or "00", digits[4:6] or "00"
+    return f"{hours}:{minutes}:{seconds}{dot}{fraction}"
+
+
 def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "----------"
+    return iso_date(value) or "----------"
 
 
 def study_line(row: dict[str, Any]) -> str:
     """One line per study: who, when, what, how much, and where to `cd`."""
     fields = [
-        _date(row["study_date"]),
+        row["study_date"] or "----------",
         row["patient_name"] or "(no name)",
         row["patient_id"] or "(no id)",
         row["modalities"] or "-",
@@ -117,7 +167,7 @@ def study_line(row: dict[str, Any]) -> str:
         f"{row['instances']} instances",
     ]
     paths = [p for view in views.VIEWS for p in row["paths"][view]]
-    return "  ".join(fields + paths)
+    return printable("  ".join(fields + paths))
 
 
 def audit_line(record: dict[str, Any]) -> str:
@@ -139,7 +189,7 @@ def audit_line(record: dict[str, Any]) -> str:
     fields.append(record["outcome"])
     if record["detail"]:
         fields.append(record["detail"])
-    return "  ".join(fields)
+    return printable("  ".join(fields))
 
 
 def size(count: int) -> str:
@@ -154,7 +204,7 @@ def size(count: int) -> str:
 
 def expiry_line(series: Any) -> str:
     """One line per expiring series: whose, what, how big, untouched since when."""
-    return "  ".join(
+    line = "  ".join(
         [
             _date(series.study_date),
             series.patient_name or "(no name)",
@@ -167,12 +217,36 @@ def expiry_line(series: Any) -> str:
             series.series_uid,
         ]
     )
+    return printable(line)
 
 
-def kept_line(item: dict[str, Any]) -> str:
-    until = f"until {iso(item['until'])}" if item["until"] else "for good"
-    who = f"{item['patient_name'] or '(no name)'} ({item['patient_id'] or 'no id'})"
-    return f"{item['level']} {item['uid']}  {who}  {until}  kept by {item['by']} {iso(item['at'])}"
+def keep_span(item: Any) -> str:
+    """How long a keep (expiry.Keep) lasts, and who made it when:
+    'for good, kept by alice 2026-11-25T14:30:00+01:00'."""
+    if item.until is None:
+        span = "for good"
+    elif item.lapsed:
+        span = f"LAPSED at {iso(item.until)}: it expires as usual"
+    else:
+        span = f"until {iso(item.until)}"
+    return f"{span}, kept by {item.by} {iso(item.at)}"
+
+
+def kept_line(item: Any) -> str:
+    """One line per keep (expiry.Keep): what, whose, how long."""
+    if item.patient_name is None and item.patient_id is None:
+        who = "(no longer in the store)"
+    else:
+        who = f"{item.patient_name or '(no name)'} ({item.patient_id or 'no id'})"
+    return printable(f"{item.level} {item.uid}  {who}  {keep_span(item)}")
+
+
+def due_record(series: Any) -> dict[str, Any]:
+    """A series due for expiry (expiry.DueSeries) for JSON, its times in ISO 8601."""
+    record = dataclasses.asdict(series)
+    record["study_date"] = iso_date(series.study_date)
+    record["last_used"] = iso(series.last_used)
+    return record
 
 
 class PullProgress:
@@ -184,7 +258,7 @@ class PullProgress:
         self._shown = False
 
     def __call__(self, progress: Any) -> None:
-        line = (
+        line = printable(
             f"{self.peer}: {progress.found} found, {progress.had} here before, "
             f"{progress.fetched} fetched, {progress.remaining} remaining, "
             f"{progress.rate:.0f}/s"

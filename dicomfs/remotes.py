@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .index import INDEX_DIR
 
-_ADDRESS = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?P<aet>[^@]+)@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+_AE_CHARACTERS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")  # printable ASCII but backslash
 
 
 class BadRemote(Exception):
@@ -29,6 +30,22 @@ class Remote:
         return f"{self.aet}@{self.host}:{self.port}"
 
 
+def ae_title(text: str) -> str:
+    """An AE title as DICOM allows it: 1 to 16 printable ASCII characters but backslash,
+    not only spaces. Leading and trailing spaces do not count (DICOM pads with them)."""
+    title = text.strip(" ")
+    if not title:
+        raise ValueError(f"{text!r} is not an AE title: it is empty")
+    if len(title) > 16:
+        raise ValueError(f"{text!r} is longer than 16 characters, the most an AE title has")
+    if not _AE_CHARACTERS.match(title):
+        raise ValueError(
+            f"{text!r} is not an AE title: letters, digits, spaces and printable "
+            "punctuation only, no backslash"
+        )
+    return title
+
+
 def parse(name: str, address: str) -> Remote:
     """'bay3t', 'BAY3T@10.1.2.3:104' -> Remote."""
     match = _ADDRESS.match(address.strip())
@@ -36,7 +53,11 @@ def parse(name: str, address: str) -> Remote:
         raise BadRemote(f"{address!r} is not AET@HOST:PORT (for example BAY3T@10.1.2.3:104)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise BadRemote(f"{name!r} is not a simple name (letters, digits, _ . -)")
-    return Remote(name, match["aet"].strip(), match["host"], int(match["port"]))
+    try:
+        aet = ae_title(match["aet"])
+    except ValueError as exc:
+        raise BadRemote(f"{address!r}: {exc}") from None
+    return Remote(name, aet, match["host"], int(match["port"]))
 
 
 def _path(store: Path) -> Path:

@@ -1,8 +1,9 @@
 """`dicomfs find`: what a search term can mean, and which studies match.
 
-A term may be a date or date range, a patient ID, an accession number, the
-start of a StudyInstanceUID, or (part of) a patient name; a study matches a
-term when it matches any of these. Several terms must all match.
+A term may be a date or date range, the beginning of a patient ID or accession
+number, the start of a StudyInstanceUID, or (the beginnings of words of) a patient
+name or a study or series description; a study matches a term when it matches any
+of these. Several terms must all match.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ import re
 
 from .index import Index
 
-_DATE_RANGE = re.compile(r"^(\d{4}(?:\d{2}(?:\d{2})?)?)?-(\d{4}(?:\d{2}(?:\d{2})?)?)?$")
-_DATE = re.compile(r"^\d{4}(?:\d{2}(?:\d{2})?)?$")
+# A day, month or year, as DICOM writes it (20061201, 200612, 2006) or as find prints
+# it (2006-12-01, 2006-12).
+_DAY = r"\d{4}(?:\d{2}(?:\d{2})?)?|\d{4}-\d{2}(?:-\d{2})?"
+_DATE = re.compile(rf"^(?:{_DAY})$")
+_RANGE = re.compile(rf"^({_DAY})?\.\.({_DAY})?$")  # 2006-12-01..2006-12-31
+_COMPACT_RANGE = re.compile(r"^(\d{4}(?:\d{2}(?:\d{2})?)?)?-(\d{4}(?:\d{2}(?:\d{2})?)?)?$")
 _UID_PREFIX = re.compile(r"^\d+(\.\d*)+$")
 
 
 def date_bounds(term: str) -> tuple[str, str] | None:
-    """'20040609' -> one day; '2004' or '200406' -> that year or month;
-    '20040601-20040630', '20040601-' and '-20040630' -> ranges. None if not a date."""
+    """'20040609' or '2004-06-09' -> one day; '2004', '200406' or '2004-06' -> that year
+    or month; '2004-06-01..2004-06-30', '20040601-20040630' and either with one end
+    left open -> ranges. As (first, last) YYYYMMDD; None if not a date."""
     if _DATE.match(term):
         return _first_day(term), _last_day(term)
-    match = _DATE_RANGE.match(term)
+    match = _RANGE.match(term) or _COMPACT_RANGE.match(term)
     if match and (match.group(1) or match.group(2)):
         first = _first_day(match.group(1)) if match.group(1) else "00000000"
         last = _last_day(match.group(2)) if match.group(2) else "99999999"
@@ -30,11 +36,11 @@ def date_bounds(term: str) -> tuple[str, str] | None:
 
 
 def _first_day(partial: str) -> str:
-    return partial.ljust(8, "0") if len(partial) < 8 else partial
+    return partial.replace("-", "").ljust(8, "0")
 
 
 def _last_day(partial: str) -> str:
-    return partial + "9" * (8 - len(partial))
+    return partial.replace("-", "").ljust(8, "9")
 
 
 def matching_studies(index: Index, terms: list[str]) -> set[int]:
@@ -48,11 +54,13 @@ def matching_studies(index: Index, terms: list[str]) -> set[int]:
 def studies_for_term(index: Index, term: str) -> set[int]:
     if not term:
         return set()
-    found = index.studies_with_patient_id(term) | index.studies_with_accession(term)
+    found = index.studies_with_patient_id_prefix(term)
+    found |= index.studies_with_accession_prefix(term)
     bounds = date_bounds(term)
     if bounds:
         found |= index.studies_between(*bounds)
     if _UID_PREFIX.match(term):
         found |= index.studies_with_uid_prefix(term)
     found |= index.studies_matching_name(term)
+    found |= index.studies_matching_description(term)
     return found

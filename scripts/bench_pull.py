@@ -45,7 +45,7 @@ def bench_pull(work: Path) -> None:
         processes.append(start(["Orthanc", str(root / "orthanc.json")]))
         wait_for_port(pacs_port, processes[-1])
         dicomfs = [sys.executable, "-m", "dicomfs"]
-        serve = ["serve", "--store", str(root / "store"), "--mount", str(mnt)]
+        serve = ["serve", "--create", "--store", str(root / "store"), "--mount", str(mnt)]
         processes.append(start([*dicomfs, *serve, "--bind", "127.0.0.1", "--port",
                                 str(receiver_port)]))  # fmt: skip
         wait_for_port(receiver_port, processes[-1])

@@ -62,7 +62,7 @@ class Serve:
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
         self.log = store.parent / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicomfs", "serve", "--store", str(store), *where,
+            [sys.executable, "-m", "dicomfs", "serve", "--create", "--store", str(store), *where,
              "--bind", "127.0.0.1", "--port", str(self.port), *extra],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), preexec_fn=preexec,
         )  # fmt: skip

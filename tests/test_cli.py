@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus
+from dicomfs import audit, corpus
+from dicomfs.index import Index
 
 
 def dicomfs(
@@ -168,3 +171,138 @@ def test_help_explains_every_command() -> None:
     for command in ("index", "find"):
         out = dicomfs(command, "-h").stdout
         assert "Examples:" in out
+
+
+# --- what reaches the terminal ------------------------------------------------------------
+
+HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
+TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_audit_shows_a_hostile_username_as_one_line_without_escapes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    record = audit.Record("received", calling_aet="BAY3T", address="10.1.2.3", user=HOSTILE)
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, [record])
+    out = dicomfs("audit", store=store).stdout
+    (line,) = out.splitlines()
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert "user=x\\x1b]0;owned\\x07\\x0aFORGED LINE" in line
+    (record,) = json.loads(dicomfs("audit", "--json", store=store).stdout)
+    assert record["user"] == HOSTILE  # scripts get the value itself
+    assert not TERMINAL_CONTROLS.search(dicomfs("audit", "--json", store=store).stdout)
+
+
+def test_index_report_shows_a_hostile_file_name_on_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "junk\x1b]0;owned\x07\nFORGED.dcm").write_bytes(b"not dicom")
+    out = dicomfs("index", store=store).stdout
+    assert not TERMINAL_CONTROLS.search(out)
+    assert (
+        out.splitlines()[1] == "  skipped junk\\x1b]0;owned\\x07\\x0aFORGED.dcm: not a DICOM file"
+    )
+
+
+def test_find_shows_a_bidi_override_in_a_name_as_an_escape(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec(patient_name="EVIL\u202eEMAN", patient_id="BIDI1"))
+    dicomfs("index", store=store)
+    (line,) = dicomfs("find", "BIDI1", store=store).stdout.splitlines()
+    assert "EVIL\\u202eEMAN" in line
+    assert not TERMINAL_CONTROLS.search(line)
+
+
+def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
+    """main() installs the escaping formatter on the log the user sees."""
+    script = (
+        "import logging, sys\n"
+        "from dicomfs.cli import main\n"
+        "main(['remote', 'list'], standalone_mode=False)\n"
+        f"logging.getLogger('dicomfs.receiver').warning('refused %s', {HOSTILE!r})\n"
+    )
+    env = {**os.environ, "DICOMFS_STORE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.stderr.splitlines() == ["WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE"]
+
+
+# --- find: what users type ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab_store(tmp_path_factory) -> Path:
+    """Studies as a lab has them: IDs and accession numbers in any case, descriptions."""
+    store = tmp_path_factory.mktemp("lab")
+    specs = {
+        "knee": corpus.Spec(patient_name="MARTIN^PAUL", patient_id="PULL0021",
+                            accession="Acc-77A", study_date="20061201",
+                            study_description="Genou droit", series_description="T1 sagittal"),
+        "shoulder": corpus.Spec(patient_name="DURAND^ANNE", patient_id="pull0099",
+                                accession="B500", study_date="20061231",
+                                study_description="Épaule gauche", series_description="STIR"),
+        "brain": corpus.Spec(patient_name="PETIT^LEA", patient_id="X1", accession="C1",
+                             study_date="20070115", study_description="Brain",
+                             series_description="Coronal FLAIR"),
+    }  # fmt: skip
+    for name, spec in specs.items():
+        corpus.write(store / f"{name}.dcm", spec)
+    dicomfs("index", store=store)
+    return store
+
+
+def found_ids(store: Path, *terms: str) -> list[str]:
+    result = dicomfs("find", "--json", *terms, store=store, check=False)
+    return sorted(row["patient_id"] for row in json.loads(result.stdout or "[]"))
+
+
+@pytest.mark.parametrize(
+    ("terms", "expected"),
+    [
+        (["pull002"], ["PULL0021"]),  # an ID by its beginning, whatever the case
+        (["PULL00"], ["PULL0021", "pull0099"]),
+        (["pull0021"], ["PULL0021"]),
+        (["acc-77"], ["PULL0021"]),  # an accession number too
+        (["b500"], ["pull0099"]),
+        (["2006-12-01"], ["PULL0021"]),  # dates as find prints them
+        (["2006-12"], ["PULL0021", "pull0099"]),
+        (["2006-12-01..2006-12-31"], ["PULL0021", "pull0099"]),
+        (["2006-12-02..2007-01-31"], ["X1", "pull0099"]),
+        (["..2006-12-15"], ["PULL0021"]),
+        (["2007-01.."], ["X1"]),
+        (["20061201"], ["PULL0021"]),  # the old forms still work
+        (["200612"], ["PULL0021", "pull0099"]),
+        (["20061202-20070131"], ["X1", "pull0099"]),
+        (["genou"], ["PULL0021"]),  # study descriptions, by the beginnings of words
+        (["GEN"], ["PULL0021"]),
+        (["epaule"], ["pull0099"]),  # accents do not matter
+        (["sagit"], ["PULL0021"]),  # series descriptions too
+        (["flair", "2007"], ["X1"]),
+        (["genou droit"], ["PULL0021"]),
+        (["genou gauche"], []),
+    ],
+)
+def test_find_what_users_type(lab_store: Path, terms: list[str], expected: list[str]) -> None:
+    assert found_ids(lab_store, *terms) == expected
+
+
+def test_find_json_gives_dates_and_times_in_iso_8601(lab_store: Path) -> None:
+    (row,) = json.loads(dicomfs("find", "--json", "genou", store=lab_store).stdout)
+    assert row["study_date"] == "2006-12-01"
+    assert row["study_time"] == "10:15:00"
+    assert row["received_at"].startswith("20")
+    assert datetime.datetime.fromisoformat(row["received_at"]).tzinfo is not None
+
+
+def test_audit_json_gives_its_times_in_iso_8601(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, [audit.Record("received", at=1086778760.0)])
+    (record,) = json.loads(dicomfs("audit", "--json", store=store).stdout)
+    at = datetime.datetime.fromisoformat(record["at"])
+    assert at.timestamp() == 1086778760.0
+    assert at.tzinfo is not None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from dicomfs import access, corpus, expiry
+from dicomfs import access, corpus, expiry, timeparse
 from dicomfs.index import Index
 from dicomfs.indexer import check, reconcile
 from dicomfs.service import ExpiryOptions, sweeper
@@ -192,3 +194,96 @@ def test_keep_takes_a_directory_of_any_view_or_a_uid(store: Path, tmp_path: Path
         for wrong in ("1.2.3.4", str(mount_point / "by-patient"), "/elsewhere/x"):
             with pytest.raises(expiry.NotFound):
                 expiry.resolve(conn, wrong, mount_point)
+
+
+def one_series(store: Path) -> str:
+    with Index(store, readonly=True) as index:
+        (uid,) = index.conn.execute("SELECT series_uid FROM series ORDER BY series_uid").fetchone()
+    return str(uid)
+
+
+def due_now(store: Path) -> set[str]:
+    result = dicomfs("expire", "--store", str(store), "--dry-run", "--json")
+    return {series["series_uid"] for series in json.loads(result.stdout)}
+
+
+def test_keep_until_a_duration_keeps_that_long_from_now(store: Path) -> None:
+    old_store(store)
+    series_uid = one_series(store)
+    result = dicomfs("keep", "--store", str(store), series_uid, "--until", "30d")
+    assert result.returncode == 0, result.stderr
+    assert series_uid not in due_now(store)
+    (line,) = dicomfs("keep", "--store", str(store), "--list").stdout.splitlines()
+    until = datetime.datetime.fromisoformat(line.split("until ")[1].split(",")[0])
+    assert until.timestamp() == pytest.approx(time.time() + 30 * DAY, abs=600)
+
+
+def test_keep_until_a_past_date_is_an_error_that_changes_nothing(store: Path) -> None:
+    old_store(store)
+    series_uid = one_series(store)
+    assert dicomfs("keep", "--store", str(store), series_uid).returncode == 0
+    before = dicomfs("keep", "--store", str(store), "--list").stdout
+    result = dicomfs("keep", "--store", str(store), series_uid, "--until", "2020-01-01")
+    assert result.returncode != 0
+    (line,) = result.stderr.splitlines()
+    assert "in the past" in line
+    assert dicomfs("keep", "--store", str(store), "--list").stdout == before
+    assert "for good" in before
+
+
+def test_a_time_limited_keep_replacing_one_for_good_says_so(store: Path) -> None:
+    old_store(store)
+    series_uid = one_series(store)
+    assert dicomfs("keep", "--store", str(store), series_uid).returncode == 0
+    result = dicomfs("keep", "--store", str(store), series_uid, "--until", "2d")
+    assert result.returncode == 0, result.stderr
+    assert "replacing for good" in result.stdout
+
+
+def test_a_lapsed_keep_stays_listed_as_lapsed_until_dropped(store: Path) -> None:
+    old_store(store)
+    series_uid = one_series(store)
+    with Index(store) as index:
+        expiry.keep(index, series_uid, "series", time.time() - DAY, "alice")
+    (line,) = dicomfs("keep", "--store", str(store), "--list").stdout.splitlines()
+    assert series_uid in line
+    assert "LAPSED" in line
+    assert "alice" in line
+    assert series_uid in due_now(store)
+    # Expired, it is no longer in the store; its keep is still listed, and can be dropped.
+    assert dicomfs("expire", "--store", str(store)).returncode == 0
+    (line,) = dicomfs("keep", "--store", str(store), "--list").stdout.splitlines()
+    assert "LAPSED" in line
+    assert "no longer in the store" in line
+    assert dicomfs("keep", "--store", str(store), "--drop", series_uid).returncode == 0
+    assert dicomfs("keep", "--store", str(store), "--list").stdout == ""
+
+
+def test_future_moments() -> None:
+    now = 1_800_000_000.0
+    assert timeparse.future_moment("30d", now) == now + 30 * DAY
+    assert timeparse.future_moment("36h", now) == now + 36 * 3600
+    assert timeparse.future_moment("2030-01-01", now) == datetime.datetime(2030, 1, 1).timestamp()
+    for past in ("2020-01-01", "2027-01-15T08:00", "0d"):
+        with pytest.raises(ValueError, match=r"in the past|no time"):
+            timeparse.future_moment(past, now)
+
+
+def test_expire_by_hand_under_a_day_asks_for_yes(store: Path) -> None:
+    by_series = old_store(store, age_days=0.5)
+    result = dicomfs("expire", "--store", str(store), "--retention", "6h")
+    assert result.returncode != 0
+    (line,) = result.stderr.splitlines()
+    assert "--yes" in line
+    assert series_uids(store) == set(by_series)
+    result = dicomfs("expire", "--store", str(store), "--retention", "6h", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert series_uids(store) == set()
+
+
+def test_expire_json_gives_times_in_iso_8601(store: Path) -> None:
+    old_store(store)
+    listed = json.loads(dicomfs("expire", "--store", str(store), "--dry-run", "--json").stdout)
+    for series in listed:
+        assert datetime.datetime.fromisoformat(series["last_used"]).tzinfo is not None
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", series["study_date"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import html
 import json
 import os
+import pwd
 import re
 import sqlite3
 import subprocess
@@ -525,5 +527,23 @@ def test_rm_r_deletes_through_the_index_only_with_allow_delete(tmp_path: Path) -
              "--event", "deleted"], capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         assert len(json.loads(audit)) == 3
+    finally:
+        mount.stop()
+
+
+def test_owner_and_group_of_the_files_are_given_by_name(tmp_path: Path) -> None:
+    try:
+        user, group = pwd.getpwnam("daemon"), grp.getgrnam("daemon")
+    except KeyError:
+        pytest.skip("needs the daemon user and group")
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    mount = Mount(store, tmp_path / "mnt", "--uid", "daemon", "--gid", "daemon", "--mode", "0444")
+    try:
+        (path,) = (tmp_path / "mnt" / "by-uid").rglob("*.dcm")
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (user.pw_uid, group.gr_gid)
     finally:
         mount.stop()

@@ -47,7 +47,7 @@ def exam(root: Path, series: int = 2, instances: int = 10, matrix: int = 4) -> l
 def pull(store: Path, pacs: Orthanc, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
-         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", *args],
+         "--create", "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", *args],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -94,7 +94,7 @@ def test_follow_fetches_an_exam_as_it_is_acquired_and_stops_when_idle(
     store = tmp_path / "store"
     follower = subprocess.Popen(
         [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
-         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
+         "--create", "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
          "--follow", "--interval", "1", "--until-idle", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -113,7 +113,7 @@ def test_follow_fetches_an_exam_as_it_is_acquired_and_stops_when_idle(
 def test_a_peer_that_is_not_there_or_refuses_gets_a_clear_message(tmp_path: Path) -> None:
     store = tmp_path / "store"
     nobody = subprocess.run(
-        [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from",
+        [sys.executable, "-m", "dicomfs", "pull", "--create", "--store", str(store), "--from",
          f"NOBODY@127.0.0.1:{free_port()}", "--study", STUDY, "--method", "get"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -122,7 +122,7 @@ def test_a_peer_that_is_not_there_or_refuses_gets_a_clear_message(tmp_path: Path
     strict = Orthanc(tmp_path / "strict", receiver_port=free_port(), check_called_aet=True)
     try:
         refused = subprocess.run(
-            [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from",
+            [sys.executable, "-m", "dicomfs", "pull", "--create", "--store", str(store), "--from",
              f"WRONGAET@127.0.0.1:{strict.port}", "--study", STUDY, "--method", "get"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -140,7 +140,7 @@ def test_a_peer_killed_mid_transfer_keeps_what_arrived_and_a_rerun_fetches_the_r
     store = tmp_path / "store"
     puller = subprocess.Popen(
         [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
-         "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
+         "--create", "--port", str(pacs.receiver_port), "--bind", "127.0.0.1", "--study", STUDY,
          "--method", "get"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -173,7 +173,7 @@ def test_two_pulls_of_one_study_at_once_store_each_instance_once(
     store = tmp_path / "store"
     commands = [
         [sys.executable, "-m", "dicomfs", "pull", "--store", str(store), "--from", pacs.address,
-         "--study", STUDY, "--method", "get"]
+         "--create", "--study", STUDY, "--method", "get"]
         for _ in range(2)
     ]  # fmt: skip
     pulls = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

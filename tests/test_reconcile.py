@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
@@ -161,6 +163,55 @@ def test_reimporting_the_same_file_replaces_it_with_one_row(tmp_path, store, ind
     assert len(list(store.rglob("*.dcm"))) == 1
 
 
+def store_files(store: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(store)): path.read_bytes()
+        for path in store.rglob("*")
+        if path.is_file() and ".dicomfs" not in path.parts
+    }
+
+
+def write_aged(path: Path, spec: corpus.Spec, age: float) -> bytes:
+    corpus.write(path, spec)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("series_of_older", ["1.2.3.9.1", "1.2.3.9.2"])
+def test_import_copies_only_the_newest_of_one_instance(
+    tmp_path: Path, store: Path, index: Index, series_of_older: str
+) -> None:
+    newer, older = tmp_path / "newer.dcm", tmp_path / "older.dcm"
+    spec = corpus.Spec(sop_uid="1.2.3.9.1.1", study_uid="1.2.3.9", series_uid="1.2.3.9.1")
+    newest_bytes = write_aged(newer, dataclasses.replace(spec, series_description="new"), 10)
+    write_aged(older, dataclasses.replace(spec, series_uid=series_of_older), 1000)
+
+    report = import_paths(index, store, [newer, older])  # the older is seen last
+
+    assert list(store_files(store).values()) == [newest_bytes]
+    assert (str(older), f"duplicate SOPInstanceUID of newer file {newer}") in report.skipped
+    assert report.indexed == 1
+    assert index.conn.execute("SELECT description FROM series").fetchall() == [("new",)]
+
+
+def test_import_does_not_copy_an_instance_older_than_the_stores(
+    tmp_path: Path, store: Path, index: Index
+) -> None:
+    spec = corpus.Spec(sop_uid="1.2.3.8.1.1", study_uid="1.2.3.8", series_uid="1.2.3.8.1")
+    write_aged(store / "incoming" / "a.dcm", spec, 10)
+    reconcile(index, store)
+    before = store_files(store)
+    older = tmp_path / "cd" / "a.dcm"
+    write_aged(older, dataclasses.replace(spec, series_uid="1.2.3.8.2"), 1000)
+
+    report = import_paths(index, store, [older])
+
+    assert store_files(store) == before
+    assert report.skipped == [(str(older), "duplicate SOPInstanceUID of newer file incoming/a.dcm")]
+    assert indexed_paths(index) == {"incoming/a.dcm"}
+
+
 def test_schema_is_versioned_and_reopening_keeps_data(store):
     corpus.write(store / "a.dcm", corpus.Spec(sop_uid="1.2.3.7"))
     with Index(store) as first:
@@ -189,7 +240,9 @@ def test_an_index_made_by_the_first_schema_is_upgraded_with_its_times(tmp_path: 
         reconcile(index, store)
     conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
     conn.executescript(
-        """DROP TABLE audit; DROP TABLE kept; DROP TABLE doomed; DROP TABLE reads;
+        """DROP TABLE study_words; DROP TABLE series_words;
+           DROP INDEX patients_patient_id_nocase; DROP INDEX studies_accession_nocase;
+           DROP TABLE audit; DROP TABLE kept; DROP TABLE doomed; DROP TABLE reads;
            DROP INDEX series_last_access; DROP INDEX series_last_received;
            DROP INDEX studies_first_received;
            ALTER TABLE series DROP COLUMN last_received;
