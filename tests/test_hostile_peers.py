@@ -87,7 +87,7 @@ def connections(port: int, count: int, first_bytes: bytes) -> Iterator[list[sock
 
 def test_half_open_connections_do_not_keep_a_sender_out(tmp_path: Path) -> None:
     corpus.write_regular(tmp_path / "sent", patients=1, studies=1, series=1, instances=10)
-    limits = ("--max-associations", "4", "--request-timeout", "300")
+    limits = ("--max-associations", "4", "--request-timeout", "300s")
     with (
         serving(tmp_path / "store", *limits) as server,
         connections(server.port, 70, half_a_request()) as stalled,
@@ -101,7 +101,7 @@ def test_half_open_connections_do_not_keep_a_sender_out(tmp_path: Path) -> None:
 
 def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(tmp_path: Path) -> None:
     with (
-        serving(tmp_path / "store", "--request-timeout", "2") as server,
+        serving(tmp_path / "store", "--request-timeout", "2s") as server,
         connections(server.port, 1, b"\x01") as (trickle,),
     ):
         for byte in half_a_request()[1:]:  # a byte a second: each read gets something
@@ -115,7 +115,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(tmp_path: Pa
 
 
 def test_a_pdu_that_stops_halfway_and_an_idle_association_are_closed(tmp_path: Path) -> None:
-    with serving(tmp_path / "store", "--pdu-timeout", "2", "--idle-timeout", "2") as server:
+    with serving(tmp_path / "store", "--pdu-timeout", "2s", "--idle-timeout", "2s") as server:
         ae, _ = client()
         stalled = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
         idle = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
@@ -260,7 +260,7 @@ def test_a_silent_connection_does_not_hold_up_tls_senders(tmp_path: Path) -> Non
          "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--request-timeout", "300")
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--request-timeout", "300s")
     with serving(tmp_path / "store", *tls) as server, connections(server.port, 3, b"") as silent:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
         context.check_hostname = False
