@@ -71,7 +71,7 @@ def test_pull_a_study_then_only_what_is_missing(tmp_path: Path, pacs: Orthanc, m
     store = tmp_path / "store"
     first = pull(store, pacs, "--study", STUDY, "--method", method)
     assert first.returncode == 0, first.stderr
-    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files)), first.stdout + first.stderr
     assert "pulled 20 instances" in first.stdout
     again = pull(store, pacs, "--study", STUDY, "--method", method)
     assert again.returncode == 0, again.stderr
