@@ -32,6 +32,7 @@ from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS
 from . import audit, ingest, spool
 from . import store as store_files
 from .index import Index, Sender
+from .reactor import parked
 from .remotes import Remote
 from .tcp import QuickAckSocket
 from .writer import IndexWriter
@@ -147,7 +148,9 @@ def _find(assoc: Any, remote: Remote, level: str, **keys: str) -> list[Dataset]:
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
     found = []
-    for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+    with parked(assoc):
+        responses = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+    for status, match in responses:
         code = _status(status)
         if code is None:
             raise PullError(
@@ -200,8 +203,9 @@ def move(
     model = StudyRootQueryRetrieveInformationModelMove
     with associate(remote, destination.aet, [model]) as assoc:
         for identifier in _retrieve_keys(missing, listed):
-            for status, _ in assoc.send_c_move(identifier, destination.aet, model):
-                _check_retrieve_status(remote, status, "move", destination)
+            with parked(assoc):
+                for status, _ in assoc.send_c_move(identifier, destination.aet, model):
+                    _check_retrieve_status(remote, status, "move", destination)
 
 
 def get(
@@ -226,10 +230,11 @@ def get(
         roles = [build_role(sop_class, scp_role=True) for sop_class in classes]
         with associate(remote, our_aet, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
             for identifier in _retrieve_keys(instances, listed):
-                for status, _ in assoc.send_c_get(
-                    identifier, StudyRootQueryRetrieveInformationModelGet
-                ):
-                    _check_retrieve_status(remote, status, "get", None)
+                with parked(assoc):
+                    for status, _ in assoc.send_c_get(
+                        identifier, StudyRootQueryRetrieveInformationModelGet
+                    ):
+                        _check_retrieve_status(remote, status, "get", None)
 
 
 def _by_sop_class_groups(
@@ -369,7 +374,8 @@ def receiver_is_up(port: int, our_aet: str) -> bool:
     if not assoc.is_established:
         return False
     try:
-        status = assoc.send_c_echo()
+        with parked(assoc):
+            status = assoc.send_c_echo()
         return bool(status) and status.Status == 0
     finally:
         assoc.release()

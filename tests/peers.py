@@ -19,6 +19,8 @@ from typing import Any
 import pydicom
 from pynetdicom.dimse_primitives import C_STORE
 
+from dicomfs import reactor
+
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
 
 
@@ -205,12 +207,10 @@ def send_raw_store(
     request.AffectedSOPInstanceUID = sop_uid
     request.Priority = 2
     request.DataSet = io.BytesIO(dataset)
-    assoc._reactor_checkpoint.clear()  # as send_c_store does: the answer is ours to read
-    while not assoc._is_paused and assoc.is_established:
-        time.sleep(0.001)
-    try:
-        assoc.dimse.send_msg(request, context_id)
-        _, response = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
+    with reactor.parked(assoc):  # the answer is ours to read, not pynetdicom's thread's
+        try:
+            assoc.dimse.send_msg(request, context_id)
+            _, response = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
     return None if response is None else int(response.Status)

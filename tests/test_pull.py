@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pydicom.data
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomfs import corpus
+from dicomfs import corpus, puller, remotes
 
 from .peers import Orthanc, free_port
 
@@ -243,3 +246,37 @@ def test_a_move_the_peer_cannot_deliver_names_the_likely_cause(tmp_path: Path) -
     assert f"does not know DICOMFS at {socket.getfqdn()}:{pacs.receiver_port}" in error
     assert "add it on the peer" in error
     assert "--method get" in error
+
+
+class _SlowToNotice(threading.Event):
+    """An Event that its waiter leaves late when it was set: as if pynetdicom's
+    association thread were preempted right after its pause checkpoint let it through,
+    which on a busy machine it is."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.is_set():
+            time.sleep(random.uniform(0, 0.01))
+            return True
+        return super().wait(timeout)
+
+
+def test_no_query_response_is_lost_to_pynetdicoms_own_thread(tmp_path: Path, pacs: Orthanc) -> None:
+    pacs.upload(*exam(tmp_path / "exam", series=1, instances=10))
+    remote = remotes.parse("pacs", pacs.address)
+    find_model = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve, FIND
+    with puller.associate(remote, "DICOMFS", [find_model]) as assoc:
+        checkpoint = _SlowToNotice()
+        checkpoint.set()
+        assoc._reactor_checkpoint = checkpoint
+        take = assoc.dimse.get_msg
+
+        def take_slowly(block: bool = False) -> Any:  # responses wait in the queue a while
+            if threading.current_thread() is not assoc:
+                time.sleep(0.002)
+            return take(block)
+
+        assoc.dimse.get_msg = take_slowly
+        for _ in range(200):
+            found = puller._find(assoc, remote, "IMAGE", StudyInstanceUID=STUDY,
+                                 SeriesInstanceUID=f"{STUDY}.1", SOPInstanceUID="")  # fmt: skip
+            assert len(found) == 10
