@@ -64,11 +64,26 @@ class Commands(click.Group):
 
 
 class PrintableFormatter(logging.Formatter):
-    """Log lines carry AE titles, usernames and reasons from the network: escape the
-    message (not the traceback, which is ours) so it cannot rewrite the terminal."""
+    """Log lines carry AE titles, usernames and reasons from the network: the message is
+    escaped so that it cannot rewrite the terminal or forge a line. A traceback may quote
+    such values too: its lines are escaped and indented, so none can pass for a log line."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return output.printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        text = super().formatException(ei)
+        return "\n".join(f"  | {output.printable(line)}" for line in text.splitlines())
+
+
+class WithoutTraceback(logging.Filter):
+    """pynetdicom logs a traceback with every malformed PDU a peer sends, quoting the
+    peer's bytes: one line says what happened; -vv shows the traceback too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pynetdicom"):
+            record.exc_info = record.exc_text = None
+        return True
 
 
 # --- option types: a bad value is a one-line error before anything runs ---------------
@@ -257,6 +272,8 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     # pydicom logs every odd value it meets; the index reports what matters.
     logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
+    if verbose < 2:
+        handler.addFilter(WithoutTraceback())
 
 
 def open_index(store: Path, *, create: bool = False) -> Index:

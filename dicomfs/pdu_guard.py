@@ -72,12 +72,19 @@ class PduGuard:
         self._pdu_type = 0
         self._requested = False  # the association request has been read
         self._accepted: frozenset[int] = frozenset()  # presentation context IDs
+        self._shut = False
         self._timeout = self._transport.socket.gettimeout()  # pynetdicom's, for its sends
 
     def install(self) -> None:
         self._transport.recv = self.recv
 
+    def shut(self) -> None:
+        """Read nothing more from this peer: pynetdicom sees a closed connection."""
+        self._shut = True
+
     def recv(self, nr_bytes: int) -> bytearray:
+        if self._shut:
+            return bytearray()
         if not self._in_body:
             return self._read_header()
         # pynetdicom asks for the whole body at once (hence SUPPORTED_VERSIONS).

@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import unicodedata
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ class Receiver:
         self._tallies: dict[int, dict[str, _Tally]] = {}
         self._pending: dict[int, Any] = {}  # connections before their request, oldest first
         self._accepted: dict[int, Any] = {}  # associations past their request
+        self._closed_at_connect: weakref.WeakSet[Any] = weakref.WeakSet()  # refused unread
         self._lock = threading.Lock()
         self._server: Any = None
 
@@ -160,13 +162,18 @@ class Receiver:
                 transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
+        guard = pdu_guard.PduGuard(assoc, self.timeouts) if self._guarded else None
+        if guard is not None:
+            guard.install()
         refused = self.policy.address_refusal(assoc.requestor.address)
         if refused:  # before reading a byte from it
             self._refuse(event, refused, calling="", called="", user=None)
+            if guard is not None:
+                guard.shut()  # even what the peer had sent already stays unread
+            with self._lock:
+                self._closed_at_connect.add(assoc)
             pdu_guard.close(transport.socket if transport else None)
             return
-        if self._guarded:
-            pdu_guard.PduGuard(assoc, self.timeouts).install()
         spool.SpoolFile.discard_orphans()
         with self._lock:
             self._forget_ended()
@@ -192,6 +199,9 @@ class Receiver:
         user = username(identity.primary_field) if identity else None
         with self._lock:
             self._pending.pop(id(assoc), None)
+            if assoc in self._closed_at_connect:  # refused and audited already
+                assoc.kill()
+                return
         reason = self.policy.refusal(calling, assoc.requestor.address, user)
         if reason is None:
             with self._lock:

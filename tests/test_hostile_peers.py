@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import ssl
 import struct
@@ -272,3 +273,46 @@ def test_a_silent_connection_does_not_hold_up_tls_senders(tmp_path: Path) -> Non
         assert assoc.send_c_echo().Status == 0
         assoc.release()
         assert not any(closed_by_server(sock) for sock in silent)  # still within their deadline
+
+
+def association_request(calling: bytes, called: bytes = b"DICOMFS") -> bytes:
+    """An A-ASSOCIATE-RQ for Verification, with any bytes as the calling AE title."""
+
+    def item(kind: int, body: bytes) -> bytes:
+        return struct.pack(">BBH", kind, 0, len(body)) + body
+
+    context = item(0x20, b"\x01\x00\x00\x00" + item(0x30, b"1.2.840.10008.1.1")
+                   + item(0x40, b"1.2.840.10008.1.2"))  # fmt: skip
+    user = item(0x50, item(0x51, struct.pack(">L", 16384)))
+    body = (b"\x00\x01\x00\x00" + called.ljust(16)[:16] + calling.ljust(16)[:16] + b"\x00" * 32
+            + item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)  # fmt: skip
+    return struct.pack(">BBL", 0x01, 0, len(body)) + body
+
+
+@pytest.mark.parametrize("calling", [b"\x1b[31mEVIL", b"\x1b]0;pwned\x07X", b"A\nINFO stopped X"])
+def test_a_hostile_ae_title_cannot_rewrite_the_terminal_or_forge_a_log_line(
+    tmp_path: Path, calling: bytes
+) -> None:
+    with serving(tmp_path / "store", "--allow-aet", "BAY3T") as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as peer:
+            peer.sendall(association_request(calling))
+            wait_until(lambda: closed_by_server(peer))
+        echo = dcmtk("echoscu", "-aet", "BAY3T", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
+        assert echo.returncode == 0, echo.stderr
+        log = server.log.read_bytes()
+    assert b"\x1b" not in log
+    assert b"\x07" not in log
+    for line in log.decode().splitlines():  # a log line, or a quoted and indented traceback
+        assert re.match(r"\d{4}-\d\d-\d\d |  \| ", line), line
+
+
+def test_a_refused_address_is_audited_once_and_its_request_never_read(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with serving(store, "--allow-address", "10.0.0.0/8") as server:
+        echo = dcmtk("echoscu", "-aet", "ONCE", "-aec", "DICOMFS", "127.0.0.1", str(server.port))
+        assert echo.returncode != 0
+        refused = wait_for_audit(store, "--event", "rejected")
+        log = server.log.read_text()
+    assert refused
+    assert all(not r["calling_aet"] for r in refused)  # its AE title was never read
+    assert log.count("refused an association") == len(refused)
