@@ -384,7 +384,7 @@ def mount_options(func: F) -> F:
             click.option(
                 "--allow-delete",
                 is_flag=True,
-                help="Let rm (and rm -r of a series or study) delete instances, audited.",
+                help="Let rm, and rm -r of any directory, delete the instances, audited.",
             ),
             click.option(
                 "--mode",

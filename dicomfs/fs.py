@@ -202,16 +202,20 @@ class DicomOperations(pyfuse3.Operations):
         trusts it."""
         return tree.Attributes(False, self._last_page_size, time.time(), None)
 
-    async def _attributes_of(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
-        found = self._seek(tree.attributes, node)
-        if found is None:
-            held = self._held.get(inode)
-            if held is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            # POSIX: an open file stays stat-able until it is closed, whatever the index
-            # says (the kernel asks again once its attribute cache lapses, reads included).
-            found = held.attributes
-        return self._attributes(node, inode, found)
+    def _still_held(self, node: Node, inode: int) -> tree.Attributes:
+        """What stat answers for an inode the kernel holds whose rows are gone (expired,
+        deleted): the kernel asks again once its attribute cache lapses, or after an
+        rmdir or unlink inside it, until it forgets the inode.
+
+        POSIX keeps an open file stat-able until its last close, whatever the index
+        says. A directory stays, empty, until the kernel forgets it: `rm -r` climbs back
+        into a directory whose last entry it has just removed, to remove that one too."""
+        if not tree.is_file(node):
+            return tree.Attributes(True, 0, None, None)
+        held = self._held.get(inode)
+        if held is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return held.attributes
 
     # --- lookups and attributes -----------------------------------------------------
 
@@ -220,14 +224,19 @@ class DicomOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         child = self._seek(tree.lookup, parent, os.fsdecode(name))
-        if child is None:
+        found = None if child is None else self._seek(tree.attributes, child)
+        if child is None or found is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        attr = await self._attributes_of(child, self.inodes.inode_of(child))
+        attr = self._attributes(child, self.inodes.inode_of(child), found)
         self.inodes.looked_up(child)
         return attr
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return await self._attributes_of(self._node(inode), inode)
+        node = self._node(inode)
+        found = self._seek(tree.attributes, node)
+        if found is None:
+            found = self._still_held(node, inode)
+        return self._attributes(node, inode, found)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
@@ -453,7 +462,9 @@ class DicomOperations(pyfuse3.Operations):
             await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        """A directory is virtual: it goes by itself once its files are deleted."""
+        """A directory is virtual: it goes by itself once its files are deleted, so
+        rmdir of an empty one succeeds. A view stays, empty, so that `rm -r` of a whole
+        view succeeds too."""
         if not self.options.allow_delete:
             raise pyfuse3.FUSEError(errno.EROFS)
         child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
@@ -461,8 +472,6 @@ class DicomOperations(pyfuse3.Operations):
             return  # its last file went: nothing left to remove
         if tree.is_file(child):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if child in tree.TOP.values():
-            raise pyfuse3.FUSEError(errno.EPERM)
         if await self._query(tree.list_dir, child):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
 

@@ -547,3 +547,63 @@ def test_owner_and_group_of_the_files_are_given_by_name(tmp_path: Path) -> None:
         assert (st.st_uid, st.st_gid) == (user.pw_uid, group.gr_gid)
     finally:
         mount.stop()
+
+
+def dated_corpus(store: Path) -> None:
+    """Patients with several studies, several of them on one day, over a few years:
+    two series of three instances each."""
+    dates = {0: ("20040609", "20050101"), 1: ("20040609", "20040701"),
+             2: ("20040609", "20040610"), 3: ("20050101", "20060101"),
+             4: ("20070101", "20080202")}  # fmt: skip
+    for patient, days in dates.items():
+        for day in days:
+            study = f"{corpus.UID_ROOT}7.{patient}.{day}"
+            for series in (1, 2):
+                for number in (1, 2, 3):
+                    spec = corpus.Spec(
+                        patient_name=f"PATIENT{patient}", patient_id=f"ID{patient}",
+                        study_uid=study, series_uid=f"{study}.{series}",
+                        sop_uid=f"{study}.{series}.{number}", study_date=day,
+                        series_number=series, instance_number=number,
+                    )  # fmt: skip
+                    corpus.write(store / "incoming" / f"{spec.sop_uid}.dcm", spec)
+    with Index(store) as index:
+        reconcile(index, store)
+
+
+def instances_indexed(store: Path) -> int:
+    return int(str(index_rows(store, "SELECT count(*) FROM instances")[0][0]))
+
+
+def test_rm_r_at_every_level_deletes_everything_below_and_exits_0(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    dated_corpus(store)
+    mount = Mount(store, tmp_path / "mnt", "--allow-delete")
+    patients, dates = mount.path / "by-patient", mount.path / "by-date"
+    study_2006 = f"{corpus.UID_ROOT}7.3.20060101"
+    try:
+        for target in (
+            patients / "PATIENT3_ID3" / "20060101_Brain" / "000001_T1_axial",  # a series
+            next((mount.path / "by-modality").glob(f"*/*/20060101.DAY/{study_2006}.UID")),
+            patients / "PATIENT1_ID1",  # a patient
+            dates / "2004" / "06" / "09",  # a day of three patients
+            dates / "2004" / "06",  # a month
+            dates / "2005",  # a year
+            mount.path / "by-received",  # a whole view: the rest
+        ):
+            below = len(sh("find", str(target), "-type", "f").split())
+            before = instances_indexed(store)
+            result = subprocess.run(["rm", "-r", str(target)], capture_output=True, text=True)
+            assert (result.returncode, result.stderr) == (0, ""), target
+            assert below > 0, target
+            assert not target.exists() or target.parent == mount.path, target
+            assert instances_indexed(store) == before - below
+            for view in VIEWS:
+                assert len(sh("find", str(mount.path / view), "-type", "f").split()) == (
+                    before - below
+                ), view
+        assert sh("ls", "-A", str(mount.path / "by-received")) == ""  # the view stays, empty
+        assert len(list((store / "incoming").rglob("*.dcm"))) == 0
+        assert index_rows(store, "SELECT count(*) FROM audit WHERE event = 'deleted'") == [(60,)]
+    finally:
+        mount.stop()
