@@ -390,9 +390,10 @@ def mount_options(func: F) -> F:
                 "--mode",
                 "file_mode",
                 type=FileMode(),
-                default="0400",
+                default="0600",
                 show_default=True,
-                help="Mode of the files (directories get x where r is set).",
+                help="Mode of the files, with the owner's w always (for copies; the mount "
+                "stays read-only); directories get x where r is set.",
             ),
         ]
     ):

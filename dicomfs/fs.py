@@ -40,7 +40,7 @@ ATTR_TIMEOUT = 1.0
 class MountOptions:
     uid: int = dataclasses.field(default_factory=os.getuid)
     gid: int = dataclasses.field(default_factory=os.getgid)
-    file_mode: int = 0o400  # patients' data: the mounting user only, by default
+    file_mode: int = 0o600  # patients' data: the mounting user only, by default
     allow_other: bool = False
     allow_delete: bool = False  # rm of instance files (so rm -r of a series) deletes them
 
@@ -119,11 +119,13 @@ class DicomOperations(pyfuse3.Operations):
         self._last_page_size = 0
         self._next_fh = 1
         self._mounted_at = time.time()
-        self._file_mode = stat.S_IFREG | options.file_mode
+        # The owner may write, whatever --mode says: cp -r keeps the modes it copies, and
+        # a copy must be its copier's to change and delete. The mount itself stays
+        # read-only: writes are EROFS, and unlink is EROFS without --allow-delete.
+        mode = options.file_mode | stat.S_IWUSR
+        self._file_mode = stat.S_IFREG | mode
         # Directories can be entered by whoever may read the files.
-        self._dir_mode = stat.S_IFDIR | options.file_mode | ((options.file_mode & 0o444) >> 2)
-        if options.allow_delete:
-            self._dir_mode |= stat.S_IWUSR  # the kernel asks for it before an unlink
+        self._dir_mode = stat.S_IFDIR | mode | ((mode & 0o444) >> 2)
         # Reading through the mount must not touch the stored file's atime.
         self._open_flags = os.O_RDONLY | (os.O_NOATIME if os.geteuid() == 0 else 0)
 

@@ -215,7 +215,7 @@ def test_stat_shows_true_size_and_received_time(mounted: Mount) -> None:
     st = path.stat()
     assert st.st_size == size
     assert abs(st.st_mtime - received) < 1
-    assert oct(st.st_mode & 0o777) == oct(0o400)
+    assert oct(st.st_mode & 0o777) == oct(0o600)
 
 
 def test_the_mount_is_read_only(mounted: Mount) -> None:
@@ -226,6 +226,50 @@ def test_the_mount_is_read_only(mounted: Mount) -> None:
     (some_file,) = list((mounted.path / "by-uid").glob("*/*/*.dcm"))[:1]
     with pytest.raises(OSError, match="Read-only"):
         some_file.open("ab")
+
+
+def test_a_copy_out_of_the_mount_is_the_copiers_to_delete(mounted: Mount, tmp_path: Path) -> None:
+    (study,) = list((mounted.path / "by-patient").glob("PATIENT00000_TEST_ID00000/*"))[:1]
+    assert modes_below(study) == {"dir": 0o700, "file": 0o600}
+    sh("cp", "-r", str(study), str(tmp_path / "copy"))
+    assert modes_below(tmp_path / "copy") == {"dir": 0o700, "file": 0o600}
+    sh("rm", "-rf", str(tmp_path / "copy"))  # no chmod first
+    assert not (tmp_path / "copy").exists()
+    # The mount itself stays read-only, whatever the mode bits say.
+    (some_file,) = list(study.rglob("*.dcm"))[:1]
+    for command in (["touch", str(some_file)], ["rm", "-f", str(some_file)],
+                    ["mkdir", str(study / "new")], ["chmod", "u+x", str(some_file)]):  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert "Read-only file system" in result.stderr, command
+    assert some_file.exists()
+
+
+def modes_below(top: Path) -> dict[str, int]:
+    """The permission bits of the directories and of the files under top (and top),
+    each kind having one mode."""
+    found: dict[str, set[int]] = {"dir": set(), "file": set()}
+    for path in [top, *top.rglob("*")]:
+        found["dir" if path.is_dir() else "file"].add(path.stat().st_mode & 0o7777)
+    assert all(len(modes) == 1 for modes in found.values()), found
+    return {kind: modes.pop() for kind, modes in found.items()}
+
+
+def test_mode_0440_shows_0640_files_and_0750_directories(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    mount = Mount(store, tmp_path / "mnt", "--mode", "0440", "--allow-delete")
+    try:
+        (study,) = (mount.path / "by-patient").glob("*/*")
+        assert modes_below(study) == {"dir": 0o750, "file": 0o640}
+        (path,) = study.rglob("*.dcm")
+        with pytest.raises(OSError, match="Read-only"):
+            path.open("ab")
+        sh("rm", "-r", str(study))  # --allow-delete still deletes
+        assert not list(store.glob("*.dcm"))
+    finally:
+        mount.stop()
 
 
 def test_new_instances_appear_without_remounting(mounted: Mount) -> None:
