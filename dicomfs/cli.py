@@ -421,11 +421,13 @@ def _mount_options(
     "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=config.default_mount
 )
 @click.option("--background", is_flag=True, help="Detach once the mount is up.")
+@click.option("--detached", is_flag=True, hidden=True)  # the process --background starts
 @mount_options
 def mount_command(
     store: Path,
     mountpoint: Path,
     background: bool,
+    detached: bool,
     allow_other: bool,
     allow_delete: bool,
     uid: int | None,
@@ -443,7 +445,8 @@ def mount_command(
     index.html    every study on one page, for Find in page; made when opened
 
     Read-only. Runs in the foreground until Ctrl-C (or SIGTERM), then unmounts;
-    a mount left behind by a crash is cleared first.
+    a mount left behind by a crash is cleared first. With --background, the
+    mount process logs to ~/.local/state/dicomfs/mount-<mount point>.log.
 
     \b
     Examples:
@@ -461,6 +464,7 @@ def mount_command(
         if background:
             args = [
                 "mount",
+                "--detached",
                 "--store",
                 str(store.absolute()),
                 str(mountpoint.absolute()),
@@ -470,9 +474,12 @@ def mount_command(
             args += ["--allow-other"] if allow_other else []
             args += ["--allow-delete"] if allow_delete else []
             args += ["--uid", str(options.uid), "--gid", str(options.gid)]
-            pid = mount.start_background(args, mountpoint)
-            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid})"))
+            log = mount.background_log(mountpoint)
+            pid = mount.start_background(args, mountpoint, log)
+            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid}); log: {log}"))
         else:
+            if detached:
+                _log_as_service()  # into the log file: with times, and what it does
             mount.run(store.absolute(), mountpoint.absolute(), options)
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc

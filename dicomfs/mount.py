@@ -192,24 +192,63 @@ async def _ending_all(task: Task, everything: trio.CancelScope) -> None:
     everything.cancel()
 
 
-def start_background(args: list[str], mountpoint: Path, timeout: float = 15.0) -> int:
-    """Start `dicomfs mount` detached; return its pid once the mount is up."""
+def background_log(mountpoint: Path) -> Path:
+    """Where a background mount writes its log: $XDG_STATE_HOME/dicomfs (default
+    ~/.local/state/dicomfs), in a file named after the mount point."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    parts = Path(os.path.abspath(mountpoint)).parts[1:]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)) or "root"
+    return Path(state) / "dicomfs" / f"mount-{slug[-200:]}.log"  # a name fits in 255 bytes
+
+
+def _open_log(log: Path) -> int:
+    """The log, private (it may name patients), opened for appending."""
+    try:
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise MountError(f"cannot write the log {log}: {exc.strerror}") from exc
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def start_background(args: list[str], mountpoint: Path, log: Path, timeout: float = 15.0) -> int:
+    """Start `dicomfs mount` detached, its output going to `log`; return its pid once
+    the mount is up. An error before that is raised here, as the process wrote it."""
+    log_fd = _open_log(log)
+    start = os.lseek(log_fd, 0, os.SEEK_END)
     # A daemon: it imports nothing from the current directory (-P), which it does not
     # hold busy either (the paths in args are absolute), and it keeps no caller's
-    # stdout open, so that `$(dicomfs mount --background ...)` returns.
-    process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "dicomfs", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        cwd="/",
-        start_new_session=True,
-    )
+    # stdout or stderr open, so that `$(dicomfs mount --background ...)` and
+    # `dicomfs mount --background ... 2>&1 | head` return.
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "dicomfs", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+            cwd="/",
+            start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_ready(mountpoint):
+        if serving_pid(mountpoint) == process.pid and is_ready(mountpoint):  # not another's
             return process.pid
         if process.poll() is not None:
-            raise MountError(f"the mount process ended with status {process.returncode}")
+            said = _last_line(log, start).removeprefix("Error: ")
+            raise MountError(said or f"the mount process ended with status "
+                             f"{process.returncode}: see {log}")  # fmt: skip
         time.sleep(0.05)
     process.terminate()
-    raise MountError(f"{mountpoint} did not appear within {timeout:.0f} s")
+    raise MountError(f"{mountpoint} did not appear within {timeout:.0f} s: see {log}")
+
+
+def _last_line(log: Path, start: int) -> str:
+    """The last line written to the log since offset start, or ''."""
+    with contextlib.suppress(OSError), log.open("rb") as written:
+        written.seek(start)
+        lines = written.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    return ""
