@@ -231,6 +231,30 @@ def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
     )
 
 
+def use_mount_point(mountpoint: Path, param: str) -> Path:
+    """The mount point, absolute. The rule of the store: the default (~/dicom, or
+    $DICOMFS_MOUNT) is made on first use; one named on the command line must exist,
+    so that a typo does not make a directory to mount on."""
+    from . import mount
+
+    if mount.is_stale(mountpoint) or os.path.isdir(mountpoint):
+        return mountpoint.absolute()  # a mount left by a crash is cleared when mounting
+    if os.path.lexists(mountpoint):
+        raise click.ClickException(f"mount point {mountpoint} is not a directory")
+    if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
+        raise click.ClickException(
+            f"mount point {mountpoint} does not exist: check the path, or make it first "
+            f"(mkdir -p {mountpoint})"
+        )
+    try:
+        mountpoint.mkdir(parents=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot create the mount point {mountpoint}: {exc.strerror}"
+        ) from exc
+    return mountpoint.absolute()
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -460,6 +484,7 @@ def mount_command(
     store = use_store(store)
     with open_index(store):
         pass  # a clear error now if there is no index to show
+    mountpoint = use_mount_point(mountpoint, "mountpoint")
     try:
         if background:
             args = [
@@ -467,7 +492,7 @@ def mount_command(
                 "--detached",
                 "--store",
                 str(store.absolute()),
-                str(mountpoint.absolute()),
+                str(mountpoint),
                 "--mode",
                 f"{file_mode:04o}",
             ]
@@ -480,7 +505,7 @@ def mount_command(
         else:
             if detached:
                 _log_as_service()  # into the log file: with times, and what it does
-            mount.run(store.absolute(), mountpoint.absolute(), options)
+            mount.run(store.absolute(), mountpoint, options)
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -657,11 +682,14 @@ def serve_command(
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     store = _ensure_store(store, create)
     try:
+        if not no_mount:
+            mountpoint = use_mount_point(mountpoint, "mountpoint")
+            mount.prepare(mountpoint)  # its errors now, before the receiver starts
         run(
             store,
             receiving,
             ExpiryOptions(retention, sweep_interval),
-            None if no_mount else mountpoint.absolute(),
+            None if no_mount else mountpoint,
             options,
         )
     except (ServiceError, mount.MountError) as exc:

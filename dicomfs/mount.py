@@ -114,12 +114,23 @@ def _pidfd(pid: int) -> int | None:
 
 
 def prepare(mountpoint: Path) -> None:
+    """Clear a mount a crash left; refuse a mount point in use, or one whose files
+    the mount would hide."""
     if is_stale(mountpoint):
         log.warning("clearing a stale mount left at %s", mountpoint)
         unmount(mountpoint, lazy=True)
     if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint} is already a mount point")
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    try:
+        held = len(os.listdir(mountpoint))
+    except OSError as exc:
+        raise MountError(f"cannot mount on {mountpoint}: {exc.strerror}") from exc
+    if held:
+        files = "1 file" if held == 1 else f"{held} files"
+        raise MountError(
+            f"{mountpoint} is not empty: mounting there would hide its {files}; "
+            "choose an empty directory"
+        )
 
 
 Task = Callable[[], Awaitable[None]]

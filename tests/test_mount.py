@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import html
@@ -28,7 +29,7 @@ from dicomfs.mount import is_ready
 from dicomfs.writer import IndexWriter
 
 from .conftest import LOOKALIKES, write_lookalike_uids
-from .peers import terminate
+from .peers import free_port, terminate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -39,6 +40,8 @@ DAY = 86400.0
 class Mount:
     def __init__(self, store: Path, mountpoint: Path, *extra: str) -> None:
         self.store, self.path = store, mountpoint
+        with contextlib.suppress(FileExistsError):  # it may be a mount a crash left
+            os.mkdir(mountpoint)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -651,3 +654,83 @@ def test_rm_r_at_every_level_deletes_everything_below_and_exits_0(tmp_path: Path
         assert index_rows(store, "SELECT count(*) FROM audit WHERE event = 'deleted'") == [(60,)]
     finally:
         mount.stop()
+
+
+def dicomfs(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomfs", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def test_a_mount_point_named_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    typo = tmp_path / "typo" / "mnt"
+    with unmounted_after(typo):
+        line = one_line_error(dicomfs("mount", "--store", str(store), str(typo)))
+        assert line == f"Error: mount point {typo} does not exist: check the path, or make " \
+                       f"it first (mkdir -p {typo})"  # fmt: skip
+        served = dicomfs("serve", "--store", str(store), "--mount", str(typo),
+                         "--bind", "127.0.0.1", "--port", str(free_port()))  # fmt: skip
+        assert one_line_error(served) == line
+        assert not typo.parent.exists()
+
+
+@contextlib.contextmanager
+def unmounted_after(mountpoint: Path) -> Iterator[None]:
+    """Whatever the test did, nothing stays mounted there (a mount ends its process)."""
+    try:
+        yield
+    finally:
+        if os.path.ismount(mountpoint) or _stale(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+
+
+def test_mounting_over_a_directory_that_holds_files_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    busy = tmp_path / "papers"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("mine")
+    (busy / "figures").mkdir()
+    expected = (f"Error: {busy} is not empty: mounting there would hide its 2 files; "
+                "choose an empty directory")  # fmt: skip
+    with unmounted_after(busy):
+        assert one_line_error(dicomfs("mount", "--store", str(store), str(busy))) == expected
+        background = dicomfs("mount", "--background", "--store", str(store), str(busy),
+                             env={"XDG_STATE_HOME": str(tmp_path / "state")})  # fmt: skip
+        assert one_line_error(background) == expected
+        served = dicomfs("serve", "--store", str(store), "--mount", str(busy),
+                         "--bind", "127.0.0.1", "--port", str(free_port()))  # fmt: skip
+        assert one_line_error(served) == expected
+        assert not os.path.ismount(busy)
+        assert (busy / "thesis.tex").read_text() == "mine"
+
+
+def test_the_default_mount_point_is_made_on_first_use(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    home = {"HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    for env, made in (
+        ({**home, "DICOMFS_MOUNT": ""}, tmp_path / "home" / "dicom"),
+        ({**home, "DICOMFS_MOUNT": str(tmp_path / "env" / "mnt")}, tmp_path / "env" / "mnt"),
+    ):
+        with unmounted_after(made):
+            result = dicomfs("mount", "--background", "--store", str(store), env=env)
+            assert result.returncode == 0, result.stderr
+            assert "by-uid" in sh("ls", str(made))

@@ -67,6 +67,7 @@ def background_mount(
     """`dicomfs mount --background ... 2>&1 | cat`, as a script runs it: it returns once
     the mount is up, the pipe free. Ended if a test leaves it."""
     state = mountpoint.parent / "state"
+    mountpoint.mkdir(exist_ok=True)
     pid = None
     try:
         result = subprocess.run(
