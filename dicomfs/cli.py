@@ -502,12 +502,31 @@ def mount_command(
             log = mount.background_log(mountpoint)
             pid = mount.start_background(args, mountpoint, log)
             click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid}); log: {log}"))
+        elif detached:
+            _log_as_service()  # into the log file: with times, and what it does
+            mount.run(store, mountpoint, options)
         else:
-            if detached:
-                _log_as_service()  # into the log file: with times, and what it does
-            mount.run(store.absolute(), mountpoint, options)
+            _mount_in_foreground(store, mountpoint, options)
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _mount_in_foreground(store: Path, mountpoint: Path, options: Any) -> None:
+    """Mount until Ctrl-C, saying when the mount is up and when it is gone."""
+    from . import mount
+
+    mounted = False
+
+    def say_mounted() -> None:
+        nonlocal mounted
+        mounted = True
+        click.echo(output.printable(f"mounted {store} on {mountpoint}; Ctrl-C unmounts"), err=True)
+
+    try:
+        mount.run(store, mountpoint, options, on_mounted=say_mounted)
+    finally:
+        if mounted:
+            click.echo(output.printable(f"unmounted {mountpoint}"), err=True)
 
 
 @main.command("umount", context_settings=CONTEXT)

@@ -46,14 +46,23 @@ def is_ready(mountpoint: Path) -> bool:
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     args = ["fusermount3", "-u", *(["-z"] if lazy else []), str(mountpoint)]
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
+    # In English whatever the locale: the reason is read below.
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    if result.returncode == 0:
+        return
+    if "Device or resource busy" in result.stderr:
+        raise MountError(
+            f"{mountpoint} is busy: a process has a file or directory open there; "
+            f"`fuser -vm {mountpoint}` shows which"
+        )
+    raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
 
 
 def umount(mountpoint: Path, timeout: float = 30.0) -> None:
     """`dicomfs umount`: unmount, and return once the process that served the mount
     has exited (index closed, accesses written). A stale mount is just cleared."""
+    if _mount_source(mountpoint) is None:  # live or stale, a dicomfs mount is listed
+        raise MountError(_not_mounted(mountpoint))
     pid = serving_pid(mountpoint)
     pidfd = _pidfd(pid) if pid is not None else None
     if pidfd is None:  # no process to wait for: perhaps a crashed one, or an old mount
@@ -71,9 +80,28 @@ def umount(mountpoint: Path, timeout: float = 30.0) -> None:
         )
 
 
+def _not_mounted(mountpoint: Path) -> str:
+    """Why there is nothing to unmount at mountpoint."""
+    if os.path.ismount(mountpoint):
+        return f"{mountpoint} is not a dicomfs mount"
+    if os.path.isdir(mountpoint):
+        return f"{mountpoint} is not mounted"
+    return f"nothing is mounted at {mountpoint}"
+
+
 def serving_pid(mountpoint: Path) -> int | None:
-    """The pid in the fsname (dicomfs:<pid>) of the dicomfs mount at mountpoint, from the
-    kernel's mount table: the process itself is not asked, as it may not answer."""
+    """The pid in the fsname (dicomfs:<pid>) of the dicomfs mount at mountpoint: the
+    process itself is not asked, as it may not answer."""
+    found = _mount_source(mountpoint)
+    prefix = f"{FSNAME}:"
+    if found is None or not found.startswith(prefix) or not found[len(prefix) :].isdigit():
+        return None
+    return int(found[len(prefix) :])
+
+
+def _mount_source(mountpoint: Path) -> str | None:
+    """The source (fsname) of the dicomfs mount at mountpoint, live or stale, from the
+    kernel's mount table; None if there is none."""
     absolute = Path(os.path.abspath(mountpoint))
     # Resolve symlinks above the mount point only: a stat of the mount point itself
     # would wait on the process.
@@ -85,10 +113,7 @@ def serving_pid(mountpoint: Path) -> int | None:
             fstype, source = described.split()[:2]
             if fstype == "fuse.dicomfs" and _unescape(mounted.split()[4]) == wanted:
                 found = source  # the last one wins: it is the one on top
-    prefix = f"{FSNAME}:"
-    if found is None or not found.startswith(prefix) or not found[len(prefix) :].isdigit():
-        return None
-    return int(found[len(prefix) :])
+    return found
 
 
 def _unescape(field: str) -> str:
@@ -142,10 +167,12 @@ def run(
     options: MountOptions,
     tasks: Sequence[Task] = (),
     writer: IndexWriter | None = None,
+    on_mounted: Callable[[], None] | None = None,
 ) -> None:
     """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly.
 
-    writer: the process's index writer, if it has one; else the mount opens its own."""
+    writer: the process's index writer, if it has one; else the mount opens its own.
+    on_mounted: called once the mount is up."""
     # Until trio takes the signals over, SIGTERM must still unwind through the
     # finally below, or the kernel is left with a dead mount.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -163,6 +190,8 @@ def run(
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     log.info("mounted %s on %s", store, mountpoint)
+    if on_mounted is not None:
+        on_mounted()
     try:
         run_until_signal([_until_unmounted(mountpoint), operations.record_accesses, *tasks])
     finally:

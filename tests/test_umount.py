@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -182,3 +183,45 @@ def test_mount_background_from_a_directory_holding_a_dicomfs_folder(tmp_path: Pa
         result = umount(tmp_path / "mnt", cwd=clone)
         assert result.returncode == 0, result.stderr
         assert exited(background.pid)
+
+
+def test_umount_says_plainly_what_is_wrong(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = umount(plain)
+    assert (result.returncode, result.stderr) == (1, f"Error: {plain} is not mounted\n")
+    home = tmp_path / "home"
+    result = subprocess.run([DICOMFS, "umount"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HOME": str(home), "DICOMFS_MOUNT": ""})  # fmt: skip
+    expected = f"Error: nothing is mounted at {home / 'dicom'}\n"
+    assert (result.returncode, result.stderr) == (1, expected)
+    served = Mount(small_store(tmp_path), tmp_path / "mnt")
+    try:
+        inside = os.open(served.path / "by-uid", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            result = umount(served.path)
+        finally:
+            os.close(inside)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"Error: {served.path} is busy: a process has a file or directory open there; "
+            f"`fuser -vm {served.path}` shows which\n"
+        )
+        assert os.path.ismount(served.path)
+        assert umount(served.path).returncode == 0
+    finally:
+        served.stop()
+
+
+def test_the_foreground_mount_says_when_it_is_up_and_when_it_stops(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    served = Mount(store, tmp_path / "mnt")
+    try:
+        said = served.process.stderr
+        assert said is not None
+        ready, _, _ = select.select([said], [], [], 30)
+        assert ready, "nothing said once mounted"
+        assert said.readline() == f"mounted {store} on {served.path}; Ctrl-C unmounts\n"
+    finally:
+        served.stop()
+    assert said.read() == f"unmounted {served.path}\n"
