@@ -6,6 +6,7 @@ Every index query and file read runs in a worker thread, never on the trio loop.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -24,7 +25,7 @@ import trio
 from . import access, expiry, nowait, page, tree
 from . import store as store_files
 from .index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
-from .inodes import Inodes
+from .inodes import ROOT_INODE, Inodes
 from .tree import Node
 from .writer import IndexWriter
 
@@ -34,6 +35,10 @@ T = TypeVar("T")
 # Short kernel cache lifetimes: new instances show within two seconds of their commit.
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+# How long a directory that rm has emptied through the mount can still be found, empty,
+# after the last deletion below it (rm removes a directory right after emptying it).
+EMPTIED_GRACE = 30.0
+_EMPTY_DIRECTORY = tree.Attributes(True, 0, None, None)  # one whose rows are gone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +83,7 @@ class _Listing:
     """An open directory: its entries, as listed by the first readdir."""
 
     node: Node
+    inode: int
     entries: list[tuple[str, Node, tree.Attributes]] | None = None
 
 
@@ -115,6 +121,8 @@ class DicomOperations(pyfuse3.Operations):
         self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
         self._held: dict[int, _Held] = {}  # inode -> its open instance file
+        # directory inode -> when rm last deleted something below it (time.monotonic)
+        self._emptying: dict[int, float] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
         self._next_fh = 1
@@ -213,11 +221,38 @@ class DicomOperations(pyfuse3.Operations):
         says. A directory stays, empty, until the kernel forgets it: `rm -r` climbs back
         into a directory whose last entry it has just removed, to remove that one too."""
         if not tree.is_file(node):
-            return tree.Attributes(True, 0, None, None)
+            return _EMPTY_DIRECTORY
         held = self._held.get(inode)
         if held is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return held.attributes
+
+    def _emptied(self, parent_inode: int, name: str) -> int:
+        """The directory `name` in parent that rm has just emptied through the mount, its
+        rows gone with its last file; else ENOENT. rm -r deletes what is below a
+        directory, then removes the directory by the name it looked up, which the kernel
+        may have let lapse meanwhile and ask for again: that name stays, empty, until
+        rmdir removes it (or the kernel forgets it, or EMPTIED_GRACE passes)."""
+        now = time.monotonic()
+        for inode, last in list(self._emptying.items()):
+            if now - last > EMPTIED_GRACE:
+                del self._emptying[inode]
+            elif self.inodes.place_of(inode) == (parent_inode, name):
+                node = self.inodes.node_of(inode)
+                if node is not None and self._seek(tree.attributes, node) is None:
+                    return inode
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _emptying_from(self, inode: int) -> None:
+        """rm deleted something in this directory: it and the directories above it may
+        be emptied, and then removed by rm."""
+        now = time.monotonic()
+        while inode != ROOT_INODE:
+            self._emptying[inode] = now
+            place = self.inodes.place_of(inode)
+            if place is None:
+                return
+            inode = place[0]
 
     # --- lookups and attributes -----------------------------------------------------
 
@@ -225,13 +260,15 @@ class DicomOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        child = self._seek(tree.lookup, parent, os.fsdecode(name))
+        wanted = os.fsdecode(name)
+        child = self._seek(tree.lookup, parent, wanted)
         found = None if child is None else self._seek(tree.attributes, child)
         if child is None or found is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        attr = self._attributes(child, self.inodes.inode_of(child), found)
-        self.inodes.looked_up(child)
-        return attr
+            child, found = self._node(self._emptied(parent_inode, wanted)), _EMPTY_DIRECTORY
+        inode = self.inodes.looked_up(child)
+        if found.is_dir:
+            self.inodes.place(inode, parent_inode, wanted)
+        return self._attributes(child, inode, found)
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
@@ -243,6 +280,8 @@ class DicomOperations(pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
+            if self.inodes.node_of(inode) is None:
+                self._emptying.pop(inode, None)
 
     # --- directories ----------------------------------------------------------------
 
@@ -253,7 +292,7 @@ class DicomOperations(pyfuse3.Operations):
         # The listing is taken by the first readdir, not here: tools open directories
         # they never read (find opens each one again to change into it).
         fh = self._new_fh()
-        self._dirs[fh] = _Listing(node)
+        self._dirs[fh] = _Listing(node, inode)
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
@@ -274,6 +313,8 @@ class DicomOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name.encode("utf-8"), attr, position + 1):
                 return
             inodes.count_lookup(inode)
+            if found.is_dir:
+                inodes.place(inode, listing.inode, name)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -460,6 +501,7 @@ class DicomOperations(pyfuse3.Operations):
 
         if not await self._write(delete):
             raise pyfuse3.FUSEError(errno.EIO)  # not deleted: rm must not say it was
+        self._emptying_from(parent_inode)
         if paths:
             await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
 
@@ -469,9 +511,13 @@ class DicomOperations(pyfuse3.Operations):
         view succeeds too."""
         if not self.options.allow_delete:
             raise pyfuse3.FUSEError(errno.EROFS)
-        child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
-        if child is None:
-            return  # its last file went: nothing left to remove
+        wanted = os.fsdecode(name)
+        child = self._seek(tree.lookup, self._node(parent_inode), wanted)
+        if child is None:  # its last file went: nothing left to remove
+            with contextlib.suppress(pyfuse3.FUSEError):
+                del self._emptying[self._emptied(parent_inode, wanted)]  # now gone for good
+            self._emptying_from(parent_inode)
+            return
         if tree.is_file(child):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if await self._query(tree.list_dir, child):

@@ -22,7 +22,7 @@ import pydicom
 import pytest
 
 from dicomfs import corpus, expiry
-from dicomfs.fs import ATTR_TIMEOUT
+from dicomfs.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
@@ -652,6 +652,31 @@ def test_rm_r_at_every_level_deletes_everything_below_and_exits_0(tmp_path: Path
         assert sh("ls", "-A", str(mount.path / "by-received")) == ""  # the view stays, empty
         assert len(list((store / "incoming").rglob("*.dcm"))) == 0
         assert index_rows(store, "SELECT count(*) FROM audit WHERE event = 'deleted'") == [(60,)]
+    finally:
+        mount.stop()
+
+
+def test_rm_r_at_the_pace_of_a_large_tree_removes_each_directory_it_emptied(
+    tmp_path: Path,
+) -> None:
+    """What rm -r does, on a tree too large to delete within the kernel's entry cache:
+    files first, then each directory, by a name the kernel has let lapse meanwhile,
+    whose rows went with its last file."""
+    store = tmp_path / "store"
+    dated_corpus(store)
+    mount = Mount(store, tmp_path / "mnt", "--allow-delete")
+    year = mount.path / "by-date" / "2006"  # one study: every directory below goes with it
+    try:
+        walked = list(os.walk(year, topdown=False))
+        for directory, _, files in walked:
+            for name in files:
+                os.unlink(os.path.join(directory, name))
+        time.sleep(ENTRY_TIMEOUT * 1.5)  # a lower bound: the kernel must ask again
+        for directory, _, _ in walked:  # deepest first, year last
+            os.rmdir(directory)
+            assert not os.path.exists(directory)  # removed, it is not found any more
+        assert "2006" not in os.listdir(mount.path / "by-date")
+        assert instances_indexed(store) == 54
     finally:
         mount.stop()
 
