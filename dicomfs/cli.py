@@ -246,6 +246,30 @@ def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
     )
 
 
+def use_mount_point(mountpoint: Path, param: str) -> Path:
+    """The mount point, absolute. The rule of the store: the default (~/dicom, or
+    $DICOMFS_MOUNT) is made on first use; one named on the command line must exist,
+    so that a typo does not make a directory to mount on."""
+    from . import mount
+
+    if mount.is_stale(mountpoint) or os.path.isdir(mountpoint):
+        return mountpoint.absolute()  # a mount left by a crash is cleared when mounting
+    if os.path.lexists(mountpoint):
+        raise click.ClickException(f"mount point {mountpoint} is not a directory")
+    if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
+        raise click.ClickException(
+            f"mount point {mountpoint} does not exist: check the path, or make it first "
+            f"(mkdir -p {mountpoint})"
+        )
+    try:
+        mountpoint.mkdir(parents=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot create the mount point {mountpoint}: {exc.strerror}"
+        ) from exc
+    return mountpoint.absolute()
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -401,15 +425,16 @@ def mount_options(func: F) -> F:
             click.option(
                 "--allow-delete",
                 is_flag=True,
-                help="Let rm (and rm -r of a series or study) delete instances, audited.",
+                help="Let rm, and rm -r of any directory, delete the instances, audited.",
             ),
             click.option(
                 "--mode",
                 "file_mode",
                 type=FileMode(),
-                default="0400",
+                default="0600",
                 show_default=True,
-                help="Mode of the files (directories get x where r is set).",
+                help="Mode of the files, with the owner's w always (for copies; the mount "
+                "stays read-only); directories get x where r is set.",
             ),
         ]
     ):
@@ -437,11 +462,13 @@ def _mount_options(
     "mountpoint", type=click.Path(file_okay=False, path_type=Path), default=config.default_mount
 )
 @click.option("--background", is_flag=True, help="Detach once the mount is up.")
+@click.option("--detached", is_flag=True, hidden=True)  # the process --background starts
 @mount_options
 def mount_command(
     store: Path,
     mountpoint: Path,
     background: bool,
+    detached: bool,
     allow_other: bool,
     allow_delete: bool,
     uid: int | None,
@@ -459,7 +486,8 @@ def mount_command(
     index.html    every study on one page, for Find in page; made when opened
 
     Read-only. Runs in the foreground until Ctrl-C (or SIGTERM), then unmounts;
-    a mount left behind by a crash is cleared first.
+    a mount left behind by a crash is cleared first. With --background, the
+    mount process logs to ~/.local/state/dicomfs/mount-<mount point>.log.
 
     \b
     Examples:
@@ -473,25 +501,49 @@ def mount_command(
     store = use_store(store)
     with open_index(store):
         pass  # a clear error now if there is no index to show
+    mountpoint = use_mount_point(mountpoint, "mountpoint")
     try:
         if background:
             args = [
                 "mount",
+                "--detached",
                 "--store",
                 str(store.absolute()),
-                str(mountpoint.absolute()),
+                str(mountpoint),
                 "--mode",
                 f"{file_mode:04o}",
             ]
             args += ["--allow-other"] if allow_other else []
             args += ["--allow-delete"] if allow_delete else []
             args += ["--uid", str(options.uid), "--gid", str(options.gid)]
-            pid = mount.start_background(args, mountpoint)
-            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid})"))
+            log = mount.background_log(mountpoint)
+            pid = mount.start_background(args, mountpoint, log)
+            click.echo(output.printable(f"mounted {store} on {mountpoint} (pid {pid}); log: {log}"))
+        elif detached:
+            _log_as_service()  # into the log file: with times, and what it does
+            mount.run(store, mountpoint, options)
         else:
-            mount.run(store.absolute(), mountpoint.absolute(), options)
+            _mount_in_foreground(store, mountpoint, options)
     except mount.MountError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _mount_in_foreground(store: Path, mountpoint: Path, options: Any) -> None:
+    """Mount until Ctrl-C, saying when the mount is up and when it is gone."""
+    from . import mount
+
+    mounted = False
+
+    def say_mounted() -> None:
+        nonlocal mounted
+        mounted = True
+        click.echo(output.printable(f"mounted {store} on {mountpoint}; Ctrl-C unmounts"), err=True)
+
+    try:
+        mount.run(store, mountpoint, options, on_mounted=say_mounted)
+    finally:
+        if mounted:
+            click.echo(output.printable(f"unmounted {mountpoint}"), err=True)
 
 
 @main.command("umount", context_settings=CONTEXT)
@@ -666,11 +718,14 @@ def serve_command(
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     store = _ensure_store(store, create)
     try:
+        if not no_mount:
+            mountpoint = use_mount_point(mountpoint, "mountpoint")
+            mount.prepare(mountpoint)  # its errors now, before the receiver starts
         run(
             store,
             receiving,
             ExpiryOptions(retention, sweep_interval),
-            None if no_mount else mountpoint.absolute(),
+            None if no_mount else mountpoint,
             options,
         )
     except (ServiceError, mount.MountError) as exc:

@@ -6,6 +6,7 @@ Every index query and file read runs in a worker thread, never on the trio loop.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -24,7 +25,7 @@ import trio
 from . import access, expiry, nowait, page, tree
 from . import store as store_files
 from .index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
-from .inodes import Inodes
+from .inodes import ROOT_INODE, Inodes
 from .tree import Node
 from .writer import IndexWriter
 
@@ -34,13 +35,17 @@ T = TypeVar("T")
 # Short kernel cache lifetimes: new instances show within two seconds of their commit.
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+# How long a directory that rm has emptied through the mount can still be found, empty,
+# after the last deletion below it (rm removes a directory right after emptying it).
+EMPTIED_GRACE = 30.0
+_EMPTY_DIRECTORY = tree.Attributes(True, 0, None, None)  # one whose rows are gone
 
 
 @dataclasses.dataclass(frozen=True)
 class MountOptions:
     uid: int = dataclasses.field(default_factory=os.getuid)
     gid: int = dataclasses.field(default_factory=os.getgid)
-    file_mode: int = 0o400  # patients' data: the mounting user only, by default
+    file_mode: int = 0o600  # patients' data: the mounting user only, by default
     allow_other: bool = False
     allow_delete: bool = False  # rm of instance files (so rm -r of a series) deletes them
 
@@ -78,6 +83,7 @@ class _Listing:
     """An open directory: its entries, as listed by the first readdir."""
 
     node: Node
+    inode: int
     entries: list[tuple[str, Node, tree.Attributes]] | None = None
 
 
@@ -115,15 +121,19 @@ class DicomOperations(pyfuse3.Operations):
         self._dirs: dict[int, _Listing] = {}
         self._files: dict[int, _StoredFile] = {}
         self._held: dict[int, _Held] = {}  # inode -> its open instance file
+        # directory inode -> when rm last deleted something below it (time.monotonic)
+        self._emptying: dict[int, float] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
         self._next_fh = 1
         self._mounted_at = time.time()
-        self._file_mode = stat.S_IFREG | options.file_mode
+        # The owner may write, whatever --mode says: cp -r keeps the modes it copies, and
+        # a copy must be its copier's to change and delete. The mount itself stays
+        # read-only: writes are EROFS, and unlink is EROFS without --allow-delete.
+        mode = options.file_mode | stat.S_IWUSR
+        self._file_mode = stat.S_IFREG | mode
         # Directories can be entered by whoever may read the files.
-        self._dir_mode = stat.S_IFDIR | options.file_mode | ((options.file_mode & 0o444) >> 2)
-        if options.allow_delete:
-            self._dir_mode |= stat.S_IWUSR  # the kernel asks for it before an unlink
+        self._dir_mode = stat.S_IFDIR | mode | ((mode & 0o444) >> 2)
         # Reading through the mount must not touch the stored file's atime.
         self._open_flags = os.O_RDONLY | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
@@ -202,16 +212,47 @@ class DicomOperations(pyfuse3.Operations):
         trusts it."""
         return tree.Attributes(False, self._last_page_size, time.time(), None)
 
-    async def _attributes_of(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
-        found = self._seek(tree.attributes, node)
-        if found is None:
-            held = self._held.get(inode)
-            if held is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            # POSIX: an open file stays stat-able until it is closed, whatever the index
-            # says (the kernel asks again once its attribute cache lapses, reads included).
-            found = held.attributes
-        return self._attributes(node, inode, found)
+    def _still_held(self, node: Node, inode: int) -> tree.Attributes:
+        """What stat answers for an inode the kernel holds whose rows are gone (expired,
+        deleted): the kernel asks again once its attribute cache lapses, or after an
+        rmdir or unlink inside it, until it forgets the inode.
+
+        POSIX keeps an open file stat-able until its last close, whatever the index
+        says. A directory stays, empty, until the kernel forgets it: `rm -r` climbs back
+        into a directory whose last entry it has just removed, to remove that one too."""
+        if not tree.is_file(node):
+            return _EMPTY_DIRECTORY
+        held = self._held.get(inode)
+        if held is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return held.attributes
+
+    def _emptied(self, parent_inode: int, name: str) -> int:
+        """The directory `name` in parent that rm has just emptied through the mount, its
+        rows gone with its last file; else ENOENT. rm -r deletes what is below a
+        directory, then removes the directory by the name it looked up, which the kernel
+        may have let lapse meanwhile and ask for again: that name stays, empty, until
+        rmdir removes it (or the kernel forgets it, or EMPTIED_GRACE passes)."""
+        now = time.monotonic()
+        for inode, last in list(self._emptying.items()):
+            if now - last > EMPTIED_GRACE:
+                del self._emptying[inode]
+            elif self.inodes.place_of(inode) == (parent_inode, name):
+                node = self.inodes.node_of(inode)
+                if node is not None and self._seek(tree.attributes, node) is None:
+                    return inode
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _emptying_from(self, inode: int) -> None:
+        """rm deleted something in this directory: it and the directories above it may
+        be emptied, and then removed by rm."""
+        now = time.monotonic()
+        while inode != ROOT_INODE:
+            self._emptying[inode] = now
+            place = self.inodes.place_of(inode)
+            if place is None:
+                return
+            inode = place[0]
 
     # --- lookups and attributes -----------------------------------------------------
 
@@ -219,19 +260,28 @@ class DicomOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        child = self._seek(tree.lookup, parent, os.fsdecode(name))
-        if child is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        attr = await self._attributes_of(child, self.inodes.inode_of(child))
-        self.inodes.looked_up(child)
-        return attr
+        wanted = os.fsdecode(name)
+        child = self._seek(tree.lookup, parent, wanted)
+        found = None if child is None else self._seek(tree.attributes, child)
+        if child is None or found is None:
+            child, found = self._node(self._emptied(parent_inode, wanted)), _EMPTY_DIRECTORY
+        inode = self.inodes.looked_up(child)
+        if found.is_dir:
+            self.inodes.place(inode, parent_inode, wanted)
+        return self._attributes(child, inode, found)
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return await self._attributes_of(self._node(inode), inode)
+        node = self._node(inode)
+        found = self._seek(tree.attributes, node)
+        if found is None:
+            found = self._still_held(node, inode)
+        return self._attributes(node, inode, found)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
+            if self.inodes.node_of(inode) is None:
+                self._emptying.pop(inode, None)
 
     # --- directories ----------------------------------------------------------------
 
@@ -242,7 +292,7 @@ class DicomOperations(pyfuse3.Operations):
         # The listing is taken by the first readdir, not here: tools open directories
         # they never read (find opens each one again to change into it).
         fh = self._new_fh()
-        self._dirs[fh] = _Listing(node)
+        self._dirs[fh] = _Listing(node, inode)
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
@@ -263,6 +313,8 @@ class DicomOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name.encode("utf-8"), attr, position + 1):
                 return
             inodes.count_lookup(inode)
+            if found.is_dir:
+                inodes.place(inode, listing.inode, name)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -449,20 +501,25 @@ class DicomOperations(pyfuse3.Operations):
 
         if not await self._write(delete):
             raise pyfuse3.FUSEError(errno.EIO)  # not deleted: rm must not say it was
+        self._emptying_from(parent_inode)
         if paths:
             await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        """A directory is virtual: it goes by itself once its files are deleted."""
+        """A directory is virtual: it goes by itself once its files are deleted, so
+        rmdir of an empty one succeeds. A view stays, empty, so that `rm -r` of a whole
+        view succeeds too."""
         if not self.options.allow_delete:
             raise pyfuse3.FUSEError(errno.EROFS)
-        child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
-        if child is None:
-            return  # its last file went: nothing left to remove
+        wanted = os.fsdecode(name)
+        child = self._seek(tree.lookup, self._node(parent_inode), wanted)
+        if child is None:  # its last file went: nothing left to remove
+            with contextlib.suppress(pyfuse3.FUSEError):
+                del self._emptying[self._emptied(parent_inode, wanted)]  # now gone for good
+            self._emptying_from(parent_inode)
+            return
         if tree.is_file(child):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if child in tree.TOP.values():
-            raise pyfuse3.FUSEError(errno.EPERM)
         if await self._query(tree.list_dir, child):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
 

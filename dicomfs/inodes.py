@@ -17,6 +17,7 @@ class Inodes:
         self._by_node: dict[Node, int] = {ROOT: ROOT_INODE}
         self._by_inode: dict[int, Node] = {ROOT_INODE: ROOT}
         self._lookups: dict[int, int] = {}
+        self._places: dict[int, tuple[int, str]] = {}  # inode -> (parent inode, name)
         self._next = ROOT_INODE + 1
 
     def __len__(self) -> int:
@@ -44,6 +45,13 @@ class Inodes:
     def count_lookup(self, inode: int) -> None:
         self._lookups[inode] = self._lookups.get(inode, 0) + 1
 
+    def place(self, inode: int, parent: int, name: str) -> None:
+        """Note where the kernel has the inode: in directory `parent`, as `name`."""
+        self._places[inode] = (parent, name)
+
+    def place_of(self, inode: int) -> tuple[int, str] | None:
+        return self._places.get(inode)
+
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references; the inode goes when none remain."""
         remaining = self._lookups.get(inode, 0) - count
@@ -51,6 +59,7 @@ class Inodes:
             self._lookups[inode] = remaining
             return
         self._lookups.pop(inode, None)
+        self._places.pop(inode, None)
         if inode != ROOT_INODE:
             node = self._by_inode.pop(inode, None)
             if node is not None:

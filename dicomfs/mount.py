@@ -46,14 +46,23 @@ def is_ready(mountpoint: Path) -> bool:
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     args = ["fusermount3", "-u", *(["-z"] if lazy else []), str(mountpoint)]
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
+    # In English whatever the locale: the reason is read below.
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    if result.returncode == 0:
+        return
+    if "Device or resource busy" in result.stderr:
+        raise MountError(
+            f"{mountpoint} is busy: a process has a file or directory open there; "
+            f"`fuser -vm {mountpoint}` shows which"
+        )
+    raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
 
 
 def umount(mountpoint: Path, timeout: float = 30.0) -> None:
     """`dicomfs umount`: unmount, and return once the process that served the mount
     has exited (index closed, accesses written). A stale mount is just cleared."""
+    if _mount_source(mountpoint) is None:  # live or stale, a dicomfs mount is listed
+        raise MountError(_not_mounted(mountpoint))
     pid = serving_pid(mountpoint)
     pidfd = _pidfd(pid) if pid is not None else None
     if pidfd is None:  # no process to wait for: perhaps a crashed one, or an old mount
@@ -71,9 +80,28 @@ def umount(mountpoint: Path, timeout: float = 30.0) -> None:
         )
 
 
+def _not_mounted(mountpoint: Path) -> str:
+    """Why there is nothing to unmount at mountpoint."""
+    if os.path.ismount(mountpoint):
+        return f"{mountpoint} is not a dicomfs mount"
+    if os.path.isdir(mountpoint):
+        return f"{mountpoint} is not mounted"
+    return f"nothing is mounted at {mountpoint}"
+
+
 def serving_pid(mountpoint: Path) -> int | None:
-    """The pid in the fsname (dicomfs:<pid>) of the dicomfs mount at mountpoint, from the
-    kernel's mount table: the process itself is not asked, as it may not answer."""
+    """The pid in the fsname (dicomfs:<pid>) of the dicomfs mount at mountpoint: the
+    process itself is not asked, as it may not answer."""
+    found = _mount_source(mountpoint)
+    prefix = f"{FSNAME}:"
+    if found is None or not found.startswith(prefix) or not found[len(prefix) :].isdigit():
+        return None
+    return int(found[len(prefix) :])
+
+
+def _mount_source(mountpoint: Path) -> str | None:
+    """The source (fsname) of the dicomfs mount at mountpoint, live or stale, from the
+    kernel's mount table; None if there is none."""
     absolute = Path(os.path.abspath(mountpoint))
     # Resolve symlinks above the mount point only: a stat of the mount point itself
     # would wait on the process.
@@ -85,10 +113,7 @@ def serving_pid(mountpoint: Path) -> int | None:
             fstype, source = described.split()[:2]
             if fstype == "fuse.dicomfs" and _unescape(mounted.split()[4]) == wanted:
                 found = source  # the last one wins: it is the one on top
-    prefix = f"{FSNAME}:"
-    if found is None or not found.startswith(prefix) or not found[len(prefix) :].isdigit():
-        return None
-    return int(found[len(prefix) :])
+    return found
 
 
 def _unescape(field: str) -> str:
@@ -114,12 +139,23 @@ def _pidfd(pid: int) -> int | None:
 
 
 def prepare(mountpoint: Path) -> None:
+    """Clear a mount a crash left; refuse a mount point in use, or one whose files
+    the mount would hide."""
     if is_stale(mountpoint):
         log.warning("clearing a stale mount left at %s", mountpoint)
         unmount(mountpoint, lazy=True)
     if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint} is already a mount point")
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    try:
+        held = len(os.listdir(mountpoint))
+    except OSError as exc:
+        raise MountError(f"cannot mount on {mountpoint}: {exc.strerror}") from exc
+    if held:
+        files = "1 file" if held == 1 else f"{held} files"
+        raise MountError(
+            f"{mountpoint} is not empty: mounting there would hide its {files}; "
+            "choose an empty directory"
+        )
 
 
 Task = Callable[[], Awaitable[None]]
@@ -131,10 +167,12 @@ def run(
     options: MountOptions,
     tasks: Sequence[Task] = (),
     writer: IndexWriter | None = None,
+    on_mounted: Callable[[], None] | None = None,
 ) -> None:
     """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly.
 
-    writer: the process's index writer, if it has one; else the mount opens its own."""
+    writer: the process's index writer, if it has one; else the mount opens its own.
+    on_mounted: called once the mount is up."""
     # Until trio takes the signals over, SIGTERM must still unwind through the
     # finally below, or the kernel is left with a dead mount.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -152,6 +190,8 @@ def run(
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     log.info("mounted %s on %s", store, mountpoint)
+    if on_mounted is not None:
+        on_mounted()
     try:
         run_until_signal([_until_unmounted(mountpoint), operations.record_accesses, *tasks])
     finally:
@@ -192,24 +232,63 @@ async def _ending_all(task: Task, everything: trio.CancelScope) -> None:
     everything.cancel()
 
 
-def start_background(args: list[str], mountpoint: Path, timeout: float = 15.0) -> int:
-    """Start `dicomfs mount` detached; return its pid once the mount is up."""
+def background_log(mountpoint: Path) -> Path:
+    """Where a background mount writes its log: $XDG_STATE_HOME/dicomfs (default
+    ~/.local/state/dicomfs), in a file named after the mount point."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    parts = Path(os.path.abspath(mountpoint)).parts[1:]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)) or "root"
+    return Path(state) / "dicomfs" / f"mount-{slug[-200:]}.log"  # a name fits in 255 bytes
+
+
+def _open_log(log: Path) -> int:
+    """The log, private (it may name patients), opened for appending."""
+    try:
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise MountError(f"cannot write the log {log}: {exc.strerror}") from exc
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def start_background(args: list[str], mountpoint: Path, log: Path, timeout: float = 15.0) -> int:
+    """Start `dicomfs mount` detached, its output going to `log`; return its pid once
+    the mount is up. An error before that is raised here, as the process wrote it."""
+    log_fd = _open_log(log)
+    start = os.lseek(log_fd, 0, os.SEEK_END)
     # A daemon: it imports nothing from the current directory (-P), which it does not
     # hold busy either (the paths in args are absolute), and it keeps no caller's
-    # stdout open, so that `$(dicomfs mount --background ...)` returns.
-    process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "dicomfs", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        cwd="/",
-        start_new_session=True,
-    )
+    # stdout or stderr open, so that `$(dicomfs mount --background ...)` and
+    # `dicomfs mount --background ... 2>&1 | head` return.
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "dicomfs", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+            cwd="/",
+            start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_ready(mountpoint):
+        if serving_pid(mountpoint) == process.pid and is_ready(mountpoint):  # not another's
             return process.pid
         if process.poll() is not None:
-            raise MountError(f"the mount process ended with status {process.returncode}")
+            said = _last_line(log, start).removeprefix("Error: ")
+            raise MountError(said or f"the mount process ended with status "
+                             f"{process.returncode}: see {log}")  # fmt: skip
         time.sleep(0.05)
     process.terminate()
-    raise MountError(f"{mountpoint} did not appear within {timeout:.0f} s")
+    raise MountError(f"{mountpoint} did not appear within {timeout:.0f} s: see {log}")
+
+
+def _last_line(log: Path, start: int) -> str:
+    """The last line written to the log since offset start, or ''."""
+    with contextlib.suppress(OSError), log.open("rb") as written:
+        written.seek(start)
+        lines = written.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    return ""

@@ -40,6 +40,7 @@ def bench_pull(work: Path) -> None:
     (root / "orthanc").mkdir(parents=True)
     (root / "orthanc.json").write_text(json.dumps(config))
     mnt = root / "mnt"
+    mnt.mkdir()
     processes = []
     try:
         processes.append(start(["Orthanc", str(root / "orthanc.json")]))

@@ -62,6 +62,8 @@ class Serve:
     ) -> None:
         self.store, self.port, self.mount = store, free_port(), mount
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
+        if mount is not None:
+            mount.mkdir(exist_ok=True)
         self.log = store.parent / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dicomfs", "serve", "--create", "--store", str(store), *where,

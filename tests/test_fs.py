@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import stat
 from pathlib import Path
 
+import pyfuse3
 import pytest
 import trio
 
@@ -43,6 +46,38 @@ def test_stat_of_index_html_never_renders_the_page(
         assert (await operations.getattr(attr.st_ino)).st_size == len(generated)
         assert (await operations.lookup(ROOT_INODE, b"index.html")).st_size == len(generated)
         assert renders == [1]
+
+    try:
+        trio.run(main)
+    finally:
+        operations.close()
+
+
+def test_a_directory_whose_rows_went_stays_an_empty_directory_until_forgotten(
+    store: Path, tmp_path: Path
+) -> None:
+    corpus.write_regular(store, patients=1, studies=1, series=1, instances=2)
+    with Index(store) as index:
+        reconcile(index, store)
+        paths = [row[0] for row in index.conn.execute("SELECT path FROM instances")]
+    operations = DicomOperations(store, tmp_path / "mnt", MountOptions(allow_delete=True))
+
+    async def main() -> None:
+        views = await operations.lookup(ROOT_INODE, b"by-patient")
+        patient = await operations.lookup(views.st_ino, b"PATIENT00000_TEST_ID00000")
+        with Index(store) as index:
+            index.remove_paths(paths)  # deleted, as by rm of its last file
+        with pytest.raises(pyfuse3.FUSEError) as gone:
+            await operations.lookup(views.st_ino, b"PATIENT00000_TEST_ID00000")
+        assert gone.value.errno == errno.ENOENT
+        # The kernel still holds it (rm -r is inside): stat and rmdir still work.
+        attr = await operations.getattr(patient.st_ino)
+        assert stat.S_ISDIR(attr.st_mode)
+        await operations.rmdir(views.st_ino, b"PATIENT00000_TEST_ID00000", None)
+        await operations.forget([(patient.st_ino, 1)])
+        with pytest.raises(pyfuse3.FUSEError) as forgotten:
+            await operations.getattr(patient.st_ino)
+        assert forgotten.value.errno == errno.ENOENT
 
     try:
         trio.run(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import html
@@ -21,14 +22,14 @@ import pydicom
 import pytest
 
 from dicomfs import corpus, expiry
-from dicomfs.fs import ATTR_TIMEOUT
+from dicomfs.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
 from dicomfs.index import Index
 from dicomfs.indexer import reconcile
 from dicomfs.mount import is_ready
 from dicomfs.writer import IndexWriter
 
 from .conftest import LOOKALIKES, write_lookalike_uids
-from .peers import terminate
+from .peers import free_port, terminate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -39,6 +40,8 @@ DAY = 86400.0
 class Mount:
     def __init__(self, store: Path, mountpoint: Path, *extra: str) -> None:
         self.store, self.path = store, mountpoint
+        with contextlib.suppress(FileExistsError):  # it may be a mount a crash left
+            os.mkdir(mountpoint)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -215,7 +218,7 @@ def test_stat_shows_true_size_and_received_time(mounted: Mount) -> None:
     st = path.stat()
     assert st.st_size == size
     assert abs(st.st_mtime - received) < 1
-    assert oct(st.st_mode & 0o777) == oct(0o400)
+    assert oct(st.st_mode & 0o777) == oct(0o600)
 
 
 def test_the_mount_is_read_only(mounted: Mount) -> None:
@@ -226,6 +229,50 @@ def test_the_mount_is_read_only(mounted: Mount) -> None:
     (some_file,) = list((mounted.path / "by-uid").glob("*/*/*.dcm"))[:1]
     with pytest.raises(OSError, match="Read-only"):
         some_file.open("ab")
+
+
+def test_a_copy_out_of_the_mount_is_the_copiers_to_delete(mounted: Mount, tmp_path: Path) -> None:
+    (study,) = list((mounted.path / "by-patient").glob("PATIENT00000_TEST_ID00000/*"))[:1]
+    assert modes_below(study) == {"dir": 0o700, "file": 0o600}
+    sh("cp", "-r", str(study), str(tmp_path / "copy"))
+    assert modes_below(tmp_path / "copy") == {"dir": 0o700, "file": 0o600}
+    sh("rm", "-rf", str(tmp_path / "copy"))  # no chmod first
+    assert not (tmp_path / "copy").exists()
+    # The mount itself stays read-only, whatever the mode bits say.
+    (some_file,) = list(study.rglob("*.dcm"))[:1]
+    for command in (["touch", str(some_file)], ["rm", "-f", str(some_file)],
+                    ["mkdir", str(study / "new")], ["chmod", "u+x", str(some_file)]):  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert "Read-only file system" in result.stderr, command
+    assert some_file.exists()
+
+
+def modes_below(top: Path) -> dict[str, int]:
+    """The permission bits of the directories and of the files under top (and top),
+    each kind having one mode."""
+    found: dict[str, set[int]] = {"dir": set(), "file": set()}
+    for path in [top, *top.rglob("*")]:
+        found["dir" if path.is_dir() else "file"].add(path.stat().st_mode & 0o7777)
+    assert all(len(modes) == 1 for modes in found.values()), found
+    return {kind: modes.pop() for kind, modes in found.items()}
+
+
+def test_mode_0440_shows_0640_files_and_0750_directories(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    mount = Mount(store, tmp_path / "mnt", "--mode", "0440", "--allow-delete")
+    try:
+        (study,) = (mount.path / "by-patient").glob("*/*")
+        assert modes_below(study) == {"dir": 0o750, "file": 0o640}
+        (path,) = study.rglob("*.dcm")
+        with pytest.raises(OSError, match="Read-only"):
+            path.open("ab")
+        sh("rm", "-r", str(study))  # --allow-delete still deletes
+        assert not list(store.glob("*.dcm"))
+    finally:
+        mount.stop()
 
 
 def test_new_instances_appear_without_remounting(mounted: Mount) -> None:
@@ -547,3 +594,168 @@ def test_owner_and_group_of_the_files_are_given_by_name(tmp_path: Path) -> None:
         assert (st.st_uid, st.st_gid) == (user.pw_uid, group.gr_gid)
     finally:
         mount.stop()
+
+
+def dated_corpus(store: Path) -> None:
+    """Patients with several studies, several of them on one day, over a few years:
+    two series of three instances each."""
+    dates = {0: ("20040609", "20050101"), 1: ("20040609", "20040701"),
+             2: ("20040609", "20040610"), 3: ("20050101", "20060101"),
+             4: ("20070101", "20080202")}  # fmt: skip
+    for patient, days in dates.items():
+        for day in days:
+            study = f"{corpus.UID_ROOT}7.{patient}.{day}"
+            for series in (1, 2):
+                for number in (1, 2, 3):
+                    spec = corpus.Spec(
+                        patient_name=f"PATIENT{patient}", patient_id=f"ID{patient}",
+                        study_uid=study, series_uid=f"{study}.{series}",
+                        sop_uid=f"{study}.{series}.{number}", study_date=day,
+                        series_number=series, instance_number=number,
+                    )  # fmt: skip
+                    corpus.write(store / "incoming" / f"{spec.sop_uid}.dcm", spec)
+    with Index(store) as index:
+        reconcile(index, store)
+
+
+def instances_indexed(store: Path) -> int:
+    return int(str(index_rows(store, "SELECT count(*) FROM instances")[0][0]))
+
+
+def test_rm_r_at_every_level_deletes_everything_below_and_exits_0(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    dated_corpus(store)
+    mount = Mount(store, tmp_path / "mnt", "--allow-delete")
+    patients, dates = mount.path / "by-patient", mount.path / "by-date"
+    study_2006 = f"{corpus.UID_ROOT}7.3.20060101"
+    try:
+        for target in (
+            patients / "PATIENT3_ID3" / "20060101_Brain" / "000001_T1_axial",  # a series
+            next((mount.path / "by-modality").glob(f"*/*/20060101.DAY/{study_2006}.UID")),
+            patients / "PATIENT1_ID1",  # a patient
+            dates / "2004" / "06" / "09",  # a day of three patients
+            dates / "2004" / "06",  # a month
+            dates / "2005",  # a year
+            mount.path / "by-received",  # a whole view: the rest
+        ):
+            below = len(sh("find", str(target), "-type", "f").split())
+            before = instances_indexed(store)
+            result = subprocess.run(["rm", "-r", str(target)], capture_output=True, text=True)
+            assert (result.returncode, result.stderr) == (0, ""), target
+            assert below > 0, target
+            assert not target.exists() or target.parent == mount.path, target
+            assert instances_indexed(store) == before - below
+            for view in VIEWS:
+                assert len(sh("find", str(mount.path / view), "-type", "f").split()) == (
+                    before - below
+                ), view
+        assert sh("ls", "-A", str(mount.path / "by-received")) == ""  # the view stays, empty
+        assert len(list((store / "incoming").rglob("*.dcm"))) == 0
+        assert index_rows(store, "SELECT count(*) FROM audit WHERE event = 'deleted'") == [(60,)]
+    finally:
+        mount.stop()
+
+
+def test_rm_r_at_the_pace_of_a_large_tree_removes_each_directory_it_emptied(
+    tmp_path: Path,
+) -> None:
+    """What rm -r does, on a tree too large to delete within the kernel's entry cache:
+    files first, then each directory, by a name the kernel has let lapse meanwhile,
+    whose rows went with its last file."""
+    store = tmp_path / "store"
+    dated_corpus(store)
+    mount = Mount(store, tmp_path / "mnt", "--allow-delete")
+    year = mount.path / "by-date" / "2006"  # one study: every directory below goes with it
+    try:
+        walked = list(os.walk(year, topdown=False))
+        for directory, _, files in walked:
+            for name in files:
+                os.unlink(os.path.join(directory, name))
+        time.sleep(ENTRY_TIMEOUT * 1.5)  # a lower bound: the kernel must ask again
+        for directory, _, _ in walked:  # deepest first, year last
+            os.rmdir(directory)
+            assert not os.path.exists(directory)  # removed, it is not found any more
+        assert "2006" not in os.listdir(mount.path / "by-date")
+        assert instances_indexed(store) == 54
+    finally:
+        mount.stop()
+
+
+def dicomfs(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomfs", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def test_a_mount_point_named_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    typo = tmp_path / "typo" / "mnt"
+    with unmounted_after(typo):
+        line = one_line_error(dicomfs("mount", "--store", str(store), str(typo)))
+        assert line == f"Error: mount point {typo} does not exist: check the path, or make " \
+                       f"it first (mkdir -p {typo})"  # fmt: skip
+        served = dicomfs("serve", "--store", str(store), "--mount", str(typo),
+                         "--bind", "127.0.0.1", "--port", str(free_port()))  # fmt: skip
+        assert one_line_error(served) == line
+        assert not typo.parent.exists()
+
+
+@contextlib.contextmanager
+def unmounted_after(mountpoint: Path) -> Iterator[None]:
+    """Whatever the test did, nothing stays mounted there (a mount ends its process)."""
+    try:
+        yield
+    finally:
+        if os.path.ismount(mountpoint) or _stale(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+
+
+def test_mounting_over_a_directory_that_holds_files_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    busy = tmp_path / "papers"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("mine")
+    (busy / "figures").mkdir()
+    expected = (f"Error: {busy} is not empty: mounting there would hide its 2 files; "
+                "choose an empty directory")  # fmt: skip
+    with unmounted_after(busy):
+        assert one_line_error(dicomfs("mount", "--store", str(store), str(busy))) == expected
+        background = dicomfs("mount", "--background", "--store", str(store), str(busy),
+                             env={"XDG_STATE_HOME": str(tmp_path / "state")})  # fmt: skip
+        assert one_line_error(background) == expected
+        served = dicomfs("serve", "--store", str(store), "--mount", str(busy),
+                         "--bind", "127.0.0.1", "--port", str(free_port()))  # fmt: skip
+        assert one_line_error(served) == expected
+        assert not os.path.ismount(busy)
+        assert (busy / "thesis.tex").read_text() == "mine"
+
+
+def test_the_default_mount_point_is_made_on_first_use(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec())
+    with Index(store) as index:
+        reconcile(index, store)
+    home = {"HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    for env, made in (
+        ({**home, "DICOMFS_MOUNT": ""}, tmp_path / "home" / "dicom"),
+        ({**home, "DICOMFS_MOUNT": str(tmp_path / "env" / "mnt")}, tmp_path / "env" / "mnt"),
+    ):
+        with unmounted_after(made):
+            result = dicomfs("mount", "--background", "--store", str(store), env=env)
+            assert result.returncode == 0, result.stderr
+            assert "by-uid" in sh("ls", str(made))

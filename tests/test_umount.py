@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
+import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -50,25 +54,38 @@ def exited(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+@dataclasses.dataclass
+class Background:
+    pid: int
+    said: str  # what `dicomfs mount --background` printed
+    state: Path  # $XDG_STATE_HOME, where the log goes
+
+
 @contextlib.contextmanager
-def background_mount(store: Path, mountpoint: Path, cwd: Path | None = None) -> Iterator[int]:
-    """`dicomfs mount --background`; yields the pid it reports. Ended if a test leaves it."""
-    # Files, not pipes: the mount process keeps its stderr open.
-    out, err = mountpoint.parent / "mount.out", mountpoint.parent / "mount.err"
-    with out.open("w") as stdout, err.open("w") as stderr:
+def background_mount(
+    store: Path, mountpoint: Path, cwd: Path | None = None
+) -> Iterator[Background]:
+    """`dicomfs mount --background ... 2>&1 | cat`, as a script runs it: it returns once
+    the mount is up, the pipe free. Ended if a test leaves it."""
+    state = mountpoint.parent / "state"
+    mountpoint.mkdir(exist_ok=True)
+    pid = None
+    try:
         result = subprocess.run(
             [DICOMFS, "mount", "--background", "--store", str(store), str(mountpoint)],
-            stdout=stdout, stderr=stderr, timeout=120, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60, cwd=cwd,
+            env={**os.environ, "XDG_STATE_HOME": str(state)},
         )  # fmt: skip
-    assert result.returncode == 0, err.read_text()
-    pid = int(out.read_text().rsplit("(pid ", 1)[1].rstrip(")\n"))
-    try:
-        yield pid
+        assert result.returncode == 0, result.stdout
+        found = re.search(r"\(pid (\d+)\)", result.stdout)
+        assert found is not None, result.stdout
+        pid = int(found[1])
+        yield Background(pid, result.stdout, state)
     finally:
-        if not exited(pid):
+        if pid is not None and not exited(pid):
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: exited(pid), seconds=30)
-        if os.path.ismount(mountpoint) or _stale(mountpoint):
+        if os.path.ismount(mountpoint) or _stale(mountpoint):  # ends a process we lost
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
 
@@ -84,13 +101,33 @@ def test_umount_returns_once_the_foreground_mount_has_exited(tmp_path: Path) -> 
 
 
 def test_umount_returns_once_the_background_mount_has_exited(tmp_path: Path) -> None:
-    with background_mount(small_store(tmp_path), tmp_path / "mnt") as pid:
-        # Detached: `$(dicomfs mount --background ...)` does not wait for its stdout.
-        assert os.readlink(f"/proc/{pid}/fd/1") == os.devnull
+    with background_mount(small_store(tmp_path), tmp_path / "mnt") as background:
         result = umount(tmp_path / "mnt")
         assert result.returncode == 0, result.stderr
-        assert exited(pid)
+        assert exited(background.pid)
         assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_mount_background_frees_the_callers_pipe_and_logs_to_a_private_file(
+    tmp_path: Path,
+) -> None:
+    store, mountpoint = small_store(tmp_path), tmp_path / "mnt"
+    with background_mount(store, mountpoint) as background:
+        assert sh("ls", str(mountpoint)).split() == sorted([*VIEWS, "index.html"])
+        (log,) = (background.state / "dicomfs").iterdir()
+        assert str(log) in background.said  # the "mounted ..." line says where
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert os.readlink(f"/proc/{background.pid}/fd/1") == os.devnull
+        assert os.readlink(f"/proc/{background.pid}/fd/2") == str(log)
+        assert "mounted" in log.read_text()
+        # An error before the mount is up reaches the caller, from that log.
+        again = subprocess.run(
+            [DICOMFS, "mount", "--background", "--store", str(store), str(mountpoint)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "XDG_STATE_HOME": str(background.state)},
+        )  # fmt: skip
+        assert again.returncode == 1
+        assert again.stderr == f"Error: {mountpoint} is already a mount point\n"
 
 
 def test_serve_stops_whole_when_its_mount_is_unmounted(tmp_path: Path) -> None:
@@ -140,9 +177,51 @@ def test_mount_background_from_a_directory_holding_a_dicomfs_folder(tmp_path: Pa
     clone = tmp_path / "clone"  # a checkout of some other version, say
     (clone / "dicomfs").mkdir(parents=True)
     (clone / "dicomfs" / "__init__.py").write_text("raise ImportError('not this dicomfs')\n")
-    with background_mount(small_store(tmp_path), tmp_path / "mnt", cwd=clone) as pid:
+    with background_mount(small_store(tmp_path), tmp_path / "mnt", cwd=clone) as background:
         assert sh("ls", str(tmp_path / "mnt")).split() == sorted([*VIEWS, "index.html"])
-        assert os.readlink(f"/proc/{pid}/cwd") == "/"  # it holds no directory busy
+        assert os.readlink(f"/proc/{background.pid}/cwd") == "/"  # it holds no directory busy
         result = umount(tmp_path / "mnt", cwd=clone)
         assert result.returncode == 0, result.stderr
-        assert exited(pid)
+        assert exited(background.pid)
+
+
+def test_umount_says_plainly_what_is_wrong(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = umount(plain)
+    assert (result.returncode, result.stderr) == (1, f"Error: {plain} is not mounted\n")
+    home = tmp_path / "home"
+    result = subprocess.run([DICOMFS, "umount"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HOME": str(home), "DICOMFS_MOUNT": ""})  # fmt: skip
+    expected = f"Error: nothing is mounted at {home / 'dicom'}\n"
+    assert (result.returncode, result.stderr) == (1, expected)
+    served = Mount(small_store(tmp_path), tmp_path / "mnt")
+    try:
+        inside = os.open(served.path / "by-uid", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            result = umount(served.path)
+        finally:
+            os.close(inside)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"Error: {served.path} is busy: a process has a file or directory open there; "
+            f"`fuser -vm {served.path}` shows which\n"
+        )
+        assert os.path.ismount(served.path)
+        assert umount(served.path).returncode == 0
+    finally:
+        served.stop()
+
+
+def test_the_foreground_mount_says_when_it_is_up_and_when_it_stops(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    served = Mount(store, tmp_path / "mnt")
+    try:
+        said = served.process.stderr
+        assert said is not None
+        ready, _, _ = select.select([said], [], [], 30)
+        assert ready, "nothing said once mounted"
+        assert said.readline() == f"mounted {store} on {served.path}; Ctrl-C unmounts\n"
+    finally:
+        served.stop()
+    assert said.read() == f"unmounted {served.path}\n"
