@@ -51,8 +51,34 @@ def _one_line_errors() -> Iterator[None]:
         raise
 
 
+VERBOSE_HELP = "More log output (-vv for debug)."
+VERBOSITY = "dicomfs.verbose"  # in ctx.meta: the -v counted so far
+
+
+def set_verbosity(verbose: int) -> None:
+    logging.getLogger().setLevel(max(logging.WARNING - 10 * verbose, logging.DEBUG))
+    # pydicom logs every odd value it meets; the index reports what matters.
+    logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, count: int) -> None:
+    """-v after a command adds to any before it: `dicomfs -v serve -v` is -vv."""
+    if count:
+        ctx.meta[VERBOSITY] = ctx.meta.get(VERBOSITY, 0) + count
+        set_verbosity(ctx.meta[VERBOSITY])
+
+
 class Commands(click.Group):
-    """The `dicomfs` group: its errors and those of every command are one line."""
+    """The `dicomfs` group: its errors and those of every command are one line, and
+    every command takes -v, after it as well as before it."""
+
+    group_class = type  # `dicomfs remote` is one of these too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        verbose = click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                               callback=_more_verbose, help=VERBOSE_HELP)  # fmt: skip
+        cmd.params.append(verbose)
+        super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _one_line_errors():
@@ -237,8 +263,9 @@ def json_option(func: F) -> F:
 
 @click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """dicomfs: receive, index and browse DICOM images as plain files.
 
     \b
@@ -251,12 +278,11 @@ def main(verbose: int) -> None:
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
     os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
-    level = logging.WARNING - 10 * verbose
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(levelname)s %(message)s"))
-    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
-    # pydicom logs every odd value it meets; the index reports what matters.
-    logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
+    logging.basicConfig(handlers=[handler])
+    ctx.meta[VERBOSITY] = verbose
+    set_verbosity(verbose)
 
 
 def open_index(store: Path, *, create: bool = False) -> Index:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from dicomfs import audit, corpus
+from dicomfs.cli import main
 from dicomfs.index import Index
 
 
@@ -228,6 +230,51 @@ def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.stderr.splitlines() == ["WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE"]
+
+
+def every_command(group: click.Group = main, path: tuple[str, ...] = ()) -> list[list[str]]:
+    commands = []
+    for name, command in group.commands.items():
+        commands.append([*path, name])
+        if isinstance(command, click.Group):
+            commands += every_command(command, (*path, name))
+    return commands
+
+
+@pytest.mark.parametrize("command", every_command(), ids=" ".join)
+def test_every_command_takes_v_after_it(command: list[str]) -> None:
+    result = dicomfs(*command, "-v", "-h", check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "-v, --verbose" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "levels"),
+    [
+        (["remote", "list"], []),
+        (["-v", "remote", "list"], ["INFO"]),
+        (["remote", "list", "-v"], ["INFO"]),
+        (["remote", "list", "-vv"], ["INFO", "DEBUG"]),
+        (["-v", "remote", "-v", "list"], ["INFO", "DEBUG"]),
+    ],
+)
+def test_v_before_or_after_the_command_shows_more_of_the_log(
+    tmp_path: Path, args: list[str], levels: list[str]
+) -> None:
+    script = (
+        "import logging\n"
+        "from dicomfs.cli import main\n"
+        f"main({args!r}, standalone_mode=False)\n"
+        "logging.getLogger('dicomfs.receiver').info('said')\n"
+        "logging.getLogger('dicomfs.receiver').debug('said')\n"
+    )
+    env = {**os.environ, "DICOMFS_STORE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    shown = [line.split()[0] for line in result.stderr.splitlines() if line.endswith(" said")]
+    assert shown == levels
 
 
 # --- find: what users type ------------------------------------------------------------------
