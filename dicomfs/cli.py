@@ -713,7 +713,7 @@ def _log_as_service() -> None:
     "--since",
     default=None,
     metavar="WHEN",
-    help="From this time on: 2026-11-25, 2026-11-25T14:30, or 7d / 36h / 90m ago.",
+    help="From this time on: 2026-11-25, 2026-11-25T14:30, 14:30 (today), or 7d / 36h ago.",
 )
 @click.option(
     "--event",
@@ -759,7 +759,8 @@ def audit_command(
     "now_text",
     default=None,
     metavar="TIME",
-    help="Evaluate the rule at another time (2026-11-27T18:00); later than now needs --dry-run.",
+    help="Evaluate the rule at another time: 2026-11-27T18:00, or 3d / 12h from now. "
+    "Later than now needs --dry-run.",
 )
 def expire_command(
     store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now_text: str | None
@@ -774,6 +775,7 @@ def expire_command(
     Examples:
       dicomfs expire --dry-run                          what goes now, with sizes
       dicomfs expire --dry-run --now 2026-11-27T18:00   what goes by Friday evening?
+      dicomfs expire --dry-run --now 3d                 what goes in the next three days?
       dicomfs expire --retention 14d
       dicomfs expire --retention 12h --yes              by hand, under a day needs --yes
     """
@@ -790,7 +792,7 @@ def expire_command(
     now = time.time()
     if now_text is not None:
         try:
-            now = timeparse.moment(now_text)
+            now = timeparse.moment_ahead(now_text)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--now") from exc
         if now > time.time() + 1 and not dry_run:
@@ -826,7 +828,8 @@ def expire_command(
     "until_text",
     default=None,
     metavar="WHEN",
-    help="Keep until then: 2027-06-30, 2027-06-30T18:00, or 30d / 36h from now.",
+    help="Keep until then: 2027-06-30 (to the end of that day), 2027-06-30T18:00, "
+    "18:00 (today), or 30d / 36h from now.",
 )
 @click.option("--list", "list_kept", is_flag=True, help="List what is kept, and keeps that lapsed.")
 @click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")

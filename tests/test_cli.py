@@ -353,3 +353,17 @@ def test_audit_json_gives_its_times_in_iso_8601(tmp_path: Path) -> None:
     at = datetime.datetime.fromisoformat(record["at"])
     assert at.timestamp() == 1086778760.0
     assert at.tzinfo is not None
+
+
+def test_audit_since_a_time_alone_means_today(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    today = datetime.date.today()
+    at = {hour: datetime.datetime.combine(today, datetime.time(hour)).timestamp()
+          for hour in (10, 12)}  # fmt: skip
+    records = [audit.Record("received", at=at[10], calling_aet="EARLY"),
+               audit.Record("received", at=at[12], calling_aet="LATE")]  # fmt: skip
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, records)
+    result = dicomfs("audit", "--since", "11:00", "--json", store=store)
+    assert [r["calling_aet"] for r in json.loads(result.stdout)] == ["LATE"]
