@@ -362,6 +362,8 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     date as find prints it: 2004-06-09, a month 2004-06, a year 2004, or a range
     2004-06-01..2004-06-30 (either end may be left open). 20040609, 200406 and
     20040601-20040630 work too (put '--' before a range that starts with '-').
+    A date that does not exist (2004-13, 2004-02-30) or a range that ends before
+    it starts is an error, unless the term matches as an ID or a name.
     A study must match every TERM. Prints one line per study with its paths in
     each view of the mount. Exits with 1 when nothing matches.
 
@@ -375,7 +377,10 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
       dicomfs find smith ..2004-12-31
     """
     with open_index(use_store(store)) as index:
-        studies = search.matching_studies(index, list(terms))
+        try:
+            studies = search.matching_studies(index, list(terms))
+        except search.NotADate as exc:
+            raise click.UsageError(str(exc)) from exc
         rows = output.study_rows(index, studies, mount_point)
     if as_json:
         click.echo(output.to_json(rows))

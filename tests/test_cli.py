@@ -336,6 +336,35 @@ def test_find_what_users_type(lab_store: Path, terms: list[str], expected: list[
     assert found_ids(lab_store, *terms) == expected
 
 
+@pytest.mark.parametrize(
+    ("term", "said"),
+    [
+        ("2004-13", "2004-13 is not a date: there is no month 13"),
+        ("2004-02-30", "2004-02-30 is not a date: 2004-02 has no day 30"),
+        ("20041301", "20041301 is not a date: there is no month 13"),
+        ("2004-13..", "2004-13 in 2004-13.. is not a date: there is no month 13"),
+        ("2004-06-30..2004-06-01", "2004-06-30..2004-06-01 is not a date range: it ends before"),
+        ("20040630-20040601", "20040630-20040601 is not a date range: it ends before it starts"),
+    ],
+)
+def test_find_a_date_that_is_none_is_an_error_not_an_empty_result(
+    lab_store: Path, term: str, said: str
+) -> None:
+    result = dicomfs("find", "doe", term, store=lab_store, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {said}")
+
+
+def test_find_a_patient_id_that_looks_like_a_date_is_found(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec(patient_id="20041301", study_date="20040609"))
+    dicomfs("index", store=store)
+    for term in ("20041301", "200413", "2004-06-09"):
+        assert found_ids(store, term) == ["20041301"], term
+
+
 def test_find_json_gives_dates_and_times_in_iso_8601(lab_store: Path) -> None:
     (row,) = json.loads(dicomfs("find", "--json", "genou", store=lab_store).stdout)
     assert row["study_date"] == "2006-12-01"
