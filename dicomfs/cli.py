@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import ipaddress
 import logging
@@ -667,6 +668,8 @@ def serve_command(
     from .receiver import Policy
     from .service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
     _log_as_service()
     try:
         policy = Policy(allow_aet, allow_address, require_user)
@@ -862,15 +865,12 @@ def keep_command(
       dicomfs keep --list
       dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
     """
-    import time
 
     from . import expiry, timeparse
     from .writer import IndexWriter
 
     if list_kept:
-        with open_index(use_store(store)) as index:
-            for item in expiry.kept(index.conn, time.time()):
-                click.echo(output.kept_line(item))
+        _list_keeps(store, drop, until_text, target)
         return
     if target is None:
         raise click.UsageError("name a study or series (PATH or UID), or use --list")
@@ -904,6 +904,23 @@ def keep_command(
     when = f"until {output.iso(until)}" if until else "until dropped (dicomfs keep --drop)"
     replaced = f", replacing {output.keep_span(before)}" if before else ""
     click.echo(output.printable(f"kept {what} {when}{replaced}"))
+
+
+def _list_keeps(store: Path, drop: bool, until_text: str | None, target: str | None) -> None:
+    import time
+
+    from . import expiry
+
+    extra = [what for what, given in (("--drop", drop), ("--until", until_text is not None),
+                                      (target, target is not None)) if given]  # fmt: skip
+    if extra:
+        raise click.UsageError(f"--list goes alone: leave out {' and '.join(map(str, extra))}")
+    with open_index(use_store(store)) as index:
+        keeps = expiry.kept(index.conn, time.time())
+    for item in keeps:
+        click.echo(output.kept_line(item))
+    if not keeps:
+        click.echo("nothing is kept", err=True)
 
 
 @main.command("check", context_settings=CONTEXT)
@@ -957,29 +974,56 @@ def remote_group() -> None:
     """
 
 
+def _peer_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return remotes.check_name(value)
+    except remotes.BadRemote as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+def _peer_address(ctx: click.Context, param: click.Parameter, value: str) -> remotes.Remote:
+    try:
+        return remotes.parse_address(value)
+    except remotes.BadRemote as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
 @remote_group.command("add", context_settings=CONTEXT)
 @store_option
-@click.argument("name")
-@click.argument("address", metavar="AET@HOST:PORT")
-def remote_add(store: Path, name: str, address: str) -> None:
-    """Add (or change) the peer NAME at AET@HOST:PORT."""
-    try:
-        remote = remotes.parse(name, address)
-    except remotes.BadRemote as exc:
-        raise click.BadParameter(str(exc)) from exc
+@click.argument("name", callback=_peer_name)
+@click.argument("address", metavar="AET@HOST:PORT", callback=_peer_address)
+def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
+    """Add (or replace) the peer NAME at AET@HOST:PORT ([...] around an IPv6 address).
+
+    \b
+    Examples:
+      dicomfs remote add bay3t BAY3T@10.1.2.3:104
+      dicomfs remote add pacs PACS@[fd00::4]:104
+    """
+    remote = dataclasses.replace(address, name=name)
     store = use_store(store)
     known = remotes.load(store)
+    before = known.get(name)
     known[name] = remote
     remotes.save(store, known)
-    click.echo(output.printable(f"{name}: {remote}"))
+    if before is None:
+        said = f"added {name}: {remote}"
+    elif before == remote:
+        said = f"{name} is {remote} already: unchanged"
+    else:
+        said = f"replaced {name}: was {before}, now {remote}"
+    click.echo(output.printable(said))
 
 
 @remote_group.command("list", context_settings=CONTEXT)
 @store_option
 def remote_list(store: Path) -> None:
     """List the peers."""
-    for name, remote in sorted(remotes.load(use_store(store)).items()):
+    known = remotes.load(use_store(store))
+    for name, remote in sorted(known.items()):
         click.echo(output.printable(f"{name}  {remote}"))
+    if not known:
+        click.echo("no peers yet (dicomfs remote add NAME AET@HOST:PORT)", err=True)
 
 
 @remote_group.command("remove", context_settings=CONTEXT)

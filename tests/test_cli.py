@@ -8,10 +8,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 from dicomfs import audit, corpus
 from dicomfs.cli import main
@@ -229,7 +234,10 @@ def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
-    assert result.stderr.splitlines() == ["WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE"]
+    assert result.stderr.splitlines() == [
+        "no peers yet (dicomfs remote add NAME AET@HOST:PORT)",
+        "WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE",
+    ]
 
 
 def every_command(group: click.Group = main, path: tuple[str, ...] = ()) -> list[list[str]]:
@@ -396,3 +404,39 @@ def test_audit_since_a_time_alone_means_today(tmp_path: Path) -> None:
         audit.append(index.conn, records)
     result = dicomfs("audit", "--since", "11:00", "--json", store=store)
     assert [r["calling_aet"] for r in json.loads(result.stdout)] == ["LATE"]
+
+
+# --- remote: named peers ----------------------------------------------------------------------
+
+
+def test_remote_add_says_whether_it_added_or_replaced(tmp_path: Path) -> None:
+    result = dicomfs("remote", "list", store=tmp_path)
+    assert (result.stdout, result.stderr) == (
+        "", "no peers yet (dicomfs remote add NAME AET@HOST:PORT)\n")  # fmt: skip
+    added = dicomfs("remote", "add", "pacs", "PACS@[::1]:104", store=tmp_path).stdout
+    assert added == "added pacs: PACS@[::1]:104\n"
+    again = dicomfs("remote", "add", "pacs", "PACS@10.1.2.4:104", store=tmp_path).stdout
+    assert again == "replaced pacs: was PACS@[::1]:104, now PACS@10.1.2.4:104\n"
+    assert dicomfs("remote", "list", store=tmp_path).stdout == "pacs  PACS@10.1.2.4:104\n"
+
+
+def test_a_peer_at_an_ipv6_address_is_reached(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def on_find(event: evt.Event) -> Iterator[tuple[int, None]]:
+        asked.append(str(event.identifier.QueryRetrieveLevel))
+        yield from ()  # it has nothing
+
+    ae = AE(ae_title="PACS6")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    server = ae.start_server(("::1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
+    try:
+        port = server.server_address[1]
+        dicomfs("remote", "add", "pacs", f"PACS6@[::1]:{port}", store=tmp_path)
+        result = dicomfs("pull", "--from", "pacs", "--study", "1.2.3", "--method", "get",
+                         store=tmp_path, check=False)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert asked == ["STUDY"]
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "Error: pacs has nothing that matches"
