@@ -818,6 +818,7 @@ def expire_command(
             due = expiry.expire(writer, store, now, retention, by=_local_user())
         finally:
             writer.close()
+    due = output.in_patient_order(due)
     if as_json:
         click.echo(output.to_json([output.due_record(series) for series in due]))
         return
@@ -955,7 +956,8 @@ def check_command(store: Path, repair: bool) -> None:
         click.echo("the index and the files agree", err=True)
         return
     if not repair:
-        click.echo(f"{len(found)} disagreements; dicomfs check --repair fixes them", err=True)
+        disagreements = output.count(len(found), "disagreement")
+        click.echo(f"{disagreements}; dicomfs check --repair fixes them", err=True)
         sys.exit(1)
     with open_index(store, create=True) as index:
         report = reconcile(index, store)

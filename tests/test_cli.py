@@ -128,8 +128,8 @@ def test_find_line_shows_who_when_what_and_where(filled_store: Path) -> None:
         "12345",
         "MR",
         "BWOW1",
-        "1 series",
-        "1 instances",
+        "  1 series  ",
+        "  1 instance  ",
         "/spl/dicom/by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/"
         "1.2.840.113619.2.5.1762874864.UID",
         "/spl/dicom/by-patient/DOE_JOHN_12345/20040609_Brain",
@@ -404,6 +404,22 @@ def test_audit_since_a_time_alone_means_today(tmp_path: Path) -> None:
         audit.append(index.conn, records)
     result = dicomfs("audit", "--since", "11:00", "--json", store=store)
     assert [r["calling_aet"] for r in json.loads(result.stdout)] == ["LATE"]
+
+
+def test_audit_names_the_series_and_a_pulled_patient(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    records = [
+        audit.Record("read", user="alice", patient_id="12345", patient_name="DOE^JOHN",
+                     study_uid="1.2.3", series_uid=f"1.2.3.{n}", instances=1)
+        for n in (1, 2)
+    ] + [audit.Record("pulled", user="bob", patient_id="12345", instances=1)]  # fmt: skip
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, records)
+    first, second, pulled = dicomfs("audit", store=store).stdout.splitlines()
+    assert "patient DOE^JOHN (12345)  study 1.2.3  series 1.2.3.1  1 instance  " in first
+    assert "series 1.2.3.2" in second
+    assert "patient 12345  1 instance  " in pulled
 
 
 # --- remote: named peers ----------------------------------------------------------------------

@@ -332,3 +332,22 @@ def test_keep_until_a_date_keeps_to_the_end_of_that_day(store: Path) -> None:
     assert series_uid not in due_at(f"{day.isoformat()}T23:30")
     assert series_uid in due_at((day + datetime.timedelta(days=1)).isoformat())
     assert "end of that day" in dicomfs("keep", "-h").stdout
+
+
+def test_expire_lists_by_patient_study_and_series_number(store: Path) -> None:
+    """Listed least recently used first, a patient's series would be scattered."""
+    order = [(patient, number) for patient in ("ALPHA^A", "BRAVO^B") for number in (1, 2, 10)]
+    for age, (patient, number) in enumerate(reversed(order)):
+        path = store / f"{patient[0]}{number}.dcm"
+        corpus.write(path, corpus.Spec(patient_name=patient, patient_id=patient[0],
+                                       study_uid=f"1.2.4.{ord(patient[0])}",
+                                       series_uid=f"1.2.3.{ord(patient[0])}.{number}",
+                                       series_number=number))  # fmt: skip
+        then = time.time() - (10 + age) * DAY
+        os.utime(path, (then, then))
+    with Index(store) as index:
+        reconcile(index, store)
+    result = dicomfs("expire", "--store", str(store), "--dry-run")
+    listed = [line.split("  ")[-1] for line in result.stdout.splitlines()]
+    assert listed == [f"1.2.3.{ord(patient[0])}.{number}" for patient, number in order]
+    assert "  1 instance  " in result.stdout.splitlines()[0]

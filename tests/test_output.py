@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dicomfs.cli import PrintableFormatter
-from dicomfs.output import iso_date, iso_time, printable, to_json
+from dicomfs.output import count, iso_date, iso_time, printable, size, to_json
 
 HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
 
@@ -84,3 +84,8 @@ def test_dicom_times_in_iso_8601(dicom: str, iso: str) -> None:
 def test_dicom_dates_in_iso_8601() -> None:
     assert iso_date("20040609") == "2004-06-09"
     assert iso_date("") == ""
+
+
+def test_counts_are_singular_for_one() -> None:
+    assert [count(n, "instance") for n in (0, 1, 2)] == ["0 instances", "1 instance", "2 instances"]
+    assert [size(n) for n in (1, 2, 1536)] == ["1 byte", "2 bytes", "1.5 KB"]
