@@ -70,7 +70,7 @@ def parse_address(address: str) -> Remote:
             f"{address!r} is not AET@HOST:PORT (for example BAY3T@10.1.2.3:104, "
             "or PACS@[fd00::4]:104)"
         )
-    host = match["host"] or match["ipv6"]
+    host = match["host"]
     if match["ipv6"]:
         try:
             host = str(ipaddress.IPv6Address(match["ipv6"]))
