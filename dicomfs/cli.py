@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import ipaddress
 import logging
@@ -51,8 +52,39 @@ def _one_line_errors() -> Iterator[None]:
         raise
 
 
+VERBOSE_HELP = "More log output (-vv for debug)."
+VERBOSITY = "dicomfs.verbose"  # in ctx.meta: the -v counted so far
+
+
+def set_verbosity(verbose: int) -> None:
+    root = logging.getLogger()
+    root.setLevel(max(logging.WARNING - 10 * verbose, logging.DEBUG))
+    # pydicom logs every odd value it meets; the index reports what matters.
+    logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
+    for handler in root.handlers:
+        handler.removeFilter(_WITHOUT_TRACEBACK)
+        if verbose < 2:
+            handler.addFilter(_WITHOUT_TRACEBACK)
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, count: int) -> None:
+    """-v after a command adds to any before it: `dicomfs -v serve -v` is -vv."""
+    if count:
+        ctx.meta[VERBOSITY] = ctx.meta.get(VERBOSITY, 0) + count
+        set_verbosity(ctx.meta[VERBOSITY])
+
+
 class Commands(click.Group):
-    """The `dicomfs` group: its errors and those of every command are one line."""
+    """The `dicomfs` group: its errors and those of every command are one line, and
+    every command takes -v, after it as well as before it."""
+
+    group_class = type  # `dicomfs remote` is one of these too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        verbose = click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                               callback=_more_verbose, help=VERBOSE_HELP)  # fmt: skip
+        cmd.params.append(verbose)
+        super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _one_line_errors():
@@ -84,6 +116,9 @@ class WithoutTraceback(logging.Filter):
         if record.name.startswith("pynetdicom"):
             record.exc_info = record.exc_text = None
         return True
+
+
+_WITHOUT_TRACEBACK = WithoutTraceback()
 
 
 # --- option types: a bad value is a one-line error before anything runs ---------------
@@ -276,8 +311,9 @@ def json_option(func: F) -> F:
 
 @click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """dicomfs: receive, index and browse DICOM images as plain files.
 
     \b
@@ -290,14 +326,11 @@ def main(verbose: int) -> None:
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
     """
     os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
-    level = logging.WARNING - 10 * verbose
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(levelname)s %(message)s"))
-    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
-    # pydicom logs every odd value it meets; the index reports what matters.
-    logging.getLogger("pydicom").setLevel(logging.WARNING if verbose >= 2 else logging.ERROR)
-    if verbose < 2:
-        handler.addFilter(WithoutTraceback())
+    logging.basicConfig(handlers=[handler])
+    ctx.meta[VERBOSITY] = verbose
+    set_verbosity(verbose)
 
 
 def open_index(store: Path, *, create: bool = False) -> Index:
@@ -377,6 +410,8 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
     date as find prints it: 2004-06-09, a month 2004-06, a year 2004, or a range
     2004-06-01..2004-06-30 (either end may be left open). 20040609, 200406 and
     20040601-20040630 work too (put '--' before a range that starts with '-').
+    A date that does not exist (2004-13, 2004-02-30) or a range that ends before
+    it starts is an error, unless the term matches as an ID or a name.
     A study must match every TERM. Prints one line per study with its paths in
     each view of the mount. Exits with 1 when nothing matches.
 
@@ -390,7 +425,10 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
       dicomfs find smith ..2004-12-31
     """
     with open_index(use_store(store)) as index:
-        studies = search.matching_studies(index, list(terms))
+        try:
+            studies = search.matching_studies(index, list(terms))
+        except search.NotADate as exc:
+            raise click.UsageError(str(exc)) from exc
         rows = output.study_rows(index, studies, mount_point)
     if as_json:
         click.echo(output.to_json(rows))
@@ -705,6 +743,8 @@ def serve_command(
     from .receiver import Policy
     from .service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
     _log_as_service()
     try:
         policy = Policy(allow_aet, allow_address, require_user)
@@ -759,7 +799,7 @@ def _log_as_service() -> None:
     "--since",
     default=None,
     metavar="WHEN",
-    help="From this time on: 2026-11-25, 2026-11-25T14:30, or 7d / 36h / 90m ago.",
+    help="From this time on: 2026-11-25, 2026-11-25T14:30, 14:30 (today), or 7d / 36h ago.",
 )
 @click.option(
     "--event",
@@ -805,7 +845,8 @@ def audit_command(
     "now_text",
     default=None,
     metavar="TIME",
-    help="Evaluate the rule at another time (2026-11-27T18:00); later than now needs --dry-run.",
+    help="Evaluate the rule at another time: 2026-11-27T18:00, or 3d / 12h from now. "
+    "Later than now needs --dry-run.",
 )
 def expire_command(
     store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now_text: str | None
@@ -820,6 +861,7 @@ def expire_command(
     Examples:
       dicomfs expire --dry-run                          what goes now, with sizes
       dicomfs expire --dry-run --now 2026-11-27T18:00   what goes by Friday evening?
+      dicomfs expire --dry-run --now 3d                 what goes in the next three days?
       dicomfs expire --retention 14d
       dicomfs expire --retention 12h --yes              by hand, under a day needs --yes
     """
@@ -836,7 +878,7 @@ def expire_command(
     now = time.time()
     if now_text is not None:
         try:
-            now = timeparse.moment(now_text)
+            now = timeparse.moment_ahead(now_text)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--now") from exc
         if now > time.time() + 1 and not dry_run:
@@ -854,6 +896,7 @@ def expire_command(
             due = expiry.expire(writer, store, now, retention, by=_local_user())
         finally:
             writer.close()
+    due = output.in_patient_order(due)
     if as_json:
         click.echo(output.to_json([output.due_record(series) for series in due]))
         return
@@ -872,7 +915,8 @@ def expire_command(
     "until_text",
     default=None,
     metavar="WHEN",
-    help="Keep until then: 2027-06-30, 2027-06-30T18:00, or 30d / 36h from now.",
+    help="Keep until then: 2027-06-30 (to the end of that day), 2027-06-30T18:00, "
+    "18:00 (today), or 30d / 36h from now.",
 )
 @click.option("--list", "list_kept", is_flag=True, help="List what is kept, and keeps that lapsed.")
 @click.option("--drop", is_flag=True, help="Stop keeping it: it expires as usual again.")
@@ -900,15 +944,12 @@ def keep_command(
       dicomfs keep --list
       dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
     """
-    import time
 
     from . import expiry, timeparse
     from .writer import IndexWriter
 
     if list_kept:
-        with open_index(use_store(store)) as index:
-            for item in expiry.kept(index.conn, time.time()):
-                click.echo(output.kept_line(item))
+        _list_keeps(store, drop, until_text, target)
         return
     if target is None:
         raise click.UsageError("name a study or series (PATH or UID), or use --list")
@@ -944,6 +985,23 @@ def keep_command(
     click.echo(output.printable(f"kept {what} {when}{replaced}"))
 
 
+def _list_keeps(store: Path, drop: bool, until_text: str | None, target: str | None) -> None:
+    import time
+
+    from . import expiry
+
+    extra = [what for what, given in (("--drop", drop), ("--until", until_text is not None),
+                                      (target, target is not None)) if given]  # fmt: skip
+    if extra:
+        raise click.UsageError(f"--list goes alone: leave out {' and '.join(map(str, extra))}")
+    with open_index(use_store(store)) as index:
+        keeps = expiry.kept(index.conn, time.time())
+    for item in keeps:
+        click.echo(output.kept_line(item))
+    if not keeps:
+        click.echo("nothing is kept", err=True)
+
+
 @main.command("check", context_settings=CONTEXT)
 @store_option
 @click.option("--repair", is_flag=True, help="Bring the index in step with the files.")
@@ -976,7 +1034,8 @@ def check_command(store: Path, repair: bool) -> None:
         click.echo("the index and the files agree", err=True)
         return
     if not repair:
-        click.echo(f"{len(found)} disagreements; dicomfs check --repair fixes them", err=True)
+        disagreements = output.count(len(found), "disagreement")
+        click.echo(f"{disagreements}; dicomfs check --repair fixes them", err=True)
         sys.exit(1)
     with open_index(store, create=True) as index:
         report = reconcile(index, store)
@@ -995,29 +1054,56 @@ def remote_group() -> None:
     """
 
 
+def _peer_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return remotes.check_name(value)
+    except remotes.BadRemote as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+def _peer_address(ctx: click.Context, param: click.Parameter, value: str) -> remotes.Remote:
+    try:
+        return remotes.parse_address(value)
+    except remotes.BadRemote as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
 @remote_group.command("add", context_settings=CONTEXT)
 @store_option
-@click.argument("name")
-@click.argument("address", metavar="AET@HOST:PORT")
-def remote_add(store: Path, name: str, address: str) -> None:
-    """Add (or change) the peer NAME at AET@HOST:PORT."""
-    try:
-        remote = remotes.parse(name, address)
-    except remotes.BadRemote as exc:
-        raise click.BadParameter(str(exc)) from exc
+@click.argument("name", callback=_peer_name)
+@click.argument("address", metavar="AET@HOST:PORT", callback=_peer_address)
+def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
+    """Add (or replace) the peer NAME at AET@HOST:PORT ([...] around an IPv6 address).
+
+    \b
+    Examples:
+      dicomfs remote add bay3t BAY3T@10.1.2.3:104
+      dicomfs remote add pacs PACS@[fd00::4]:104
+    """
+    remote = dataclasses.replace(address, name=name)
     store = use_store(store)
     known = remotes.load(store)
+    before = known.get(name)
     known[name] = remote
     remotes.save(store, known)
-    click.echo(output.printable(f"{name}: {remote}"))
+    if before is None:
+        said = f"added {name}: {remote}"
+    elif before == remote:
+        said = f"{name} is {remote} already: unchanged"
+    else:
+        said = f"replaced {name}: was {before}, now {remote}"
+    click.echo(output.printable(said))
 
 
 @remote_group.command("list", context_settings=CONTEXT)
 @store_option
 def remote_list(store: Path) -> None:
     """List the peers."""
-    for name, remote in sorted(remotes.load(use_store(store)).items()):
+    known = remotes.load(use_store(store))
+    for name, remote in sorted(known.items()):
         click.echo(output.printable(f"{name}  {remote}"))
+    if not known:
+        click.echo("no peers yet (dicomfs remote add NAME AET@HOST:PORT)", err=True)
 
 
 @remote_group.command("remove", context_settings=CONTEXT)

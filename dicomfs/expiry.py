@@ -35,6 +35,7 @@ class DueSeries:
     instances: int
     bytes: int
     last_used: float  # the newest of receipt and access
+    series_number: int | None
 
 
 _DUE = """
@@ -42,7 +43,8 @@ _DUE = """
            se.modality, se.description,
            (SELECT count(*) FROM instances WHERE series = se.id),
            (SELECT coalesce(sum(size), 0) FROM instances WHERE series = se.id),
-           max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) AS used
+           max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) AS used,
+           se.series_number
     FROM series se JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
     WHERE max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) < :cutoff
       AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid IN (se.series_uid, st.study_uid)

@@ -164,14 +164,20 @@ def study_line(row: dict[str, Any]) -> str:
         row["modalities"] or "-",
         row["stations"] or "-",
         f"{row['series']} series",
-        f"{row['instances']} instances",
+        count(row["instances"], "instance"),
     ]
     paths = [p for view in views.VIEWS for p in row["paths"][view]]
     return printable("  ".join(fields + paths))
 
 
+def count(number: int, noun: str) -> str:
+    """1 -> '1 instance', 3 -> '3 instances'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def audit_line(record: dict[str, Any]) -> str:
-    """One line per audit record: when, what, who, from where, which patient and study."""
+    """One line per audit record: when, what, who, from where, which patient, study and
+    series."""
     who = record["calling_aet"] or record["user"] or "-"
     if record["address"]:
         who += f"@{record['address']}"
@@ -179,11 +185,13 @@ def audit_line(record: dict[str, Any]) -> str:
         who += f" user={record['user']}"
     fields = [iso(record["at"]), record["event"], who]
     if record["patient_id"] or record["patient_name"]:
-        fields.append(f"patient {record['patient_name'] or '-'} ({record['patient_id'] or '-'})")
+        fields.append(_patient(record["patient_name"], record["patient_id"]))
     if record["study_uid"]:
         fields.append(f"study {record['study_uid']}")
+    if record["series_uid"]:
+        fields.append(f"series {record['series_uid']}")
     if record["instances"] is not None:
-        fields.append(f"{record['instances']} instances")
+        fields.append(count(record["instances"], "instance"))
     if record["bytes"] is not None:
         fields.append(size(record["bytes"]))
     fields.append(record["outcome"])
@@ -192,12 +200,20 @@ def audit_line(record: dict[str, Any]) -> str:
     return printable("  ".join(fields))
 
 
-def size(count: int) -> str:
+def _patient(name: str | None, patient_id: str | None) -> str:
+    """'patient DOE^JOHN (12345)'; 'patient 12345' when the name is not known (a pull
+    by patient ID)."""
+    if not name:
+        return f"patient {patient_id}"
+    return f"patient {name} ({patient_id or 'no id'})"
+
+
+def size(nbytes: int) -> str:
     """1536 -> '1.5 KB'."""
-    value = float(count)
+    value = float(nbytes)
     for unit in ("bytes", "KB", "MB", "GB"):
         if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+            return count(nbytes, "byte") if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 
@@ -211,13 +227,21 @@ def expiry_line(series: Any) -> str:
             series.patient_id or "(no id)",
             series.modality or "-",
             series.description or "(no description)",
-            f"{series.instances} instances",
+            count(series.instances, "instance"),
             size(series.bytes),
             f"untouched since {iso(series.last_used)}",
             series.series_uid,
         ]
     )
     return printable(line)
+
+
+def in_patient_order(due: Iterable[Any]) -> list[Any]:
+    """Series due for expiry (expiry.DueSeries) by patient, study and series number, so
+    that a patient's series are listed together and in order."""
+    return sorted(due, key=lambda s: (s.patient_name, s.patient_id, s.study_date, s.study_uid,
+                                      s.series_number is None, s.series_number or 0,
+                                      s.series_uid))  # fmt: skip
 
 
 def keep_span(item: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -11,7 +12,10 @@ from pathlib import Path
 
 from .index import INDEX_DIR
 
-_ADDRESS = re.compile(r"^(?P<aet>[^@]+)@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+# AET@HOST:PORT, an IPv6 address in brackets: PACS@[fd00::4]:104
+_ADDRESS = re.compile(
+    r"^(?P<aet>[^@]+)@(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:@\[\]]+)):(?P<port>\d{1,5})$"
+)
 _AE_CHARACTERS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")  # printable ASCII but backslash
 
 
@@ -27,7 +31,8 @@ class Remote:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.aet}@{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.aet}@{host}:{self.port}"
 
 
 def ae_title(text: str) -> str:
@@ -48,16 +53,35 @@ def ae_title(text: str) -> str:
 
 def parse(name: str, address: str) -> Remote:
     """'bay3t', 'BAY3T@10.1.2.3:104' -> Remote."""
-    match = _ADDRESS.match(address.strip())
-    if not match or not 0 < int(match["port"]) < 65536:
-        raise BadRemote(f"{address!r} is not AET@HOST:PORT (for example BAY3T@10.1.2.3:104)")
+    return dataclasses.replace(parse_address(address), name=check_name(name))
+
+
+def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise BadRemote(f"{name!r} is not a simple name (letters, digits, _ . -)")
+    return name
+
+
+def parse_address(address: str) -> Remote:
+    """'BAY3T@10.1.2.3:104' or 'PACS@[::1]:104' -> a Remote named as it is written."""
+    match = _ADDRESS.match(address.strip())
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise BadRemote(
+            f"{address!r} is not AET@HOST:PORT (for example BAY3T@10.1.2.3:104, "
+            "or PACS@[fd00::4]:104)"
+        )
+    host = match["host"]
+    if match["ipv6"]:
+        try:
+            host = str(ipaddress.IPv6Address(match["ipv6"]))
+        except ValueError:
+            raise BadRemote(f"{address!r}: [{match['ipv6']}] is not an IPv6 address") from None
     try:
         aet = ae_title(match["aet"])
     except ValueError as exc:
         raise BadRemote(f"{address!r}: {exc}") from None
-    return Remote(name, aet, match["host"], int(match["port"]))
+    remote = Remote("", aet, host, int(match["port"]))
+    return dataclasses.replace(remote, name=str(remote))
 
 
 def _path(store: Path) -> Path:
@@ -91,8 +115,7 @@ def find(store: Path, name_or_address: str) -> Remote:
     if name_or_address in remotes:
         return remotes[name_or_address]
     if "@" in name_or_address:
-        remote = parse("adhoc", name_or_address)
-        return dataclasses.replace(remote, name=str(remote))
+        return parse_address(name_or_address)
     known = ", ".join(sorted(remotes)) or "none yet"
     raise BadRemote(
         f"no peer called {name_or_address!r} (known: {known}); "

@@ -8,11 +8,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 from dicomfs import audit, corpus
+from dicomfs.cli import main
 from dicomfs.index import Index
 
 
@@ -121,8 +128,8 @@ def test_find_line_shows_who_when_what_and_where(filled_store: Path) -> None:
         "12345",
         "MR",
         "BWOW1",
-        "1 series",
-        "1 instances",
+        "  1 series  ",
+        "  1 instance  ",
         "/spl/dicom/by-modality/MR0000.MOD/BWOW1.STA/20040609.DAY/"
         "1.2.840.113619.2.5.1762874864.UID",
         "/spl/dicom/by-patient/DOE_JOHN_12345/20040609_Brain",
@@ -227,7 +234,55 @@ def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
-    assert result.stderr.splitlines() == ["WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE"]
+    assert result.stderr.splitlines() == [
+        "no peers yet (dicomfs remote add NAME AET@HOST:PORT)",
+        "WARNING refused x\\x1b]0;owned\\x07\\x0aFORGED LINE",
+    ]
+
+
+def every_command(group: click.Group = main, path: tuple[str, ...] = ()) -> list[list[str]]:
+    commands = []
+    for name, command in group.commands.items():
+        commands.append([*path, name])
+        if isinstance(command, click.Group):
+            commands += every_command(command, (*path, name))
+    return commands
+
+
+@pytest.mark.parametrize("command", every_command(), ids=" ".join)
+def test_every_command_takes_v_after_it(command: list[str]) -> None:
+    result = dicomfs(*command, "-v", "-h", check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "-v, --verbose" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "levels"),
+    [
+        (["remote", "list"], []),
+        (["-v", "remote", "list"], ["INFO"]),
+        (["remote", "list", "-v"], ["INFO"]),
+        (["remote", "list", "-vv"], ["INFO", "DEBUG"]),
+        (["-v", "remote", "-v", "list"], ["INFO", "DEBUG"]),
+    ],
+)
+def test_v_before_or_after_the_command_shows_more_of_the_log(
+    tmp_path: Path, args: list[str], levels: list[str]
+) -> None:
+    script = (
+        "import logging\n"
+        "from dicomfs.cli import main\n"
+        f"main({args!r}, standalone_mode=False)\n"
+        "logging.getLogger('dicomfs.receiver').info('said')\n"
+        "logging.getLogger('dicomfs.receiver').debug('said')\n"
+    )
+    env = {**os.environ, "DICOMFS_STORE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    shown = [line.split()[0] for line in result.stderr.splitlines() if line.endswith(" said")]
+    assert shown == levels
 
 
 # --- find: what users type ------------------------------------------------------------------
@@ -289,6 +344,35 @@ def test_find_what_users_type(lab_store: Path, terms: list[str], expected: list[
     assert found_ids(lab_store, *terms) == expected
 
 
+@pytest.mark.parametrize(
+    ("term", "said"),
+    [
+        ("2004-13", "2004-13 is not a date: there is no month 13"),
+        ("2004-02-30", "2004-02-30 is not a date: 2004-02 has no day 30"),
+        ("20041301", "20041301 is not a date: there is no month 13"),
+        ("2004-13..", "2004-13 in 2004-13.. is not a date: there is no month 13"),
+        ("2004-06-30..2004-06-01", "2004-06-30..2004-06-01 is not a date range: it ends before"),
+        ("20040630-20040601", "20040630-20040601 is not a date range: it ends before it starts"),
+    ],
+)
+def test_find_a_date_that_is_none_is_an_error_not_an_empty_result(
+    lab_store: Path, term: str, said: str
+) -> None:
+    result = dicomfs("find", "doe", term, store=lab_store, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {said}")
+
+
+def test_find_a_patient_id_that_looks_like_a_date_is_found(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    corpus.write(store / "a.dcm", corpus.Spec(patient_id="20041301", study_date="20040609"))
+    dicomfs("index", store=store)
+    for term in ("20041301", "200413", "2004-06-09"):
+        assert found_ids(store, term) == ["20041301"], term
+
+
 def test_find_json_gives_dates_and_times_in_iso_8601(lab_store: Path) -> None:
     (row,) = json.loads(dicomfs("find", "--json", "genou", store=lab_store).stdout)
     assert row["study_date"] == "2006-12-01"
@@ -306,3 +390,69 @@ def test_audit_json_gives_its_times_in_iso_8601(tmp_path: Path) -> None:
     at = datetime.datetime.fromisoformat(record["at"])
     assert at.timestamp() == 1086778760.0
     assert at.tzinfo is not None
+
+
+def test_audit_since_a_time_alone_means_today(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    today = datetime.date.today()
+    at = {hour: datetime.datetime.combine(today, datetime.time(hour)).timestamp()
+          for hour in (10, 12)}  # fmt: skip
+    records = [audit.Record("received", at=at[10], calling_aet="EARLY"),
+               audit.Record("received", at=at[12], calling_aet="LATE")]  # fmt: skip
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, records)
+    result = dicomfs("audit", "--since", "11:00", "--json", store=store)
+    assert [r["calling_aet"] for r in json.loads(result.stdout)] == ["LATE"]
+
+
+def test_audit_names_the_series_and_a_pulled_patient(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    records = [
+        audit.Record("read", user="alice", patient_id="12345", patient_name="DOE^JOHN",
+                     study_uid="1.2.3", series_uid=f"1.2.3.{n}", instances=1)
+        for n in (1, 2)
+    ] + [audit.Record("pulled", user="bob", patient_id="12345", instances=1)]  # fmt: skip
+    with Index(store) as index, index.transaction():
+        audit.append(index.conn, records)
+    first, second, pulled = dicomfs("audit", store=store).stdout.splitlines()
+    assert "patient DOE^JOHN (12345)  study 1.2.3  series 1.2.3.1  1 instance  " in first
+    assert "series 1.2.3.2" in second
+    assert "patient 12345  1 instance  " in pulled
+
+
+# --- remote: named peers ----------------------------------------------------------------------
+
+
+def test_remote_add_says_whether_it_added_or_replaced(tmp_path: Path) -> None:
+    result = dicomfs("remote", "list", store=tmp_path)
+    assert (result.stdout, result.stderr) == (
+        "", "no peers yet (dicomfs remote add NAME AET@HOST:PORT)\n")  # fmt: skip
+    added = dicomfs("remote", "add", "pacs", "PACS@[::1]:104", store=tmp_path).stdout
+    assert added == "added pacs: PACS@[::1]:104\n"
+    again = dicomfs("remote", "add", "pacs", "PACS@10.1.2.4:104", store=tmp_path).stdout
+    assert again == "replaced pacs: was PACS@[::1]:104, now PACS@10.1.2.4:104\n"
+    assert dicomfs("remote", "list", store=tmp_path).stdout == "pacs  PACS@10.1.2.4:104\n"
+
+
+def test_a_peer_at_an_ipv6_address_is_reached(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def on_find(event: evt.Event) -> Iterator[tuple[int, None]]:
+        asked.append(str(event.identifier.QueryRetrieveLevel))
+        yield from ()  # it has nothing
+
+    ae = AE(ae_title="PACS6")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    server = ae.start_server(("::1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
+    try:
+        port = server.server_address[1]
+        dicomfs("remote", "add", "pacs", f"PACS6@[::1]:{port}", store=tmp_path)
+        result = dicomfs("pull", "--from", "pacs", "--study", "1.2.3", "--method", "get",
+                         store=tmp_path, check=False)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert asked == ["STUDY"]
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "Error: pacs has nothing that matches"

@@ -256,14 +256,19 @@ def test_a_lapsed_keep_stays_listed_as_lapsed_until_dropped(store: Path) -> None
     assert "LAPSED" in line
     assert "no longer in the store" in line
     assert dicomfs("keep", "--store", str(store), "--drop", series_uid).returncode == 0
-    assert dicomfs("keep", "--store", str(store), "--list").stdout == ""
+    result = dicomfs("keep", "--store", str(store), "--list")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "nothing is kept\n")
 
 
 def test_future_moments() -> None:
     now = 1_800_000_000.0
     assert timeparse.future_moment("30d", now) == now + 30 * DAY
     assert timeparse.future_moment("36h", now) == now + 36 * 3600
-    assert timeparse.future_moment("2030-01-01", now) == datetime.datetime(2030, 1, 1).timestamp()
+    # A date alone: until that day is over, local time.
+    end = datetime.datetime(2030, 1, 1, 23, 59, 59, 999999).timestamp()
+    assert timeparse.future_moment("2030-01-01", now) == end
+    assert timeparse.future_moment("2030-01-01T18:00", now) == datetime.datetime(
+        2030, 1, 1, 18).timestamp()  # fmt: skip
     for past in ("2020-01-01", "2027-01-15T08:00", "0d"):
         with pytest.raises(ValueError, match=r"in the past|no time"):
             timeparse.future_moment(past, now)
@@ -287,3 +292,62 @@ def test_expire_json_gives_times_in_iso_8601(store: Path) -> None:
     for series in listed:
         assert datetime.datetime.fromisoformat(series["last_used"]).tzinfo is not None
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", series["study_date"])
+
+
+def test_a_time_alone_is_today() -> None:
+    now = datetime.datetime(2026, 11, 25, 20, 15).timestamp()
+    for parse in (timeparse.moment, timeparse.moment_ahead):
+        assert parse("19:36", now) == datetime.datetime(2026, 11, 25, 19, 36).timestamp()
+        assert parse("9:05:30", now) == datetime.datetime(2026, 11, 25, 9, 5, 30).timestamp()
+    assert timeparse.future_moment("23:00", now) == datetime.datetime(2026, 11, 25, 23).timestamp()
+    for wrong in ("25:00", "19:61", "19"):
+        with pytest.raises(ValueError, match="neither a date or time"):
+            timeparse.moment(wrong, now)
+
+
+def test_expire_now_as_a_duration_is_that_long_from_now(store: Path) -> None:
+    by_series = old_store(store, age_days=3)
+    assert due_now(store) == set()
+    result = dicomfs("expire", "--store", str(store), "--dry-run", "--now", "5d", "--json")
+    assert {series["series_uid"] for series in json.loads(result.stdout)} == set(by_series)
+    result = dicomfs("expire", "--store", str(store), "--dry-run", "--now", "3d", "--json")
+    assert json.loads(result.stdout) == []
+    assert "from now" in dicomfs("expire", "-h").stdout
+
+
+def test_keep_until_a_date_keeps_to_the_end_of_that_day(store: Path) -> None:
+    old_store(store)
+    series_uid = one_series(store)
+    day = datetime.date.today() + datetime.timedelta(days=10)
+    result = dicomfs("keep", "--store", str(store), series_uid, "--until", day.isoformat())
+    assert result.returncode == 0, result.stderr
+    assert f"until {day.isoformat()}T23:59:59" in result.stdout
+    (line,) = dicomfs("keep", "--store", str(store), "--list").stdout.splitlines()
+    assert f"until {day.isoformat()}T23:59:59" in line
+
+    def due_at(when: str) -> set[str]:
+        result = dicomfs("expire", "--store", str(store), "--dry-run", "--now", when, "--json")
+        return {series["series_uid"] for series in json.loads(result.stdout)}
+
+    assert series_uid not in due_at(f"{day.isoformat()}T23:30")
+    assert series_uid in due_at((day + datetime.timedelta(days=1)).isoformat())
+    assert "end of that day" in dicomfs("keep", "-h").stdout
+
+
+def test_expire_lists_by_patient_study_and_series_number(store: Path) -> None:
+    """Listed least recently used first, a patient's series would be scattered."""
+    order = [(patient, number) for patient in ("ALPHA^A", "BRAVO^B") for number in (1, 2, 10)]
+    for age, (patient, number) in enumerate(reversed(order)):
+        path = store / f"{patient[0]}{number}.dcm"
+        corpus.write(path, corpus.Spec(patient_name=patient, patient_id=patient[0],
+                                       study_uid=f"1.2.4.{ord(patient[0])}",
+                                       series_uid=f"1.2.3.{ord(patient[0])}.{number}",
+                                       series_number=number))  # fmt: skip
+        then = time.time() - (10 + age) * DAY
+        os.utime(path, (then, then))
+    with Index(store) as index:
+        reconcile(index, store)
+    result = dicomfs("expire", "--store", str(store), "--dry-run")
+    listed = [line.split("  ")[-1] for line in result.stdout.splitlines()]
+    assert listed == [f"1.2.3.{ord(patient[0])}.{number}" for patient, number in order]
+    assert "  1 instance  " in result.stdout.splitlines()[0]

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +72,49 @@ def test_a_user_gets_the_link_in_local_bin(home: Path) -> None:
     assert [entry.name for entry in local_bin.iterdir()] == ["dicomfs"]
     assert (local_bin / "dicomfs").resolve() == VENV_DICOMFS.resolve()
     assert f"{local_bin} is not on your PATH" in said
+
+
+def checkout_with_a_noting_venv(tmp_path: Path) -> Path:
+    """scripts/install in a checkout of its own, whose .venv's python only notes what it
+    is asked to do, and whose system packages are all there."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts" / "install", root / "scripts" / "install")
+    (root / "pyproject.toml").write_text("")
+    for path, script in (
+        (root / "scripts" / "link", "#!/bin/sh\n"),
+        (root / ".venv" / "bin" / "python", f'#!/bin/sh\necho "$@" >> {root}/asked\n'),
+        (tmp_path / "bin" / "dpkg", "#!/bin/sh\n"),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script)
+        path.chmod(0o755)
+    return root
+
+
+def install(root: Path, *args: str) -> tuple[str, list[str]]:
+    """What scripts/install said, and the pip commands it ran."""
+    path = f"{root.parent / 'bin'}:/usr/bin:/bin"
+    result = subprocess.run([root / "scripts" / "install", *args], capture_output=True, text=True,
+                            env={**os.environ, "PATH": path}, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    asked = root / "asked"
+    lines = asked.read_text().splitlines() if asked.exists() else []
+    asked.unlink(missing_ok=True)
+    return result.stderr, [line for line in lines if line.startswith("-m pip install -q -e")]
+
+
+def test_after_the_test_install_the_plain_one_has_nothing_to_do(tmp_path: Path) -> None:
+    root = checkout_with_a_noting_venv(tmp_path)
+    said, pip = install(root, "--test")
+    assert pip == ["-m pip install -q -e .[test]"]
+    assert "Installing dicomfs[test]" in said
+    assert install(root) == ("", [])  # as scripts/run after scripts/test
+    assert install(root, "--test") == ("", [])
+    # A changed pyproject.toml is installed again, by either.
+    later = time.time() + 10
+    os.utime(root / "pyproject.toml", (later, later))
+    assert install(root)[1] == ["-m pip install -q -e ."]
 
 
 def test_the_readme_does_not_suggest_activating_the_virtualenv() -> None:

@@ -108,6 +108,31 @@ def test_every_bad_option_value_is_a_one_line_error(
     assert result.stdout == ""
 
 
+# Options that do not go together, and arguments that are wrong: a usage error (exit 2)
+# that names them, before anything runs.
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([*SERVE, "--tls-cert", __file__], "--tls-key"),
+        ([*SERVE, "--tls-key", __file__], "--tls-cert"),
+        (["keep", "--list", "--drop"], "--drop"),
+        (["keep", "--list", "--until", "3d"], "--until"),
+        (["keep", "--list", "1.2.3"], "1.2.3"),
+        (["remote", "add", "bad name", "BAY3T@10.1.2.3:104"], "'NAME'"),
+        (["remote", "add", "bay3t", "BAY3T@10.1.2.3"], "'AET@HOST:PORT'"),
+        (["remote", "add", "bay3t", "BAY3T@[::zz]:104"], "'AET@HOST:PORT'"),
+        (["remote", "add", "bay3t", "BAY3T@::1:104"], "'AET@HOST:PORT'"),
+    ],
+)
+def test_a_usage_error_is_refused_before_anything_runs(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = run(*args, "--store", str(tmp_path))  # an empty directory: no index yet
+    assert named in assert_one_line_error(result)
+    assert result.returncode == 2
+    assert list(tmp_path.iterdir()) == []  # nothing indexed, nothing written
+
+
 def test_an_ae_title_error_says_what_an_ae_title_is(indexed_store: Path) -> None:
     line = assert_one_line_error(run(*SERVE, "--store", str(indexed_store), "--aet", TOO_LONG))
     assert "'--aet'" in line

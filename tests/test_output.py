@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dicomfs.cli import PrintableFormatter
-from dicomfs.output import iso_date, iso_time, printable, to_json
+from dicomfs.output import count, iso_date, iso_time, printable, size, to_json
 
 HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
 
@@ -57,10 +57,10 @@ def test_json_decodes_to_the_same_values_and_shows_no_control() -> None:
     assert "Müller" in text  # readable, not \\u-escaped
 
 
-def test_log_lines_escape_the_message_but_not_the_traceback() -> None:
+def test_log_lines_escape_the_message_and_quote_the_traceback() -> None:
     formatter = PrintableFormatter("%(levelname)s %(message)s")
     try:
-        raise ValueError("boom")
+        raise ValueError(f"boom {HOSTILE}")  # a traceback may quote a peer's bytes too
     except ValueError:
         record = logging.LogRecord(
             "dicomfs.receiver", logging.WARNING, __file__, 1, "refused %s: %s",
@@ -68,8 +68,9 @@ def test_log_lines_escape_the_message_but_not_the_traceback() -> None:
         )  # fmt: skip
     first, *traceback = formatter.format(record).splitlines()
     assert first == "WARNING refused BAY3T: x\\x1b]0;owned\\x07\\x0aFORGED LINE"
-    assert traceback[0] == "Traceback (most recent call last):"
-    assert traceback[-1] == "ValueError: boom"
+    assert traceback[0] == "  | Traceback (most recent call last):"
+    assert traceback[-2:] == ["  | ValueError: boom x\\x1b]0;owned\\x07", "  | FORGED LINE"]
+    assert all(line.startswith("  | ") for line in traceback)  # none passes for a log line
 
 
 @pytest.mark.parametrize(
@@ -84,3 +85,8 @@ def test_dicom_times_in_iso_8601(dicom: str, iso: str) -> None:
 def test_dicom_dates_in_iso_8601() -> None:
     assert iso_date("20040609") == "2004-06-09"
     assert iso_date("") == ""
+
+
+def test_counts_are_singular_for_one() -> None:
+    assert [count(n, "instance") for n in (0, 1, 2)] == ["0 instances", "1 instance", "2 instances"]
+    assert [size(n) for n in (1, 2, 1536)] == ["1 byte", "2 bytes", "1.5 KB"]

@@ -85,3 +85,21 @@ def test_an_index_of_schema_4_learns_the_words_of_its_descriptions(store: Path) 
     conn.close()
     with Index(store, readonly=True) as index:  # a reader upgrades it
         assert search.matching_studies(index, ["genou", "sagit", "pull00"])
+
+
+@pytest.mark.parametrize(
+    "term", ["2004-13", "2004-00", "2004-02-30", "20050229", "20041301", "0000", "2004-13..",
+             "..2004-02-30", "2004-06-30..2004-06-01", "20040630-20040601", "2005..2004"],
+)  # fmt: skip
+def test_a_term_written_as_a_date_that_is_none_is_an_error(index: Index, term: str) -> None:
+    with pytest.raises(search.NotADate, match=re.escape(term)):
+        search.date_bounds(term)
+    with pytest.raises(search.NotADate):
+        search.matching_studies(index, [term])
+
+
+def test_dates_that_are_dates() -> None:
+    assert search.date_bounds("20040229") == ("20040229", "20040229")
+    assert search.date_bounds("2004-06..2004") == ("20040600", "20049999")
+    assert search.date_bounds("2004..2004") == ("20040000", "20049999")
+    assert search.date_bounds("PULL0021") is None
