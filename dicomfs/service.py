@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import ssl
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import trio
 
-from . import expiry, mount
+from . import expiry, ingest, mount
 from . import store as store_files
 from .fs import MountOptions
 from .index import Index
@@ -146,6 +147,11 @@ def run(
         else:
             mount.run(store, mountpoint, mount_options, tasks, writer=writer)
     finally:
-        receiver.stop()
+        # The stop is bounded (receiver.STOP_TIMEOUT); a second Ctrl-C must not cut
+        # it short and leave acknowledged instances out of the audit trail.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        receiver.stop()  # the associations' close handlers write to the index
         writer.close()
+        ingest.shutdown()
         log.info("stopped (pid %d)", os.getpid())
