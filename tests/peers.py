@@ -59,8 +59,9 @@ class Serve:
         *extra: str,
         mount: Path | None = None,
         preexec: Callable[[], None] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.store, self.port, self.mount = store, free_port(), mount
+        self.store, self.port, self.mount = store, port or free_port(), mount
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
         self.log = store.parent / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
@@ -77,6 +78,8 @@ class Serve:
 
     def _ready(self) -> bool:
         if self.mount is not None and not os.path.ismount(self.mount):
+            return False
+        if not (self.store / ".dicomfs" / "serve.json").exists():  # says where it listens
             return False
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
             return True
@@ -99,8 +102,10 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serving(store: Path, *extra: str, mount: Path | None = None) -> Iterator[Serve]:
-    server = Serve(store, *extra, mount=mount)
+def serving(
+    store: Path, *extra: str, mount: Path | None = None, port: int | None = None
+) -> Iterator[Serve]:
+    server = Serve(store, *extra, mount=mount, port=port)
     try:
         yield server
     finally:

@@ -23,9 +23,9 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicomfs import corpus
+from dicomfs import corpus, running
 
-from .peers import Serve, dcmtk, serving
+from .peers import Serve, dcmtk, free_port, serving
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/storescu").exists(), reason="needs dcmtk (scripts/install --test)"
@@ -341,6 +341,31 @@ def _acknowledged(log: list[str]) -> list[Path]:
             done.append(current)
             current = None
     return done
+
+
+def test_one_serve_per_store_and_where_it_listens_is_known(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with serving(store) as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "serve", "--store", str(store), "--no-mount",
+             "--bind", "127.0.0.1", "--port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        (error,) = second.stderr.strip().splitlines()
+        assert f"another dicomfs serve (pid {first.process.pid}) serves {store}" in error
+        assert dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(first.port)).returncode == 0
+        here = running.Listening(first.process.pid, first.port, "DICOMFS")
+        assert running.listening(store) == here
+    assert running.listening(store) is None  # stopped: no longer listening
+    assert not (store / ".dicomfs" / "serve.json").exists()
+    crashed = Serve(store)
+    crashed.kill()  # leaves its serve.json, but never its lock
+    assert (store / ".dicomfs" / "serve.json").exists()
+    assert running.listening(store) is None
+    with serving(store) as again:
+        assert running.listening(store) == running.Listening(again.process.pid, again.port,
+                                                             "DICOMFS")  # fmt: skip
 
 
 def test_new_instances_show_in_the_mount_within_two_seconds(tmp_path: Path) -> None:
