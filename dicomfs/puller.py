@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,18 +94,37 @@ def associate(remote: Remote, our_aet: str, contexts: list[Any], **kwargs: Any) 
             ae.add_requested_context(*context)
         else:
             ae.add_requested_context(context)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet, **kwargs)
+    connected = threading.Event()  # a refusal and a peer not there both end unassociated
+    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    asked = time.monotonic()
+    assoc = ae.associate(
+        remote.host, remote.port, ae_title=remote.aet, evt_handlers=handlers, **kwargs
+    )
     transport = assoc.dul.socket
     if assoc.is_established and transport is not None and type(transport.socket) is socket.socket:
         transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
     if not assoc.is_established:
-        why = "refused the association" if assoc.is_rejected else "could not be reached"
-        raise PullError(f"{_named(remote)} {why}")
+        waited = time.monotonic() - asked
+        raise PullError(_not_associated(remote, our_aet, connected.is_set(), waited))
     try:
         yield assoc
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _not_associated(remote: Remote, our_aet: str, connected: bool, waited: float) -> str:
+    """Why there is no association. pynetdicom may report a peer's rejection as an abort
+    (a busy peer closes at once after its A-ASSOCIATE-RJ): once connected, both are a
+    refusal."""
+    if not connected:
+        return f"{_named(remote)} could not be reached"
+    if waited >= TIMEOUT:
+        return f"{_named(remote)} did not answer our association request within {TIMEOUT} s"
+    return (
+        f"{_named(remote)} refused the association: check that it knows our AE title "
+        f"{our_aet} and that {remote.aet} is its own"
+    )
 
 
 def list_remote(remote: Remote, our_aet: str, query: Query) -> list[RemoteInstance]:
