@@ -95,7 +95,8 @@ def listening(store: Path) -> Listening | None:
 
 
 def _open_lock(store: Path, flags: int) -> int:
-    return os.open(store / INDEX_DIR / LOCK_FILE, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    path = store / INDEX_DIR / LOCK_FILE
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, store_files.FILE_MODE)
 
 
 def _lock(fd: int, kind: int, *, patience: float) -> bool:
