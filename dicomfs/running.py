@@ -53,6 +53,7 @@ def locked(store: Path) -> Iterator[None]:
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        withdraw(store)  # what a crashed serve left says nothing true
         try:
             yield
         finally:

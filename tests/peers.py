@@ -79,10 +79,17 @@ class Serve:
     def _ready(self) -> bool:
         if self.mount is not None and not os.path.ismount(self.mount):
             return False
-        if not (self.store / ".dicomfs" / "serve.json").exists():  # says where it listens
+        if not self._announced():
             return False
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
             return True
+        return False
+
+    def _announced(self) -> bool:
+        """Its serve.json says where it listens (not one a crashed serve left)."""
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((self.store / ".dicomfs" / "serve.json").read_text())
+            return bool(record["pid"] == self.process.pid)
         return False
 
     def kill(self) -> None:
