@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,8 +35,10 @@ CANNOT_UNDERSTAND = 0xC210
 # same instance arrives under other UIDs; files laid out by others are left alone.
 _UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{64}|x[0-9a-f]{8})"  # the 8-hex hashes of old
 _CANONICAL = re.compile(rf"^{_UID_PART}/{_UID_PART}/{_UID_PART}\.dcm$")
-# fsyncs that overlap other work (they release the GIL while they wait).
-_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+# fsyncs that overlap other work (they release the GIL while they wait): made at first
+# use, ended by shutdown().
+_background: concurrent.futures.ThreadPoolExecutor | None = None
+_background_lock = threading.Lock()
 
 
 class Refused(Exception):
@@ -74,7 +77,7 @@ def store_received(
     other overlap: the file's fsync with parsing its header, the directory's fsync
     with the index commit.
     """
-    syncing = _BACKGROUND.submit(sync)
+    syncing = _in_background(sync)
     try:
         meta = read_meta(str(received))
     except NotIndexable as exc:
@@ -89,7 +92,7 @@ def store_received(
             state = store_files.state_at(target, name)
         except OSError as exc:
             raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
-        dirs_synced = _BACKGROUND.submit(store_files.fsync_all, [target, *changed])
+        dirs_synced = _in_background(store_files.fsync_all, [target, *changed])
 
         def index(index: Index) -> str | None:
             previous = index.instance_by_sop(meta.sop_uid)
@@ -124,6 +127,24 @@ def _directory_of(store: Path, rel: str) -> Iterator[tuple[int, list[int]]]:
         yield target, changed
     finally:
         store_files.close_all([target, *changed])
+
+
+def _in_background(work: Callable[..., None], *args: object) -> concurrent.futures.Future[None]:
+    global _background
+    with _background_lock:
+        if _background is None:
+            _background = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="fsync")
+        return _background.submit(work, *args)
+
+
+def shutdown() -> None:
+    """Wait for the fsyncs under way and end their threads (a later instance starts
+    them again). For the end of a process, once its receiver has stopped."""
+    global _background
+    with _background_lock:
+        background, _background = _background, None
+    if background is not None:
+        background.shutdown(wait=True)
 
 
 def _wait(future: concurrent.futures.Future[None]) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,11 +27,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
-    Verification,
 )
 from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
-from . import audit, ingest, spool
+from . import audit, ingest, running, spool
 from . import store as store_files
 from .index import Index, Sender
 from .reactor import parked
@@ -93,18 +94,37 @@ def associate(remote: Remote, our_aet: str, contexts: list[Any], **kwargs: Any) 
             ae.add_requested_context(*context)
         else:
             ae.add_requested_context(context)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet, **kwargs)
+    connected = threading.Event()  # a refusal and a peer not there both end unassociated
+    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    asked = time.monotonic()
+    assoc = ae.associate(
+        remote.host, remote.port, ae_title=remote.aet, evt_handlers=handlers, **kwargs
+    )
     transport = assoc.dul.socket
     if assoc.is_established and transport is not None and type(transport.socket) is socket.socket:
         transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
     if not assoc.is_established:
-        why = "refused the association" if assoc.is_rejected else "could not be reached"
-        raise PullError(f"{_named(remote)} {why}")
+        waited = time.monotonic() - asked
+        raise PullError(_not_associated(remote, our_aet, connected.is_set(), waited))
     try:
         yield assoc
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _not_associated(remote: Remote, our_aet: str, connected: bool, waited: float) -> str:
+    """Why there is no association. pynetdicom may report a peer's rejection as an abort
+    (a busy peer closes at once after its A-ASSOCIATE-RJ): once connected, both are a
+    refusal."""
+    if not connected:
+        return f"{_named(remote)} could not be reached"
+    if waited >= TIMEOUT:
+        return f"{_named(remote)} did not answer our association request within {TIMEOUT} s"
+    return (
+        f"{_named(remote)} refused the association: check that it knows our AE title "
+        f"{our_aet} and that {remote.aet} is its own"
+    )
 
 
 def list_remote(remote: Remote, our_aet: str, query: Query) -> list[RemoteInstance]:
@@ -359,28 +379,6 @@ def _likely(status: int, method: str, destination: Destination | None) -> str:
     return "The peer's log may say more"
 
 
-def receiver_is_up(port: int, our_aet: str) -> bool:
-    """Does a dicomfs receiver answer on this host's port (for C-MOVE)?"""
-    ae = AE(ae_title=our_aet)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 5
-    quiet = logging.getLogger("pynetdicom")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer here
-    try:
-        assoc = ae.associate("127.0.0.1", port, ae_title=our_aet)
-    finally:
-        quiet.setLevel(level)
-    if not assoc.is_established:
-        return False
-    try:
-        with parked(assoc):
-            status = assoc.send_c_echo()
-        return bool(status) and status.Status == 0
-    finally:
-        assoc.release()
-
-
 @dataclasses.dataclass
 class Progress:
     found: int = 0  # instances the peer has that match
@@ -421,8 +419,8 @@ def pull(
     progress, missing = Progress(), []
     outcome = "failed"
     try:
-        if options.method == "move" and not receiver_is_up(options.port, options.our_aet):
-            receiver = _start_receiver(store, writer, options)
+        if options.method == "move":
+            receiver = _receiver_for_move(store, writer, options)
         missing = _pull_loop(store, remote, query, options, user, writer, progress, report)
         outcome = f"{len(missing)} could not be fetched" if missing else "ok"
     except PullError as exc:
@@ -438,17 +436,27 @@ def pull(
     return progress, missing
 
 
-def _start_receiver(store: Path, writer: IndexWriter, options: PullOptions) -> Any:
-    """A receiver for the C-MOVE, when no dicomfs serve answers on our port."""
+def _receiver_for_move(store: Path, writer: IndexWriter, options: PullOptions) -> Any:
+    """None when the dicomfs serve of this store listens on our port; else a receiver of
+    our own there, for the time of the pull. Never whatever else answers on the port:
+    the peer's images would go there (into another store, say)."""
+    serving = running.listening(store)
+    if serving is not None and serving.port == options.port:
+        return None
     from .receiver import Receiver
 
     receiver = Receiver(store, writer, aet=options.our_aet)
     try:
         receiver.start(options.bind, options.port)
     except OSError as exc:
+        why = (
+            "the port is in use by another program or by a dicomfs serve of another store"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
         raise PullError(
-            f"cannot receive on {options.bind}:{options.port} ({exc.strerror or exc}): "
-            "another program uses the port; try --port, or --method get"
+            f"cannot receive on {options.bind}:{options.port}: {why}; use --port with a "
+            "port the peer knows for us, or --method get"
         ) from exc
     return receiver
 

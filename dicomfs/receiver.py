@@ -9,15 +9,17 @@ association and study, in the audit trail.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
+import time
 import unicodedata
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,11 @@ MAX_PENDING = 64
 POLL_DELAY = 0.0001
 PENDING_POLL_DELAY = 0.01
 BACKLOG = 128  # connections the kernel holds for us to accept (Python's default: 5)
+# At stop, how long the instances under way may take to be stored and counted
+# once their associations are aborted.
+STOP_TIMEOUT = 10.0
+# At stop, how long the answers already given may take to go out before the abort.
+DRAIN_TIMEOUT = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +83,28 @@ class Policy:
         if self.require_user and not user:
             return "no DICOM user identity was offered, and one is required"
         return None
+
+
+class _Gate:
+    """Everything an association sends its peer passes here (it stands in for
+    pynetdicom's DULServiceProvider.send_pdu). Once shut, nothing more goes out: the
+    A-ABORT of a stop is the last the peer hears of us, and pynetdicom never tries to
+    answer on a closed connection (its state machine would log that with a traceback)."""
+
+    def __init__(self, dul: Any) -> None:
+        self._send = dul.send_pdu
+        self._lock = threading.Lock()
+        self._open = True
+        dul.send_pdu = self.send
+
+    def send(self, primitive: Any) -> None:
+        with self._lock:
+            if self._open:
+                self._send(primitive)
+
+    def shut(self) -> None:
+        with self._lock:  # a send under way is queued whole first
+            self._open = False
 
 
 @dataclasses.dataclass
@@ -129,6 +158,8 @@ class Receiver:
         self._pending: dict[int, Any] = {}  # connections before their request, oldest first
         self._accepted: dict[int, Any] = {}  # associations past their request
         self._closed_at_connect: weakref.WeakSet[Any] = weakref.WeakSet()  # refused unread
+        self._gates: dict[int, _Gate] = {}
+        self._stopping = False
         self._lock = threading.Lock()
         self._server: Any = None
 
@@ -138,6 +169,7 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_USER_ID, self._on_user_id),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self._server = self.ae.start_server(
@@ -147,9 +179,45 @@ class Receiver:
         log.info("receiving as %s on %s:%d", self.ae.ae_title, host, port)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        """Stop accepting, abort every association, and wait (STOP_TIMEOUT at most) for
+        the instances under way: when this returns, every instance a sender heard
+        Success for is in the audit trail. An instance under way is not answered (its
+        sender sends it again), and a half-received one leaves no file."""
+        if self._server is None:
+            return
+        self._server.shutdown()  # listens no more; the threads that accepted have ended
+        self._server = None
+        with self._lock:
+            self._stopping = True  # no association is accepted from now on
+            pending = list(self._pending.values())
+            accepted = list(self._accepted.values())
+            gates = list(self._gates.values())
+        if accepted:
+            log.info("stopping: aborting %d associations (their senders send the rest "
+                     "again later)", len(accepted))  # fmt: skip
+        for gate in gates:
+            gate.shut()  # nothing more is answered
+        _drain(accepted, time.monotonic() + DRAIN_TIMEOUT)  # what was answered goes out
+        with _quiet(logging.getLogger("pynetdicom")):  # "PDU shorter than expected": we cut it
+            for assoc in pending:
+                _close(assoc, say_abort=False)  # nothing to abort yet
+            for assoc in accepted:
+                _close(assoc, say_abort=True)
+            for assoc in pending + accepted:
+                assoc.kill()  # its connection closed, pynetdicom ends it, our _on_close done
+            self._wait_for(accepted, time.monotonic() + STOP_TIMEOUT)
+        spool.SpoolFile.discard_orphans()  # of associations ended before they saw the abort
+
+    def _wait_for(self, associations: list[Any], deadline: float) -> None:
+        """Until the associations' threads end: each finishes the instance it was
+        storing, whose sender was not answered, and records it in the audit trail."""
+        for assoc in associations:
+            assoc.join(max(0.0, deadline - time.monotonic()))
+        busy = sum(assoc.is_alive() for assoc in associations)
+        if busy:
+            log.warning("stopping: %d associations were still storing an instance after "
+                        "%g s; their senders were not answered for it, and it is indexed "
+                        "at the next start if it was stored", busy, STOP_TIMEOUT)  # fmt: skip
 
     # --- association life -------------------------------------------------------------
 
@@ -174,10 +242,12 @@ class Receiver:
                 self._closed_at_connect.add(assoc)
             pdu_guard.close(transport.socket if transport else None)
             return
+        gate = _Gate(assoc.dul)
         spool.SpoolFile.discard_orphans()
         with self._lock:
             self._forget_ended()
             self._pending[id(assoc)] = assoc
+            self._gates[id(assoc)] = gate
             crowded = len(self._pending) > MAX_PENDING
             oldest = self._pending.pop(next(iter(self._pending))) if crowded else None
         if oldest is not None:
@@ -191,6 +261,7 @@ class Receiver:
             ended = [key for key, assoc in table.items() if assoc.ident and not assoc.is_alive()]
             for key in ended:
                 del table[key]
+                self._gates.pop(key, None)
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -205,10 +276,15 @@ class Receiver:
         reason = self.policy.refusal(calling, assoc.requestor.address, user)
         if reason is None:
             with self._lock:
-                if len(self._accepted) < self.max_associations:
+                stopping = self._stopping
+                if not stopping and len(self._accepted) < self.max_associations:
                     self._accepted[id(assoc)] = assoc
                     assoc.dul._run_loop_delay = POLL_DELAY
                     return
+            if stopping:  # transient, by the service provider: "temporary congestion"
+                assoc.acse.send_reject(0x02, 0x03, 0x01)
+                assoc.kill()
+                return
             log.warning("refused an association from %s@%s: %d associations are open already "
                         "(--max-associations)", calling, assoc.requestor.address,
                         self.max_associations)  # fmt: skip
@@ -239,6 +315,13 @@ class Receiver:
             self._users[id(event.assoc)] = user
         return True, None
 
+    def _on_aborted(self, event: evt.Event) -> None:
+        """In the association's own thread, once it handles no more instances: a dataset
+        left half-received (or received but never to be handled) goes. Not on the close
+        event: that comes from the connection's thread, perhaps while the association's
+        thread is about to store a complete instance."""
+        spool.SpoolFile.discard_unfinished(event.assoc.dul.ident)
+
     def _on_close(self, event: evt.Event) -> None:
         key = id(event.assoc)
         with self._lock:
@@ -246,28 +329,9 @@ class Receiver:
             user = self._users.pop(key, None)
             self._pending.pop(key, None)
             self._accepted.pop(key, None)
-        spool.SpoolFile.discard_unfinished(event.assoc.dul.ident)
-        if not tallies:
-            return
-        sender = self._sender(event, user)
-        self._audit(
-            [
-                audit.Record(
-                    "received",
-                    outcome="ok" if not t.failed else f"{t.failed} failed: {t.last_failure}",
-                    calling_aet=sender.aet,
-                    address=sender.address,
-                    called_aet=sender.called_aet,
-                    user=sender.user,
-                    patient_id=t.patient_id,
-                    patient_name=t.patient_name,
-                    study_uid=study_uid,
-                    instances=t.instances,
-                    bytes=t.bytes,
-                )
-                for study_uid, t in tallies.items()
-            ]
-        )
+            self._gates.pop(key, None)
+        if tallies:
+            self._audit(_received(self._sender(event, user), tallies))
 
     # --- instances ----------------------------------------------------------------------
 
@@ -287,9 +351,11 @@ class Receiver:
             log.error("refused %s from %s@%s: %s (status 0x%04X)", sop, sender.aet,
                       sender.address, reason, status)  # fmt: skip
             log.debug("why", exc_info=True)
-            self._count_failure(assoc, reason)
+            self._count(assoc, sender, "", _Tally("", ""), failure=reason)  # study unknown
             return status
-        self._count(assoc, stored)
+        meta = stored.meta
+        tally = _Tally(meta.patient_id, meta.patient_name, instances=1, bytes=stored.size)
+        self._count(assoc, sender, meta.study_uid, tally)
         return ingest.SUCCESS
 
     def _sender(self, event: evt.Event, user: str | None) -> Sender:
@@ -297,26 +363,81 @@ class Receiver:
         address = event.assoc.requestor.address
         return Sender(aet=calling, address=address, called_aet=called, user=user)
 
-    def _count(self, assoc: Any, stored: ingest.Stored) -> None:
-        meta = stored.meta
+    def _count(
+        self, assoc: Any, sender: Sender, study_uid: str, one: _Tally, failure: str = ""
+    ) -> None:
+        """Add one instance (or, with failure, one refusal) to its association's tally,
+        which _on_close records in the audit trail. If the association has closed
+        already (aborted while the instance was being stored), record it now."""
         with self._lock:
-            tallies = self._tallies.setdefault(id(assoc), {})
-            tally = tallies.setdefault(meta.study_uid, _Tally(meta.patient_id, meta.patient_name))
-            tally.instances += 1
-            tally.bytes += stored.size
-
-    def _count_failure(self, assoc: Any, reason: str) -> None:
-        with self._lock:
-            tallies = self._tallies.setdefault(id(assoc), {})
-            tally = tallies.setdefault("", _Tally("", ""))  # study unknown: not understood
-            tally.failed += 1
-            tally.last_failure = reason
+            closed = id(assoc) not in self._accepted
+            tallies = {} if closed else self._tallies.setdefault(id(assoc), {})
+            tally = tallies.setdefault(study_uid, one)
+            if tally is not one:
+                tally.instances += one.instances
+                tally.bytes += one.bytes
+            if failure:
+                tally.failed += 1
+                tally.last_failure = failure
+        if closed:
+            self._audit(_received(sender, tallies))
 
     def _audit(self, records: list[audit.Record]) -> None:
         try:
             self.writer.run(lambda index: audit.append(index.conn, records))
         except Exception:
             log.exception("could not write the audit trail")
+
+
+def _drain(associations: list[Any], deadline: float) -> None:
+    """Until what the associations have queued for their peers is sent."""
+    for assoc in associations:
+        dul = assoc.dul
+        while not dul.to_provider_queue.empty() and dul.is_alive():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+
+
+def _close(assoc: Any, *, say_abort: bool) -> None:
+    """Close the association's connection, saying A-ABORT first if say_abort; pynetdicom
+    then ends the association as for any connection closed."""
+    transport = assoc.dul.socket
+    sock = transport.socket if transport is not None else None
+    # With TLS, the A-ABORT would be written while pynetdicom's thread reads: one TLS
+    # connection must not be used by two threads at once.
+    plain = not isinstance(sock, ssl.SSLSocket)
+    pdu_guard.close(sock, abort_reason=0 if say_abort and plain else None)
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _received(sender: Sender, tallies: dict[str, _Tally]) -> list[audit.Record]:
+    """The audit records of what one association sent, one per study."""
+    return [
+        audit.Record(
+            "received",
+            outcome="ok" if not t.failed else f"{t.failed} failed: {t.last_failure}",
+            calling_aet=sender.aet,
+            address=sender.address,
+            called_aet=sender.called_aet,
+            user=sender.user,
+            patient_id=t.patient_id,
+            patient_name=t.patient_name,
+            study_uid=study_uid,
+            instances=t.instances,
+            bytes=t.bytes,
+        )
+        for study_uid, t in tallies.items()
+    ]
 
 
 def _ae_titles(event: evt.Event) -> tuple[str, str]:

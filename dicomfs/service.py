@@ -1,10 +1,11 @@
 """`dicomfs serve`: the receiver and the mount in one process, recovering at start.
 
-At start, what a crash may have left is put right before anything is accepted:
-half-received files in the store's tmp directory are removed, and the index is
-reconciled with the files (a file renamed into place just before a crash, but
-never acknowledged, is indexed now). Then the receiver listens and the mount
-serves until SIGINT or SIGTERM.
+One serve per store: a second one refuses to start (running.py). At start, what
+a crash may have left is put right before anything is accepted: half-received
+files in the store's tmp directory are removed, and the index is reconciled with
+the files (a file renamed into place just before a crash, but never
+acknowledged, is indexed now). Then the receiver listens and the mount serves
+until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import ssl
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import trio
 
-from . import expiry, mount
+from . import expiry, ingest, mount, running
 from . import store as store_files
 from .fs import MountOptions
 from .index import Index
@@ -126,6 +128,21 @@ def run(
     mountpoint: Path | None,
     mount_options: MountOptions,
 ) -> None:
+    """Serve the store until a signal or an unmount; one serve per store (running.py)."""
+    try:
+        with running.locked(store):
+            _serve(store, receiving, expiring, mountpoint, mount_options)
+    except running.AlreadyServed as exc:
+        raise ServiceError(str(exc)) from exc
+
+
+def _serve(
+    store: Path,
+    receiving: ReceiverOptions,
+    expiring: ExpiryOptions,
+    mountpoint: Path | None,
+    mount_options: MountOptions,
+) -> None:
     recover(store)
     tls = tls_context(receiving.tls_cert, receiving.tls_key)
     writer = IndexWriter(store)
@@ -140,12 +157,19 @@ def run(
             raise ServiceError(
                 f"cannot listen on {receiving.host}:{receiving.port}: {exc.strerror or exc}"
             ) from exc
+        running.announce(store, receiving.port, receiving.aet)
         tasks = [sweeper(store, writer, expiring)]
         if mountpoint is None:
             mount.run_until_signal(tasks)
         else:
             mount.run(store, mountpoint, mount_options, tasks, writer=writer)
     finally:
-        receiver.stop()
+        # The stop is bounded (receiver.STOP_TIMEOUT); a second Ctrl-C must not cut
+        # it short and leave acknowledged instances out of the audit trail.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        running.withdraw(store)  # a pull started now receives for itself
+        receiver.stop()  # the associations' close handlers write to the index
         writer.close()
+        ingest.shutdown()
         log.info("stopped (pid %d)", os.getpid())

@@ -43,6 +43,7 @@ class SpoolFile:
         self.size = 0
         self.file = self  # pynetdicom flushes through `.file`
         self.owner = threading.get_ident()  # the association's DUL thread
+        self.claimed = False  # by the C-STORE handler: then pynetdicom removes it after
         with SpoolFile._lock:
             SpoolFile._open[self.name] = self
 
@@ -83,7 +84,10 @@ class SpoolFile:
     @classmethod
     def claim(cls, name: str) -> SpoolFile | None:
         with cls._lock:
-            return cls._open.get(name)
+            spool = cls._open.get(name)
+            if spool is not None:
+                spool.claimed = True
+            return spool
 
     @classmethod
     def discard_unfinished(cls, owner: int | None) -> None:
@@ -99,8 +103,10 @@ class SpoolFile:
 
     @classmethod
     def _discard(cls, which: Callable[[SpoolFile], bool]) -> None:
+        """Those not claimed: a complete instance being stored is left to its handler,
+        even when its association has ended meanwhile."""
         with cls._lock:
-            left = [spool for spool in cls._open.values() if which(spool)]
+            left = [spool for spool in cls._open.values() if which(spool) and not spool.claimed]
         for spool in left:
             spool.close()
             with contextlib.suppress(OSError):

@@ -59,8 +59,9 @@ class Serve:
         *extra: str,
         mount: Path | None = None,
         preexec: Callable[[], None] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.store, self.port, self.mount = store, free_port(), mount
+        self.store, self.port, self.mount = store, port or free_port(), mount
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
         if mount is not None:
             mount.mkdir(exist_ok=True)
@@ -80,8 +81,17 @@ class Serve:
     def _ready(self) -> bool:
         if self.mount is not None and not os.path.ismount(self.mount):
             return False
+        if not self._announced():
+            return False
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
             return True
+        return False
+
+    def _announced(self) -> bool:
+        """Its serve.json says where it listens (not one a crashed serve left)."""
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((self.store / ".dicomfs" / "serve.json").read_text())
+            return bool(record["pid"] == self.process.pid)
         return False
 
     def kill(self) -> None:
@@ -101,8 +111,10 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serving(store: Path, *extra: str, mount: Path | None = None) -> Iterator[Serve]:
-    server = Serve(store, *extra, mount=mount)
+def serving(
+    store: Path, *extra: str, mount: Path | None = None, port: int | None = None
+) -> Iterator[Serve]:
+    server = Serve(store, *extra, mount=mount, port=port)
     try:
         yield server
     finally:

@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 
 from dicomfs import corpus, puller, remotes
 
-from .peers import Orthanc, free_port
+from .peers import Orthanc, free_port, serving
 
 pytestmark = pytest.mark.skipif(
     shutil.which("Orthanc") is None or not Path("/usr/bin/storescu").exists(),
@@ -246,6 +246,34 @@ def test_a_move_the_peer_cannot_deliver_names_the_likely_cause(tmp_path: Path) -
     assert f"does not know DICOMFS at {socket.getfqdn()}:{pacs.receiver_port}" in error
     assert "add it on the peer" in error
     assert "--method get" in error
+
+
+def test_move_receives_through_this_stores_serve_never_through_another_stores(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # where the PACS sends what we ask for
+    pacs = Orthanc(tmp_path / "orthanc", receiver_port=port)
+    store, other = tmp_path / "store", tmp_path / "other"
+    try:
+        files = exam(tmp_path / "exam", series=1, instances=5)
+        pacs.upload(*files)
+        with serving(other, port=port):  # a serve of another store holds the port
+            refused = pull(store, pacs, "--study", STUDY)
+        assert refused.returncode == 1
+        error = refused.stderr.strip().splitlines()[-1]
+        assert f"cannot receive on 127.0.0.1:{port}" in error
+        assert "in use by another program or by a dicomfs serve of another store" in error
+        assert "--port" in error
+        assert "--method get" in error
+        assert stored_sops(other) == []  # nothing went into the other store
+        assert stored_sops(store) == []
+        with serving(store, port=port):  # this store's own serve receives
+            pulled = pull(store, pacs, "--study", STUDY)
+    finally:
+        pacs.stop()
+    assert pulled.returncode == 0, pulled.stderr
+    assert "pulled 5 instances" in pulled.stdout
+    assert sorted(stored_sops(store)) == sorted(map(sop_of, files))
 
 
 class _SlowToNotice(threading.Event):

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,9 +23,9 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicomfs import corpus
+from dicomfs import corpus, running
 
-from .peers import Serve, dcmtk, serving
+from .peers import Serve, dcmtk, free_port, serving
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/storescu").exists(), reason="needs dcmtk (scripts/install --test)"
@@ -267,6 +268,69 @@ def test_every_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
         assert stored_dataset(store, original.SOPInstanceUID) == original
 
 
+def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instance(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    server = Serve(store)
+    senders, logs, readers = [], [], []
+    for number in (1, 2):  # two associations open at the stop
+        sent = tmp_path / f"sent{number}"
+        corpus.write_regular(sent, patients=1, studies=1, series=2, instances=200, seed=number)
+        sender = subprocess.Popen(
+            [str(Path("/usr/bin/storescu")), "-v", "-aet", f"SCANNER{number}", "-aec", "DICOMFS",
+             "+sd", "+r", "127.0.0.1", str(server.port), str(sent)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        log: list[str] = []
+        readers.append(threading.Thread(target=log.extend, args=(sender.stdout,)))
+        readers[-1].start()
+        senders.append(sender)
+        logs.append(log)
+    try:
+        deadline = time.monotonic() + 60
+        while min(_successes(log) for log in logs) < 50:
+            assert time.monotonic() < deadline, "storescu sent nothing"
+            time.sleep(0.01)
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)  # in the middle of both transfers
+        server.process.wait(timeout=30)
+        took = time.monotonic() - stopped
+        for sender, reader in zip(senders, readers, strict=True):
+            sender.wait(timeout=60)
+            reader.join()
+    finally:
+        server.stop()
+        for sender in senders:
+            sender.kill()
+            sender.wait()
+            if sender.stdout is not None:
+                sender.stdout.close()
+    assert took < 10, f"serve took {took:.1f} s to stop"
+    assert all(sender.returncode != 0 for sender in senders)  # aborted: they send again later
+    acknowledged = [pydicom.dcmread(path).SOPInstanceUID for log in logs
+                    for path in _acknowledged(log)]  # fmt: skip
+    assert len(acknowledged) >= 100
+    assert max(_successes(log) for log in logs) < 400  # stopped before either was done
+    stored = {str(row[0]) for row in rows(store, "SELECT sop_uid FROM instances")}
+    assert set(acknowledged) <= stored
+    counted = rows(store, "SELECT calling_aet, sum(instances) FROM audit "
+                          "WHERE event = 'received' GROUP BY calling_aet")  # fmt: skip
+    # Every instance stored, answered or not, is in the audit trail, with its sender.
+    assert counted == rows(store, "SELECT sender_aet, count(*) FROM instances "
+                                  "GROUP BY sender_aet")  # fmt: skip
+    assert not any("0x0110" in line or "Failure" in line for log in logs for line in log)
+    served = server.log.read_text()
+    assert "Traceback" not in served, served
+    assert "ERROR" not in served, served
+    assert "stopped" in served.strip().splitlines()[-1]
+    assert not list((store / ".dicomfs" / "tmp").iterdir())  # nothing half-received left
+
+
+def _successes(log: list[str]) -> int:
+    return sum("Received Store Response (Success)" in line for line in list(log))
+
+
 def _acknowledged(log: list[str]) -> list[Path]:
     """Files storescu -v saw answered with Success."""
     done, current = [], None
@@ -277,6 +341,31 @@ def _acknowledged(log: list[str]) -> list[Path]:
             done.append(current)
             current = None
     return done
+
+
+def test_one_serve_per_store_and_where_it_listens_is_known(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with serving(store) as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "dicomfs", "serve", "--store", str(store), "--no-mount",
+             "--bind", "127.0.0.1", "--port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        (error,) = second.stderr.strip().splitlines()
+        assert f"another dicomfs serve (pid {first.process.pid}) serves {store}" in error
+        assert dcmtk("echoscu", "-aec", "DICOMFS", "127.0.0.1", str(first.port)).returncode == 0
+        here = running.Listening(first.process.pid, first.port, "DICOMFS")
+        assert running.listening(store) == here
+    assert running.listening(store) is None  # stopped: no longer listening
+    assert not (store / ".dicomfs" / "serve.json").exists()
+    crashed = Serve(store)
+    crashed.kill()  # leaves its serve.json, but never its lock
+    assert (store / ".dicomfs" / "serve.json").exists()
+    assert running.listening(store) is None
+    with serving(store) as again:
+        assert running.listening(store) == running.Listening(again.process.pid, again.port,
+                                                             "DICOMFS")  # fmt: skip
 
 
 def test_new_instances_show_in_the_mount_within_two_seconds(tmp_path: Path) -> None:
