@@ -1,3 +1,3 @@
-from dicomfs.cli import main
+from dicomfs.cli.main import main
 
 main()

@@ -21,14 +21,17 @@ from typing import Any
 
 import trio
 
-from . import expiry, ingest, mount, running
-from . import store as store_files
-from .fs import MountOptions
-from .index import Index
-from .indexer import reconcile
-from .pdu_guard import Timeouts
-from .receiver import Policy, Receiver
-from .writer import IndexWriter
+from .life import expiry
+from .mount import run as mount
+from .mount.fs import MountOptions
+from .net import ingest
+from .net.pdu_guard import Timeouts
+from .net.receiver import Policy, Receiver
+from .store import files as store_files
+from .store import running
+from .store.index import Index
+from .store.indexer import reconcile
+from .store.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pydicom
 
-from dicomfs import corpus
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
-from dicomfs.mount import is_ready
-from dicomfs.views import VIEWS
+from dicomfs.dicom import corpus
+from dicomfs.mount.run import is_ready
+from dicomfs.mount.views import VIEWS
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ingest import bench_ingest

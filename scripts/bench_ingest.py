@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dicomfs import corpus
+from dicomfs.dicom import corpus
 
 STORESCU = "/usr/bin/storescu"  # not pynetdicom's tool of the same name in the venv
 

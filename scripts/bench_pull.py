@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench_ingest import STORESCU, environment, free_port, wait_for_port
 
-from dicomfs import corpus
-from dicomfs.mount import is_ready
+from dicomfs.dicom import corpus
+from dicomfs.mount.run import is_ready
 
 INSTANCES = 20
 PACE = 0.7  # seconds between instances, as a scanner reconstructs them

@@ -11,8 +11,8 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
-from dicomfs import corpus, names
-from dicomfs.index import Index
+from dicomfs.dicom import corpus, names
+from dicomfs.store.index import Index
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
 

@@ -19,7 +19,7 @@ from typing import Any
 import pydicom
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicomfs import reactor
+from dicomfs.net import reactor
 
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicomfs import puller, remotes
+from dicomfs.net import puller, remotes
 
 from .peers import free_port
 

@@ -18,9 +18,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from dicomfs import audit, corpus
-from dicomfs.cli import main
-from dicomfs.index import Index
+from dicomfs.cli.main import main
+from dicomfs.dicom import corpus
+from dicomfs.life import audit
+from dicomfs.store.index import Index
 
 
 def dicomfs(
@@ -226,7 +227,7 @@ def test_log_lines_of_the_command_are_escaped(tmp_path: Path) -> None:
     """main() installs the escaping formatter on the log the user sees."""
     script = (
         "import logging, sys\n"
-        "from dicomfs.cli import main\n"
+        "from dicomfs.cli.main import main\n"
         "main(['remote', 'list'], standalone_mode=False)\n"
         f"logging.getLogger('dicomfs.receiver').warning('refused %s', {HOSTILE!r})\n"
     )
@@ -271,7 +272,7 @@ def test_v_before_or_after_the_command_shows_more_of_the_log(
 ) -> None:
     script = (
         "import logging\n"
-        "from dicomfs.cli import main\n"
+        "from dicomfs.cli.main import main\n"
         f"main({args!r}, standalone_mode=False)\n"
         "logging.getLogger('dicomfs.receiver').info('said')\n"
         "logging.getLogger('dicomfs.receiver').debug('said')\n"

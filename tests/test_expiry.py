@@ -15,11 +15,13 @@ import pytest
 import trio
 import trio.testing
 
-from dicomfs import access, corpus, expiry, timeparse
-from dicomfs.index import Index
-from dicomfs.indexer import check, reconcile
+from dicomfs.cli import timeparse
+from dicomfs.dicom import corpus
+from dicomfs.life import access, expiry
 from dicomfs.service import ExpiryOptions, sweeper
-from dicomfs.writer import IndexWriter
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import check, reconcile
+from dicomfs.store.writer import IndexWriter
 
 DAY = 86400.0
 

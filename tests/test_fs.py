@@ -10,11 +10,12 @@ import pyfuse3
 import pytest
 import trio
 
-from dicomfs import corpus, page
-from dicomfs.fs import DicomOperations, MountOptions
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
-from dicomfs.inodes import ROOT_INODE
+from dicomfs.dicom import corpus
+from dicomfs.mount import page
+from dicomfs.mount.fs import DicomOperations, MountOptions
+from dicomfs.mount.inodes import ROOT_INODE
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
 
 
 def test_stat_of_index_html_never_renders_the_page(

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 
-from dicomfs import corpus
+from dicomfs.dicom import corpus
 
 from .conftest import PYDICOM_DATA, tree_fingerprint
 from .peers import send_raw_store, serving

@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicomfs import corpus
+from dicomfs.dicom import corpus
 
 from .peers import Serve, dcmtk, send_raw_store, serving
 from .test_receiver import client, rows, wait_for_audit

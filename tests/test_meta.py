@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus
-from dicomfs.meta import NotIndexable, fold, read_meta
+from dicomfs.dicom import corpus
+from dicomfs.dicom.meta import NotIndexable, fold, read_meta
 
 from .conftest import PYDICOM_DATA
 
@@ -90,7 +90,7 @@ def _pydicom_meta(path: Path):
     """The slow, general path: pydicom reads the dataset."""
     import warnings
 
-    from dicomfs import meta
+    from dicomfs.dicom import meta
 
     with warnings.catch_warnings(), open(path, "rb") as source:
         warnings.simplefilter("ignore")
@@ -98,8 +98,8 @@ def _pydicom_meta(path: Path):
 
 
 def test_lean_header_reader_agrees_with_pydicom_on_every_real_file() -> None:
-    from dicomfs.header import read_header
-    from dicomfs.meta import _WANTED
+    from dicomfs.dicom.header import read_header
+    from dicomfs.dicom.meta import _WANTED
 
     compared = 0
     for path in sorted(PYDICOM_DATA.glob("*_files/*")):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus
+from dicomfs.dicom import corpus
 
 from .peers import dcmtk, serving
 from .test_cli import dicomfs

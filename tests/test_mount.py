@@ -21,12 +21,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomfs import corpus, expiry
-from dicomfs.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
-from dicomfs.mount import is_ready
-from dicomfs.writer import IndexWriter
+from dicomfs.dicom import corpus
+from dicomfs.life import expiry
+from dicomfs.mount.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
+from dicomfs.mount.run import is_ready
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
+from dicomfs.store.writer import IndexWriter
 
 from .conftest import LOOKALIKES, write_lookalike_uids
 from .peers import free_port, terminate

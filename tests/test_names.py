@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicomfs import names
+from dicomfs.dicom import names
 
 from .conftest import LOOKALIKES, lookalike_uids_with_one_short_hash
 

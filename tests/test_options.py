@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import pytest
 
-from dicomfs.cli import Account
-from dicomfs.index import Index
+from dicomfs.cli.main import Account
+from dicomfs.store.index import Index
 
 TOO_LONG = "THIS_AE_TITLE_IS_WAY_TOO_LONG"
 PEER = ["--from", "PACS@127.0.0.1:1", "--study", "1.2.3"]

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dicomfs.cli import PrintableFormatter
-from dicomfs.output import count, iso_date, iso_time, printable, size, to_json
+from dicomfs.cli.main import PrintableFormatter
+from dicomfs.cli.output import count, iso_date, iso_time, printable, size, to_json
 
 HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
 

@@ -20,7 +20,8 @@ import pydicom.data
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomfs import corpus, puller, remotes
+from dicomfs.dicom import corpus
+from dicomfs.net import puller, remotes
 
 from .peers import Orthanc, free_port, serving
 

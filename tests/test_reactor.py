@@ -6,7 +6,7 @@ import threading
 import time
 import types
 
-from dicomfs import reactor
+from dicomfs.net import reactor
 
 
 class FakeAssociation(threading.Thread):

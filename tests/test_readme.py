@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dicomfs.cli import main
+from dicomfs.cli.main import main
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -23,7 +23,8 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicomfs import corpus, running
+from dicomfs.dicom import corpus
+from dicomfs.store import running
 
 from .peers import Serve, dcmtk, free_port, serving
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomfs import corpus
-from dicomfs.index import SCHEMA_VERSION, Index
-from dicomfs.indexer import import_paths, reconcile
+from dicomfs.dicom import corpus
+from dicomfs.store.index import SCHEMA_VERSION, Index
+from dicomfs.store.indexer import import_paths, reconcile
 
 from .conftest import copy_pydicom_files, tree_fingerprint
 

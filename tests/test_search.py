@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus, search
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
-from dicomfs.meta import read_meta
+from dicomfs.dicom import corpus
+from dicomfs.dicom.meta import read_meta
+from dicomfs.store import search
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
 
 SPEC = corpus.Spec(
     patient_name="MARTIN^PAUL", patient_id="PULL0021", accession="Acc-77A",

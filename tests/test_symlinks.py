@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus, store
-from dicomfs.index import FileState
-from dicomfs.indexer import parse
+from dicomfs.dicom import corpus
+from dicomfs.store import files as store
+from dicomfs.store.index import FileState
+from dicomfs.store.indexer import parse
 
 from .conftest import tree_fingerprint
 from .peers import dcmtk, free_port, serving

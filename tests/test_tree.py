@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pydicom
 
-from dicomfs import corpus, names, tree, views
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
+from dicomfs.dicom import corpus, names
+from dicomfs.mount import tree, views
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
 
 from .conftest import lookalike_uids_with_one_short_hash, write_lookalike_uids
 

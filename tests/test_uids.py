@@ -10,8 +10,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomfs import corpus, store
-from dicomfs.meta import MAX_TEXT, NotIndexable, read_meta
+from dicomfs.dicom import corpus
+from dicomfs.dicom.meta import MAX_TEXT, NotIndexable, read_meta
+from dicomfs.store import files as store
 
 from .peers import dcmtk, serving
 from .test_cli import dicomfs

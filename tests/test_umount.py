@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import corpus, mount
-from dicomfs.index import Index
-from dicomfs.indexer import reconcile
+from dicomfs.dicom import corpus
+from dicomfs.mount import run as mount
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
 
 from .peers import Serve
 from .test_mount import VIEWS, Mount, _stale, sh, wait_until

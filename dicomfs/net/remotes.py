@@ -10,7 +10,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .index import INDEX_DIR
+from ..store.index import INDEX_DIR
 
 # AET@HOST:PORT, an IPv6 address in brackets: PACS@[fd00::4]:104
 _ADDRESS = re.compile(

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from . import store as store_files
+from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
+from . import files as store_files
 from .index import FileState, Index
-from .meta import InstanceMeta, NotIndexable, read_meta
 
 BATCH = 2000  # rows per transaction: few commits, yet a crash loses little work
 SMALL_JOB = 256  # below this many files a process pool costs more than it saves

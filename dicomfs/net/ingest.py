@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
+from ..store import files as store_files
+from ..store.index import Index, Sender
+from ..store.writer import IndexWriter
 from . import spool
-from . import store as store_files
-from .index import Index, Sender
-from .meta import InstanceMeta, NotIndexable, read_meta
-from .writer import IndexWriter
 
 # DICOM C-STORE statuses (PS3.4 B.2.3)
 SUCCESS = 0x0000

@@ -30,13 +30,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
-from . import audit, ingest, running, spool
-from . import store as store_files
-from .index import Index, Sender
+from ..life import audit
+from ..store import files as store_files
+from ..store import running
+from ..store.index import Index, Sender
+from ..store.writer import IndexWriter
+from . import ingest, spool
 from .reactor import parked
 from .remotes import Remote
 from .tcp import QuickAckSocket
-from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30  # seconds: association, DIMSE and network

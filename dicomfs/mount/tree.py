@@ -18,7 +18,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import names, views
+from ..dicom import names
+from . import views
 
 Node = tuple[object, ...]
 Entry = tuple[str, Node]

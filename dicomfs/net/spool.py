@@ -29,7 +29,7 @@ from pynetdicom import (
     dimse_messages,
 )
 
-from . import store as store_files
+from ..store import files as store_files
 
 
 class SpoolFile:

@@ -17,10 +17,13 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from . import __version__, config, modes, output, remotes, search
-from .index import Index, IndexUnusable
-from .indexer import import_paths, reconcile
-from .store import UnsafeStore, check_own_dirs
+from .. import __version__, config
+from ..net import remotes
+from ..store import modes, search
+from ..store.files import UnsafeStore, check_own_dirs
+from ..store.index import Index, IndexUnusable
+from ..store.indexer import import_paths, reconcile
+from . import output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -285,7 +288,7 @@ def use_mount_point(mountpoint: Path, param: str) -> Path:
     """The mount point, absolute. The rule of the store: the default (~/dicom, or
     $DICOMFS_MOUNT) is made on first use; one named on the command line must exist,
     so that a typo does not make a directory to mount on."""
-    from . import mount
+    from ..mount import run as mount
 
     if mount.is_stale(mountpoint) or os.path.isdir(mountpoint):
         return mountpoint.absolute()  # a mount left by a crash is cleared when mounting
@@ -483,7 +486,7 @@ def mount_options(func: F) -> F:
 def _mount_options(
     allow_other: bool, uid: int | None, gid: int | None, file_mode: int, allow_delete: bool
 ) -> Any:
-    from .fs import MountOptions
+    from ..mount.fs import MountOptions
 
     return MountOptions(
         uid=os.getuid() if uid is None else uid,
@@ -533,7 +536,7 @@ def mount_command(
       dicomfs mount --background --allow-other --mode 0440 --gid radiology /spl/dicom
       dicomfs umount ~/dicom
     """
-    from . import mount
+    from ..mount import run as mount
 
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
     store = use_store(store)
@@ -568,7 +571,7 @@ def mount_command(
 
 def _mount_in_foreground(store: Path, mountpoint: Path, options: Any) -> None:
     """Mount until Ctrl-C, saying when the mount is up and when it is gone."""
-    from . import mount
+    from ..mount import run as mount
 
     mounted = False
 
@@ -598,7 +601,7 @@ def umount_command(mountpoint: Path) -> None:
     Example:
       dicomfs umount ~/dicom
     """
-    from . import mount
+    from ..mount import run as mount
 
     try:
         mount.umount(mountpoint)
@@ -616,7 +619,7 @@ retention_option = click.option(
 
 
 def _local_user() -> str:
-    from .access import user_name
+    from ..life.access import user_name
 
     return user_name(os.getuid())
 
@@ -738,10 +741,10 @@ def serve_command(
       dicomfs serve --port 104 --aet SPLDICOM --mount /spl/dicom --allow-other --mode 0440
       dicomfs serve --allow-aet BAY3T --allow-aet PACS --allow-address 10.1.0.0/16
     """
-    from . import mount
-    from .pdu_guard import Timeouts
-    from .receiver import Policy
-    from .service import ExpiryOptions, ReceiverOptions, ServiceError, run
+    from ..mount import run as mount
+    from ..net.pdu_guard import Timeouts
+    from ..net.receiver import Policy
+    from ..service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
@@ -817,7 +820,8 @@ def audit_command(
       dicomfs audit --patient-id 12345
       dicomfs audit --since 7d --event rejected
     """
-    from . import audit, timeparse
+    from ..life import audit
+    from . import timeparse
 
     try:
         since_time = timeparse.moment(since) if since else None
@@ -867,8 +871,9 @@ def expire_command(
     """
     import time
 
-    from . import expiry, timeparse
-    from .writer import IndexWriter
+    from ..life import expiry
+    from ..store.writer import IndexWriter
+    from . import timeparse
 
     if retention < DAY and not dry_run and not yes:
         raise click.UsageError(
@@ -945,8 +950,9 @@ def keep_command(
       dicomfs keep --drop 1.2.840.113619.2.5.1762874864.1706.1086778760.584
     """
 
-    from . import expiry, timeparse
-    from .writer import IndexWriter
+    from ..life import expiry
+    from ..store.writer import IndexWriter
+    from . import timeparse
 
     if list_kept:
         _list_keeps(store, drop, until_text, target)
@@ -988,7 +994,7 @@ def keep_command(
 def _list_keeps(store: Path, drop: bool, until_text: str | None, target: str | None) -> None:
     import time
 
-    from . import expiry
+    from ..life import expiry
 
     extra = [what for what, given in (("--drop", drop), ("--until", until_text is not None),
                                       (target, target is not None)) if given]  # fmt: skip
@@ -1017,7 +1023,7 @@ def check_command(store: Path, repair: bool) -> None:
       dicomfs check
       dicomfs check --repair
     """
-    from .indexer import check
+    from ..store.indexer import check
 
     store = use_store(store)
     with open_index(store) as index:
@@ -1176,7 +1182,7 @@ def pull_command(
       dicomfs pull --from bay3t --study 1.2.840.113619.2.5.1762874864 --follow --until-idle 120
       dicomfs pull --from PACS@10.1.2.4:104 --accession A100 --method get
     """
-    from . import puller
+    from ..net import puller
 
     asked = [v for v in (study_uid, patient_id, accession, series_uid) if v]
     if len(asked) != 1:

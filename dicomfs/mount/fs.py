@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from . import access, expiry, nowait, page, tree
-from . import store as store_files
-from .index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
+from ..life import access, expiry
+from ..store import files as store_files
+from ..store.index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
+from ..store.writer import IndexWriter
+from . import nowait, page, tree
 from .inodes import ROOT_INODE, Inodes
 from .tree import Node
-from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

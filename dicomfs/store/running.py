@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import store as store_files
+from . import files as store_files
 from .index import INDEX_DIR
 
 LOCK_FILE = "serve.lock"

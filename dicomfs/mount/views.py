@@ -12,7 +12,7 @@ import datetime
 import sqlite3
 import time
 
-from . import names
+from ..dicom import names
 
 VIEWS = ("by-modality", "by-patient", "by-date", "by-received", "by-uid")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from . import views
-from .index import Index
-from .indexer import Report
+from ..mount import views
+from ..store.index import Index
+from ..store.indexer import Report
 
 # What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, the
 # Unicode line and paragraph separators, and the bidi controls that reorder text.

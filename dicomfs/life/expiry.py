@@ -14,10 +14,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from . import audit, tree
-from . import store as store_files
-from .index import Index
-from .writer import IndexWriter
+from ..mount import tree
+from ..store import files as store_files
+from ..store.index import Index
+from ..store.writer import IndexWriter
+from . import audit
 
 DEFAULT_RETENTION = 7 * 86400.0
 

@@ -13,9 +13,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from . import expiry, views
-from .index import Index
-from .output import study_rows
+from ..cli.output import study_rows
+from ..life import expiry
+from ..store.index import Index
+from . import views
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1em; }

@@ -16,8 +16,9 @@ from typing import Any
 
 import sqlite_utils
 
-from . import modes, names
-from .meta import InstanceMeta, fold
+from ...dicom import names
+from ...dicom.meta import InstanceMeta, fold
+from .. import modes
 
 INDEX_DIR = ".dicomfs"
 INDEX_FILE = "index.sqlite"

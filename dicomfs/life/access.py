@@ -14,8 +14,8 @@ import pwd
 import threading
 import time
 
+from ..store.index import Index
 from . import audit
-from .index import Index
 
 FLUSH_INTERVAL = 2.0  # seconds
 

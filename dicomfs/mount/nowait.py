@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from . import store
+from ..store import files as store
 
 _available = {"open": True, "read": True}
 

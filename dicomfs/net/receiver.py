@@ -27,12 +27,13 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom import __version__ as pynetdicom_version
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from . import audit, ingest, pdu_guard, spool
-from . import store as store_files
-from .index import Sender
+from ..life import audit
+from ..store import files as store_files
+from ..store.index import Sender
+from ..store.writer import IndexWriter
+from . import ingest, pdu_guard, spool
 from .pdu_guard import Timeouts
 from .tcp import QuickAckSocket
-from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 

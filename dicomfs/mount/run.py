@@ -18,8 +18,8 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from ..store.writer import IndexWriter
 from .fs import DicomOperations, MountOptions
-from .writer import IndexWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `dicomfs` command line and what it prints."""

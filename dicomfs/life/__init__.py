@@ -1,0 +1,1 @@
+"""The lifecycle of what is stored: last access, expiry and keeps, the audit trail."""

@@ -1,0 +1,1 @@
+"""Everything that speaks DICOM over the network, with pynetdicom: receiving, pulling, peers."""

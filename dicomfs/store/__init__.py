@@ -1,0 +1,1 @@
+"""The store: its files (no symbolic link ever followed) and the one index layer over them."""
