@@ -222,10 +222,12 @@ def walk(store: Path) -> Iterator[tuple[str, FileState]]:
     """Every regular file of the store but the index's own, as (relative path, state).
 
     Symbolic links are not followed: a link out of the store is not our data.
+    Relative paths are built as the walk descends (a store holds millions of files,
+    and os.path.relpath costs more than the lstat).
     """
-    stack = [store]
+    stack = [("", str(store))]  # (path relative to the store with a trailing /, path)
     while stack:
-        directory = stack.pop()
+        prefix, directory = stack.pop()
         try:
             entries = list(os.scandir(directory))
         except OSError:
@@ -233,12 +235,11 @@ def walk(store: Path) -> Iterator[tuple[str, FileState]]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not (directory == store and entry.name == INDEX_DIR):
-                        stack.append(Path(entry.path))
+                    if prefix or entry.name != INDEX_DIR:
+                        stack.append((f"{prefix}{entry.name}/", entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    rel = os.path.relpath(entry.path, store)
-                    yield rel, FileState(st.st_size, st.st_mtime_ns)
+                    yield prefix + entry.name, FileState(st.st_size, st.st_mtime_ns)
             except OSError:
                 continue
 
