@@ -629,7 +629,8 @@ def _local_user() -> str:
 @create_option
 @mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
-@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
+              help="Port to listen on (below 1024 needs root).")  # fmt: skip
 @click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
 @click.option(
     "--bind", type=IPAddress(), default="0.0.0.0", show_default=True, help="Address to listen on."
@@ -1104,7 +1105,12 @@ def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
 @remote_group.command("list", context_settings=CONTEXT)
 @store_option
 def remote_list(store: Path) -> None:
-    """List the peers."""
+    """List the peers, by name.
+
+    \b
+    Example:
+      dicomfs remote list
+    """
     known = remotes.load(use_store(store))
     for name, remote in sorted(known.items()):
         click.echo(output.printable(f"{name}  {remote}"))
@@ -1116,7 +1122,12 @@ def remote_list(store: Path) -> None:
 @store_option
 @click.argument("name")
 def remote_remove(store: Path, name: str) -> None:
-    """Forget the peer NAME."""
+    """Forget the peer NAME.
+
+    \b
+    Example:
+      dicomfs remote remove bay3t
+    """
     store = use_store(store)
     known = remotes.load(store)
     if known.pop(name, None) is None:
