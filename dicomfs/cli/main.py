@@ -1075,6 +1075,13 @@ def _peer_address(ctx: click.Context, param: click.Parameter, value: str) -> rem
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
+def _known_peers(store: Path) -> dict[str, remotes.Remote]:
+    try:
+        return remotes.load(store)
+    except remotes.BadRemote as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @remote_group.command("add", context_settings=CONTEXT)
 @store_option
 @click.argument("name", callback=_peer_name)
@@ -1089,7 +1096,7 @@ def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
     """
     remote = dataclasses.replace(address, name=name)
     store = use_store(store)
-    known = remotes.load(store)
+    known = _known_peers(store)
     before = known.get(name)
     known[name] = remote
     remotes.save(store, known)
@@ -1111,7 +1118,7 @@ def remote_list(store: Path) -> None:
     Example:
       dicomfs remote list
     """
-    known = remotes.load(use_store(store))
+    known = _known_peers(use_store(store))
     for name, remote in sorted(known.items()):
         click.echo(output.printable(f"{name}  {remote}"))
     if not known:
@@ -1129,7 +1136,7 @@ def remote_remove(store: Path, name: str) -> None:
       dicomfs remote remove bay3t
     """
     store = use_store(store)
-    known = remotes.load(store)
+    known = _known_peers(store)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
     remotes.save(store, known)
