@@ -629,7 +629,8 @@ def _local_user() -> str:
 @create_option
 @mount_point_option("mountpoint", "Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
-@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
+              help="Port to listen on (below 1024 needs root).")  # fmt: skip
 @click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
 @click.option(
     "--bind", type=IPAddress(), default="0.0.0.0", show_default=True, help="Address to listen on."
@@ -1074,6 +1075,13 @@ def _peer_address(ctx: click.Context, param: click.Parameter, value: str) -> rem
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
+def _known_peers(store: Path) -> dict[str, remotes.Remote]:
+    try:
+        return remotes.load(store)
+    except remotes.BadRemote as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @remote_group.command("add", context_settings=CONTEXT)
 @store_option
 @click.argument("name", callback=_peer_name)
@@ -1088,7 +1096,7 @@ def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
     """
     remote = dataclasses.replace(address, name=name)
     store = use_store(store)
-    known = remotes.load(store)
+    known = _known_peers(store)
     before = known.get(name)
     known[name] = remote
     remotes.save(store, known)
@@ -1104,8 +1112,13 @@ def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
 @remote_group.command("list", context_settings=CONTEXT)
 @store_option
 def remote_list(store: Path) -> None:
-    """List the peers."""
-    known = remotes.load(use_store(store))
+    """List the peers, by name.
+
+    \b
+    Example:
+      dicomfs remote list
+    """
+    known = _known_peers(use_store(store))
     for name, remote in sorted(known.items()):
         click.echo(output.printable(f"{name}  {remote}"))
     if not known:
@@ -1116,9 +1129,14 @@ def remote_list(store: Path) -> None:
 @store_option
 @click.argument("name")
 def remote_remove(store: Path, name: str) -> None:
-    """Forget the peer NAME."""
+    """Forget the peer NAME.
+
+    \b
+    Example:
+      dicomfs remote remove bay3t
+    """
     store = use_store(store)
-    known = remotes.load(store)
+    known = _known_peers(store)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
     remotes.save(store, known)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -89,11 +90,16 @@ def _path(store: Path) -> Path:
 
 
 def load(store: Path) -> dict[str, Remote]:
+    path = _path(store)
     try:
-        data = json.loads(_path(store).read_text())
+        data = json.loads(path.read_text())
+        return {name: Remote(name, **fields) for name, fields in data.items()}
     except FileNotFoundError:
         return {}
-    return {name: Remote(name, **fields) for name, fields in data.items()}
+    except (ValueError, TypeError, AttributeError) as exc:  # edited by hand, say
+        raise BadRemote(
+            f"{path} is damaged ({exc}): mend it, or remove it and add the peers again"
+        ) from None
 
 
 def save(store: Path, remotes: dict[str, Remote]) -> None:
@@ -102,11 +108,16 @@ def save(store: Path, remotes: dict[str, Remote]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {r.name: {"aet": r.aet, "host": r.host, "port": r.port} for r in remotes.values()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="remotes-", suffix=".json")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a failed write leaves nothing behind
+        raise
 
 
 def find(store: Path, name_or_address: str) -> Remote:

@@ -80,10 +80,23 @@ def openat2(directory: int, rel: str, flags: int, resolve: int, mode: int = 0) -
 def open_beneath(root: int, rel: str, flags: int, mode: int = FILE_MODE) -> int:
     """Open rel, a path below the directory `root`, never following a symlink (ELOOP)
     nor leaving root (EXDEV)."""
-    fd = openat2(root, rel or ".", flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, mode)
+    try:
+        fd = openat2(root, rel or ".", flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, mode)
+    except NotADirectoryError:
+        # O_DIRECTORY on a link says ENOTDIR, not ELOOP: say what it is, as below.
+        if flags & os.O_DIRECTORY and _is_link(root, rel):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel) from None
+        raise
     if fd is not None:
         return fd
     return _open_by_components(root, rel, flags, mode)
+
+
+def _is_link(directory: int, rel: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(rel, dir_fd=directory, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _open_by_components(root: int, rel: str, flags: int, mode: int) -> int:
