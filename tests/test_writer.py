@@ -68,7 +68,11 @@ class Crowd:
         rest = [threading.Thread(target=self._call, args=(n,)) for n in range(1, CALLERS)]
         for thread in rest:
             thread.start()
-        time.sleep(1)  # they queue their work meanwhile
+        # They queue their work meanwhile: wait until all of it is there (the writer's own
+        # queue: nothing else shows that a thread has queued and waits for the commit).
+        deadline = time.monotonic() + 60
+        while len(self.writer._pending) < CALLERS - 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
         self._release.set()
         for thread in [first, *rest]:
             thread.join(60)
