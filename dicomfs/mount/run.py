@@ -19,6 +19,7 @@ import pyfuse3
 import trio
 
 from ..store.writer import IndexWriter
+from . import loop
 from .fs import DicomOperations, MountOptions
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def run(
 
 def _until_unmounted(mountpoint: Path) -> Task:
     async def serve_fuse() -> None:
-        await pyfuse3.main()  # returns when the kernel ends the session: an unmount
+        await loop.serve()  # returns when the kernel ends the session: an unmount
         log.info("%s was unmounted: stopping", mountpoint)
 
     return serve_fuse
