@@ -18,9 +18,9 @@ from pathlib import Path
 import pydicom
 
 from dicomfs.mount.run import is_ready
-from dicomfs.mount.views import VIEWS
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
+from dicomfs.store.views import VIEW_NAMES
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_corpus
@@ -127,7 +127,7 @@ def copy_time(source: Path, work: Path) -> float:
 def first_listings(mnt: Path) -> dict[str, float]:
     """The first `ls` of each directory on one path down every view, by path."""
     times = {}
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         directory = mnt / view
         while True:
             times[str(directory.relative_to(mnt))] = shell_time("ls", str(directory))

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from dicomfs.cli.main import PrintableFormatter
-from dicomfs.cli.output import count, iso_date, iso_time, printable, size, to_json
+from dicomfs.cli.output import count, printable, size, to_json
+from dicomfs.store.catalog import iso_date, iso_time
 
 HOSTILE = "x\x1b]0;owned\x07\nFORGED LINE"
 

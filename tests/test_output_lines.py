@@ -13,6 +13,7 @@ import pytest
 from dicomfs.cli import output
 from dicomfs.dicom import corpus
 from dicomfs.life.expiry import DueSeries, Keep
+from dicomfs.store import catalog
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import Report, reconcile
 
@@ -65,7 +66,7 @@ def test_a_study_line_says_who_when_what_how_much_and_where(store: Path) -> None
             study_uid="1.2.4", series_uid="1.2.4.1", instance_number=number))  # fmt: skip
     with Index(store) as index:
         reconcile(index, store)
-        rows = output.study_rows(index, index.studies_with_uid_prefix("1.2."), Path("/mnt"))
+        rows = catalog.study_rows(index, index.studies_with_uid_prefix("1.2."), Path("/mnt"))
     bare, doe = rows  # by date: none first
     paths = [path for found in doe["paths"].values() for path in found]
     assert {path.split("/")[2] for path in paths} >= {"by-patient", "by-uid", "by-modality"}

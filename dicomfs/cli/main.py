@@ -19,7 +19,7 @@ from click.core import ParameterSource
 
 from .. import __version__, config
 from ..net import remotes
-from ..store import modes, search
+from ..store import catalog, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
 from ..store.index import Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
@@ -432,7 +432,7 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
             studies = search.matching_studies(index, list(terms))
         except search.NotADate as exc:
             raise click.UsageError(str(exc)) from exc
-        rows = output.study_rows(index, studies, mount_point)
+        rows = catalog.study_rows(index, studies, mount_point)
     if as_json:
         click.echo(output.to_json(rows))
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import re
 import sys
@@ -14,8 +13,8 @@ from typing import Any
 
 import click
 
-from ..mount import views
-from ..store.index import Index
+from ..store import views
+from ..store.catalog import iso, iso_date
 from ..store.indexer import Report
 
 # What a terminal acts on instead of showing: C0 controls, DEL, C1 controls, the
@@ -102,55 +101,6 @@ def print_index_report(report: Report, store: Path) -> None:
         click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 
 
-def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
-    rows = []
-    for summary in index.study_summaries(study_ids):
-        paths = views.study_paths(index.conn, summary.id)
-        rows.append(
-            {
-                "patient_name": summary.patient_name,
-                "patient_id": summary.patient_id,
-                "study_date": iso_date(summary.study_date),
-                "study_time": iso_time(summary.study_time),
-                "description": summary.description,
-                "accession": summary.accession,
-                "modalities": summary.modalities,
-                "stations": summary.stations,
-                "series": summary.series_count,
-                "instances": summary.instance_count,
-                "bytes": summary.size,
-                "received_at": iso(summary.received_at),
-                "senders": summary.senders,
-                "study_uid": summary.study_uid,
-                "paths": {
-                    view: [str(mount_point / p) for p in found] for view, found in paths.items()
-                },
-            }
-        )
-    return rows
-
-
-def iso(timestamp: float) -> str:
-    if not timestamp:
-        return ""
-    when = datetime.datetime.fromtimestamp(timestamp).astimezone()
-    return when.isoformat(timespec="seconds")
-
-
-def iso_date(value: str) -> str:
-    """A DICOM date as ISO 8601: '20040609' -> '2004-06-09'; '' when there is none."""
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else ""
-
-
-def iso_time(value: str) -> str:
-    """A DICOM time as ISO 8601: '143000.5' -> '14:30:00.5', '0930' -> '09:30:00'."""
-    digits, dot, fraction = value.partition(".")
-    if not digits.isdigit() or len(digits) not in (2, 4, 6):
-        return ""
-    hours, minutes, seconds = digits[:2], digits[2:4] or "00", digits[4:6] or "00"
-    return f"{hours}:{minutes}:{seconds}{dot}{fraction}"
-
-
 def _date(value: str) -> str:
     return iso_date(value) or "----------"
 
@@ -166,7 +116,7 @@ def study_line(row: dict[str, Any]) -> str:
         f"{row['series']} series",
         count(row["instances"], "instance"),
     ]
-    paths = [p for view in views.VIEWS for p in row["paths"][view]]
+    paths = [p for view in views.VIEW_NAMES for p in row["paths"][view]]
     return printable("  ".join(fields + paths))
 
 

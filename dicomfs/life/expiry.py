@@ -14,8 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ..mount import tree
 from ..store import files as store_files
+from ..store import views
 from ..store.index import Index
 from ..store.writer import IndexWriter
 from . import audit
@@ -157,18 +157,17 @@ def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[s
         parts = path.relative_to(mount_point.absolute()).parts
     except ValueError:
         raise NotFound(f"{target} is not inside the mount {mount_point}") from None
-    node = tree.ROOT
+    node = views.ROOT
     for part in parts:
-        child = tree.lookup(conn, node, part)
-        if child is None:
+        entry = views.lookup(conn, node, part)
+        if entry is None:
             raise NotFound(f"{target} does not exist in the mount")
-        node = child
-    tag = str(node[0])
-    if tag.endswith("-study"):
-        (uid,) = conn.execute("SELECT study_uid FROM studies WHERE id = ?", (node[-1],)).fetchone()
+        node = entry.node
+    if node.kind is views.Kind.STUDY:
+        (uid,) = conn.execute("SELECT study_uid FROM studies WHERE id = ?", (node.row,)).fetchone()
         return str(uid), "study"
-    if tag.endswith("-series"):
-        (uid,) = conn.execute("SELECT series_uid FROM series WHERE id = ?", (node[-1],)).fetchone()
+    if node.kind is views.Kind.SERIES:
+        (uid,) = conn.execute("SELECT series_uid FROM series WHERE id = ?", (node.row,)).fetchone()
         return str(uid), "series"
     raise NotFound(f"{target} is not a study or series directory")
 

@@ -1,7 +1,9 @@
-"""The pyfuse3 adapter: tree nodes -> attributes, errors -> errno, reads in threads.
+"""The pyfuse3 adapter: view nodes -> attributes, errors -> errno.
 
-A protocol adapter only: what the directories hold is tree.py's business.
-Every index query and file read runs in a worker thread, never on the trio loop.
+A protocol adapter only: what the directories hold is store.views' business.
+Listings, file opens that miss the kernel's cache, and reads that would wait for
+the disk run in worker threads; a lookup or getattr, a few rows found through an
+index, runs on the loop, where a thread hop would cost more than the query.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import trio
 
 from ..life import access, expiry
 from ..store import files as store_files
-from ..store.index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable
+from ..store import views
+from ..store.index import Index, IndexUnusable
+from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
-from . import nowait, page, tree
+from . import nowait, page
 from .inodes import ROOT_INODE, Inodes
-from .tree import Node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +42,7 @@ ATTR_TIMEOUT = 1.0
 # How long a directory that rm has emptied through the mount can still be found, empty,
 # after the last deletion below it (rm removes a directory right after emptying it).
 EMPTIED_GRACE = 30.0
-_EMPTY_DIRECTORY = tree.Attributes(True, 0, None, None)  # one whose rows are gone
+_EMPTY_DIRECTORY = Attributes(True, 0, None, None)  # one whose rows are gone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ class _Held:
     """An instance file that handles hold open, with its attributes when it was opened:
     what stat answers after its row is gone (expired, deleted) until the last close."""
 
-    attributes: tree.Attributes
+    attributes: Attributes
     handles: int = 0
 
 
@@ -85,13 +88,13 @@ class _Listing:
 
     node: Node
     inode: int
-    entries: list[tuple[str, Node, tree.Attributes]] | None = None
+    entries: list[Entry] | None = None
 
 
 class _Reader(threading.local):
-    """One read-only connection per worker thread (sqlite3 objects stay in their thread)."""
+    """One read-only index per thread (sqlite3 objects stay in their thread)."""
 
-    conn: sqlite3.Connection | None = None
+    index: Index | None = None
 
 
 class DicomOperations(pyfuse3.Operations):
@@ -115,7 +118,6 @@ class DicomOperations(pyfuse3.Operations):
         self.writer = writer if writer is not None else _open_writer(store)
         self.options = options
         self.inodes = Inodes()
-        self._db_path = store / INDEX_DIR / INDEX_FILE
         self._local = _Reader()
         self._limiter = trio.CapacityLimiter(8)
         self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
@@ -141,13 +143,9 @@ class DicomOperations(pyfuse3.Operations):
     # --- helpers --------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        if self._local.conn is None:
-            conn = sqlite3.connect(
-                f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=True
-            )
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self._local.conn = conn
-        return self._local.conn
+        if self._local.index is None:
+            self._local.index = Index(self.store, readonly=True)
+        return self._local.index.conn
 
     async def _query(self, func: Callable[..., T], *args: Any) -> T:
         """Run func(conn, *args) in a worker thread: listings, and anything touching disk."""
@@ -168,9 +166,7 @@ class DicomOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attributes(
-        self, node: Node, inode: int, found: tree.Attributes
-    ) -> pyfuse3.EntryAttributes:
+    def _attributes(self, node: Node, inode: int, found: Attributes) -> pyfuse3.EntryAttributes:
         return self._fill(self._blank_attributes(), node, inode, found)
 
     def _blank_attributes(self) -> pyfuse3.EntryAttributes:
@@ -183,11 +179,11 @@ class DicomOperations(pyfuse3.Operations):
         return attr
 
     def _fill(
-        self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: tree.Attributes
+        self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: Attributes
     ) -> pyfuse3.EntryAttributes:
         attr.st_ino = inode
         attr.attr_timeout = ATTR_TIMEOUT
-        if node == tree.PAGE:
+        if node == views.PAGE:
             found = self._page_attributes()
             attr.attr_timeout = 0  # see _page_attributes
         if found.is_dir:
@@ -205,15 +201,15 @@ class DicomOperations(pyfuse3.Operations):
         attr.st_atime_ns = int((found.accessed or received) * 1e9)
         return attr
 
-    def _page_attributes(self) -> tree.Attributes:
+    def _page_attributes(self) -> Attributes:
         """stat never generates index.html (on a large store that takes minutes): its
         size is that of the last page an open generated, 0 before the first. Reads go to
         the mount whatever the size says (direct_io). The kernel does not cache these
         (attr_timeout 0), so an fstat after an open shows that open's page: `wc -c`
         trusts it."""
-        return tree.Attributes(False, self._last_page_size, time.time(), None)
+        return Attributes(False, self._last_page_size, time.time(), None)
 
-    def _still_held(self, node: Node, inode: int) -> tree.Attributes:
+    def _still_held(self, node: Node, inode: int) -> Attributes:
         """What stat answers for an inode the kernel holds whose rows are gone (expired,
         deleted): the kernel asks again once its attribute cache lapses, or after an
         rmdir or unlink inside it, until it forgets the inode.
@@ -221,7 +217,7 @@ class DicomOperations(pyfuse3.Operations):
         POSIX keeps an open file stat-able until its last close, whatever the index
         says. A directory stays, empty, until the kernel forgets it: `rm -r` climbs back
         into a directory whose last entry it has just removed, to remove that one too."""
-        if not tree.is_file(node):
+        if not views.is_file(node):
             return _EMPTY_DIRECTORY
         held = self._held.get(inode)
         if held is None:
@@ -240,7 +236,7 @@ class DicomOperations(pyfuse3.Operations):
                 del self._emptying[inode]
             elif self.inodes.place_of(inode) == (parent_inode, name):
                 node = self.inodes.node_of(inode)
-                if node is not None and self._seek(tree.attributes, node) is None:
+                if node is not None and self._seek(views.attributes, node) is None:
                     return inode
         raise pyfuse3.FUSEError(errno.ENOENT)
 
@@ -262,10 +258,11 @@ class DicomOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         wanted = os.fsdecode(name)
-        child = self._seek(tree.lookup, parent, wanted)
-        found = None if child is None else self._seek(tree.attributes, child)
-        if child is None or found is None:
+        entry = self._seek(views.lookup, parent, wanted)
+        if entry is None:
             child, found = self._node(self._emptied(parent_inode, wanted)), _EMPTY_DIRECTORY
+        else:
+            child, found = entry.node, entry.attributes
         inode = self.inodes.looked_up(child)
         if found.is_dir:
             self.inodes.place(inode, parent_inode, wanted)
@@ -273,7 +270,7 @@ class DicomOperations(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        found = self._seek(tree.attributes, node)
+        found = self._seek(views.attributes, node)
         if found is None:
             found = self._still_held(node, inode)
         return self._attributes(node, inode, found)
@@ -288,7 +285,7 @@ class DicomOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
-        if tree.is_file(node):
+        if views.is_file(node):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         # The listing is taken by the first readdir, not here: tools open directories
         # they never read (find opens each one again to change into it).
@@ -303,7 +300,7 @@ class DicomOperations(pyfuse3.Operations):
         if listing.entries is None:
             # Taken once per open: readdir offsets index this snapshot, so they stay
             # valid however the index changes meanwhile.
-            listing.entries = await self._query(tree.list_with_attributes, listing.node)
+            listing.entries = await self._query(views.list_entries, listing.node)
         entries = listing.entries
         inodes = self.inodes
         attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
@@ -326,11 +323,11 @@ class DicomOperations(pyfuse3.Operations):
         node = self._node(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
-        if not tree.is_file(node):
+        if not views.is_file(node):
             raise pyfuse3.FUSEError(errno.EISDIR)
-        if node == tree.PAGE:
+        if node == views.PAGE:
             return await self._open_page()
-        info = self._seek(tree.file_info, node)
+        info = self._seek(views.file_info, node)
         if info is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         # Opened now, so that a file expired or replaced while open keeps reading
@@ -342,7 +339,7 @@ class DicomOperations(pyfuse3.Operations):
         self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
         self._files[fh] = _StoredFile(fd, info.size, inode)
-        self._hold(inode, tree.Attributes(False, info.size, info.received_at, info.last_access))
+        self._hold(inode, Attributes(False, info.size, info.received_at, info.last_access))
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -387,7 +384,7 @@ class DicomOperations(pyfuse3.Operations):
             os.close(stored.fd)
             self._let_go(stored.inode)
 
-    def _hold(self, inode: int, attributes: tree.Attributes) -> None:
+    def _hold(self, inode: int, attributes: Attributes) -> None:
         held = self._held.setdefault(inode, _Held(attributes))
         held.handles += 1
 
@@ -488,13 +485,13 @@ class DicomOperations(pyfuse3.Operations):
         """rm of an instance file deletes the instance (file and row), audited."""
         if not self.options.allow_delete or self.writer is None:
             raise pyfuse3.FUSEError(errno.EROFS)
-        child = self._seek(tree.lookup, self._node(parent_inode), os.fsdecode(name))
-        if child is None:
+        entry = self._seek(views.lookup, self._node(parent_inode), os.fsdecode(name))
+        if entry is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if not tree.is_file(child) or child == tree.PAGE:
+        if entry.node.kind is not views.Kind.FILE:
             raise pyfuse3.FUSEError(errno.EPERM)
         uid = getattr(ctx, "uid", os.getuid())
-        instance = int(str(child[-1]))
+        instance = entry.node.row
         paths: list[str] = []
 
         def delete(index: Index) -> None:
@@ -513,15 +510,15 @@ class DicomOperations(pyfuse3.Operations):
         if not self.options.allow_delete:
             raise pyfuse3.FUSEError(errno.EROFS)
         wanted = os.fsdecode(name)
-        child = self._seek(tree.lookup, self._node(parent_inode), wanted)
-        if child is None:  # its last file went: nothing left to remove
+        entry = self._seek(views.lookup, self._node(parent_inode), wanted)
+        if entry is None:  # its last file went: nothing left to remove
             with contextlib.suppress(pyfuse3.FUSEError):
                 del self._emptying[self._emptied(parent_inode, wanted)]  # now gone for good
             self._emptying_from(parent_inode)
             return
-        if tree.is_file(child):
+        if views.is_file(entry.node):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if await self._query(tree.list_dir, child):
+        if await self._query(views.list_entries, entry.node):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
 
     create = write = setxattr = removexattr = _read_only

@@ -7,7 +7,7 @@ stale handle can never reach another file.
 
 from __future__ import annotations
 
-from .tree import ROOT, Node
+from ..store.views import ROOT, Node
 
 ROOT_INODE = 1
 

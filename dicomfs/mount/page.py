@@ -13,10 +13,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..cli.output import study_rows
 from ..life import expiry
+from ..store import views
+from ..store.catalog import study_rows
 from ..store.index import Index
-from . import views
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1em; }
@@ -74,5 +74,5 @@ def render(index: Index, mount_point: Path) -> bytes:
 
 def _row(row: dict[str, Any]) -> str:
     cells = "".join(f"<td>{escape(str(row[key]))}</td>" for _, key in _COLUMNS)
-    paths = "<br>".join(escape(path) for view in views.VIEWS for path in row["paths"][view])
+    paths = "<br>".join(escape(path) for view in views.VIEW_NAMES for path in row["paths"][view])
     return f'<tr>{cells}<td class="paths">{paths}</td></tr>'

@@ -1,4 +1,5 @@
-"""The views as queries: what a listing shows is exactly what a lookup finds."""
+"""The views as queries: what a listing shows is exactly what a lookup finds, and a
+study's paths (find, index.html) are the names the listings give it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import re
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from dicomfs.dicom import corpus, names
-from dicomfs.mount import tree, views
+from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
@@ -17,10 +19,49 @@ from .conftest import lookalike_uids_with_one_short_hash, write_lookalike_uids
 
 
 def walk(conn, node, path=""):  # type: ignore[no-untyped-def]
-    for name, child in tree.list_dir(conn, node):
+    for name, child, _ in views.list_entries(conn, node):
         yield f"{path}/{name}", node, name, child
-        if not tree.is_file(child):
+        if not views.is_file(child):
             yield from walk(conn, child, f"{path}/{name}")
+
+
+def found(conn, node, name):  # type: ignore[no-untyped-def]
+    """The node a lookup of name in node finds, or None."""
+    entry = views.lookup(conn, node, name)
+    return None if entry is None else entry.node
+
+
+# Every view, once: a new view adds its line here.
+@pytest.mark.parametrize(
+    "view",
+    ["by-modality", "by-patient", "by-date", "by-received", "by-uid"],
+)
+def test_a_view_lists_looks_up_and_places_each_study_alike(store: Path, view: str) -> None:
+    write_lookalike_uids(store / "gen")
+    corpus.write_awkward(store / "awkward")
+    corpus.write_regular(store / "incoming", patients=2, studies=2, series=2, instances=2)
+    with Index(store) as index:
+        reconcile(index, store)
+        conn = index.conn
+        top = views.top(view)
+        studies: dict[int, set[str]] = {}
+        instances = set()
+        for path, parent, name, child in walk(conn, top, view):
+            entry = views.lookup(conn, parent, name)
+            assert entry is not None, path
+            assert entry.node == child, path
+            # The listing's attributes are those a getattr of the node finds.
+            assert entry.attributes == views.attributes(conn, child), path
+            assert views.lookup(conn, parent, name + "x") is None, path
+            if child.kind is views.Kind.STUDY:
+                studies.setdefault(child.row, set()).add(path)
+            if child.kind is views.Kind.FILE:
+                instances.add(child.row)
+        # Every instance shows, and every study is where study_paths says.
+        assert len(instances) == index.counts()["instances"]
+        assert len(studies) == index.counts()["studies"]
+        for study, paths in studies.items():
+            assert set(views.study_paths(conn, study)[view]) == paths
 
 
 def test_every_listed_name_is_found_by_lookup_and_nothing_else(store: Path) -> None:
@@ -30,14 +71,14 @@ def test_every_listed_name_is_found_by_lookup_and_nothing_else(store: Path) -> N
         reconcile(index, store)
         conn = index.conn
         seen = 0
-        for path, parent, name, child in walk(conn, tree.ROOT):
-            assert tree.lookup(conn, parent, name) == child, path
-            assert tree.lookup(conn, parent, name + "x") is None, path
-            assert tree.attributes(conn, child) is not None, path
+        for path, parent, name, child in walk(conn, views.ROOT):
+            assert found(conn, parent, name) == child, path
+            assert found(conn, parent, name + "x") is None, path
+            assert views.attributes(conn, child) is not None, path
             seen += 1
-        files = sum(1 for *_, child in walk(conn, tree.ROOT) if tree.is_file(child))
+        files = sum(1 for *_, child in walk(conn, views.ROOT) if views.is_file(child))
         instances = index.counts()["instances"]
-    assert files == instances * (len(tree.TOP)) + 1  # every view, plus index.html
+    assert files == instances * (len(views.VIEWS)) + 1  # every view, plus index.html
     assert seen > files
 
 
@@ -45,11 +86,11 @@ def test_listing_with_attributes_agrees_with_attributes_one_by_one(store: Path) 
     corpus.write_regular(store, patients=2, studies=1, series=2, instances=3)
     with Index(store) as index:
         reconcile(index, store)
-        for _, _, _, child in walk(index.conn, tree.ROOT):
-            if tree.is_file(child):
+        for _, _, _, child in walk(index.conn, views.ROOT):
+            if views.is_file(child):
                 continue
-            for _, entry, found in tree.list_with_attributes(index.conn, child):
-                assert found == tree.attributes(index.conn, entry)
+            for _, entry, listed in views.list_entries(index.conn, child):
+                assert listed == views.attributes(index.conn, entry)
 
 
 def test_a_directory_summarises_the_receipt_times_of_what_it_holds(store: Path) -> None:
@@ -60,23 +101,23 @@ def test_a_directory_summarises_the_receipt_times_of_what_it_holds(store: Path) 
     with Index(store) as index:
         reconcile(index, store)
         conn = index.conn
-        for node in (tree.ROOT, ("P",), ("M",), ("D",), ("R",), ("U",)):
-            found = tree.attributes(conn, node)
-            assert found is not None
-            assert found.received == 1_000_000 + len(files) - 1
-        for name, study in tree.list_dir(conn, ("U",)):
+        for node in (views.ROOT, *(view.top for view in views.VIEWS)):
+            times = views.attributes(conn, node)
+            assert times is not None
+            assert times.received == 1_000_000 + len(files) - 1
+        for name, study, _ in views.list_entries(conn, views.top("by-uid")):
             uid_files = [p for p in files if pydicom.dcmread(p).StudyInstanceUID == name]
-            found = tree.attributes(conn, study)
-            assert found is not None
-            assert found.received == max(p.stat().st_mtime for p in uid_files)
+            times = views.attributes(conn, study)
+            assert times is not None
+            assert times.received == max(p.stat().st_mtime for p in uid_files)
 
 
-def directories(conn, node=tree.ROOT, path=""):  # type: ignore[no-untyped-def]
+def directories(conn, node=views.ROOT, path=""):  # type: ignore[no-untyped-def]
     """(path, node, listing) of every directory under node."""
-    listing = tree.list_dir(conn, node)
+    listing = [(name, child) for name, child, _ in views.list_entries(conn, node)]
     yield path or "/", node, listing
     for name, child in listing:
-        if not tree.is_file(child):
+        if not views.is_file(child):
             yield from directories(conn, child, f"{path}/{name}")
 
 
@@ -90,11 +131,9 @@ def test_lookalike_uids_have_unique_names_that_lead_to_them_in_every_view(store:
             entry_names = [name for name, _ in listing]
             assert len(set(entry_names)) == len(entry_names), path
             for name, child in listing:
-                assert tree.lookup(conn, node, name) == child, f"{path}/{name}"
-                files += tree.is_file(child)
-            with_attributes = tree.list_with_attributes(conn, node)
-            assert [(name, child) for name, child, _ in with_attributes] == listing, path
-    assert files == len(specs) * len(tree.TOP) + 1  # every instance in every view
+                assert found(conn, node, name) == child, f"{path}/{name}"
+                files += views.is_file(child)
+    assert files == len(specs) * len(views.VIEWS) + 1  # every instance in every view
 
 
 def test_by_uid_shows_plain_uids_as_they_are_and_odd_ones_with_their_own_suffix(
@@ -106,7 +145,7 @@ def test_by_uid_shows_plain_uids_as_they_are_and_odd_ones_with_their_own_suffix(
         reconcile(index, store)
         conn = index.conn
         reached = set()
-        for path, _, listing in directories(conn, tree.TOP["by-uid"]):
+        for path, _, listing in directories(conn, views.top("by-uid")):
             for name, child in listing:
                 uid = uid_of(conn, child)
                 shown = name.removesuffix(".dcm")
@@ -117,19 +156,19 @@ def test_by_uid_shows_plain_uids_as_they_are_and_odd_ones_with_their_own_suffix(
                     assert re.fullmatch(
                         rf"{re.escape(names.safe_component(uid))}~[0-9a-f]{{{digits}}}", shown
                     ), name
-                if tree.is_file(child):
+                if views.is_file(child):
                     reached.add(uid)
         assert reached == {spec.sop_uid for spec in specs}
 
 
 def uid_of(conn, node) -> str:  # type: ignore[no-untyped-def]
     table, column = {
-        "U-study": ("studies", "study_uid"),
-        "U-series": ("series", "series_uid"),
-        "U-file": ("instances", "sop_uid"),
-    }[str(node[0])]
+        views.Kind.STUDY: ("studies", "study_uid"),
+        views.Kind.SERIES: ("series", "series_uid"),
+        views.Kind.FILE: ("instances", "sop_uid"),
+    }[node.kind]
     return str(
-        conn.execute(f"SELECT {column} FROM {table} WHERE id = ?", (node[-1],)).fetchone()[0]
+        conn.execute(f"SELECT {column} FROM {table} WHERE id = ?", (node.row,)).fetchone()[0]
     )
 
 
@@ -140,11 +179,11 @@ def test_a_by_uid_lookup_seeks_through_an_index_and_never_scans_a_table(store: P
         reconcile(index, store)
         conn = index.conn
         statements: list[str] = []
-        for _, node, listing in directories(conn, tree.TOP["by-uid"]):
+        for _, node, listing in directories(conn, views.top("by-uid")):
             conn.set_trace_callback(statements.append)
             for name, _ in listing:  # and names that are not there
                 for probe in (name, f"{name}x", names.with_suffix(name, "absent")):
-                    tree.lookup(conn, node, probe)
+                    views.lookup(conn, node, probe)
             conn.set_trace_callback(None)
         assert statements
         for sql in statements:
@@ -160,10 +199,10 @@ def test_the_paths_find_and_index_html_print_lead_to_their_study(store: Path) ->
         for (study,) in conn.execute("SELECT id FROM studies").fetchall():
             for paths in views.study_paths(conn, study).values():
                 for path in paths:
-                    node = tree.ROOT
+                    node = views.ROOT
                     for part in path.split("/"):
-                        found = tree.lookup(conn, node, part)
-                        assert found is not None, path
-                        node = found
-                    assert str(node[0]).endswith("-study"), path
-                    assert node[-1] == study, path
+                        child = found(conn, node, part)
+                        assert child is not None, path
+                        node = child
+                    assert node.kind is views.Kind.STUDY, path
+                    assert node.row == study, path

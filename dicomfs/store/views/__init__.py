@@ -1,0 +1,159 @@
+"""The views of the mount, as pure queries over the index.
+
+Each view is declared once, in its own module (by_patient.py...): its levels,
+how each lists its entries and finds their times. From that one declaration
+come the listing (readdir), the lookup of one name, a node's attributes
+(getattr), and a study's paths (`dicomfs find`, index.html). This package
+knows nothing of FUSE, inodes or errno.
+
+To add a view: a module declaring its View, one line in VIEWS, one line in
+tests/test_views.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+from . import by_date, by_modality, by_patient, by_received, by_uid
+from .levels import ALL_TIMES, Attributes, Entry, Key, Kind, Level, Node, View, directory
+
+VIEWS: tuple[View, ...] = (
+    by_modality.VIEW,
+    by_patient.VIEW,
+    by_date.VIEW,
+    by_received.VIEW,
+    by_uid.VIEW,
+)
+VIEW_NAMES = tuple(view.name for view in VIEWS)
+
+PAGE_NAME = "index.html"
+_ROOT_VIEW = View("", (Level(Kind.ROOT),), lambda conn, study: [])
+_PAGE_VIEW = View(PAGE_NAME, (Level(Kind.PAGE),), lambda conn, study: [])
+ROOT = _ROOT_VIEW.top
+PAGE = _PAGE_VIEW.top
+_PAGE_ATTRIBUTES = Attributes(False, 0, None, None)  # its size is the mount's, which makes it
+_TOPS = {view.name: view.top for view in VIEWS}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceFile:
+    """What opening an instance file needs."""
+
+    instance: int
+    path: str  # relative to the store
+    size: int
+    mtime_ns: int
+    received_at: float
+    last_access: float | None
+
+
+def top(name: str) -> Node:
+    """A view's own directory: top('by-uid')."""
+    return _TOPS[name]
+
+
+def is_file(node: Node) -> bool:
+    return node.kind in (Kind.FILE, Kind.PAGE)
+
+
+def list_entries(conn: sqlite3.Connection, node: Node) -> list[Entry]:
+    """The entries of a directory node with their attributes, sorted by name: what
+    readdir shows. Empty if the directory no longer exists."""
+    entries = _entries(conn, node, None)
+    entries.sort(key=lambda entry: entry.name)
+    return entries
+
+
+def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Entry | None:
+    """The entry called name in a directory node, or None: the listing narrowed to
+    the entries that can carry that name, through an indexed column."""
+    for entry in _entries(conn, node, name):
+        if entry.name == name:
+            return entry
+    return None
+
+
+def _entries(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+    if node == ROOT:
+        return _root_entries(conn)
+    lists = node.level.lists
+    if lists is None:
+        return []
+    return [
+        Entry(name, node.child(key), found) for name, key, found in lists(conn, node.key, wanted)
+    ]
+
+
+def _root_entries(conn: sqlite3.Connection) -> list[Entry]:
+    received, accessed = conn.execute(ALL_TIMES).fetchone()
+    views = directory(received, accessed)
+    return [
+        *(Entry(view.name, view.top, views) for view in VIEWS),
+        Entry(PAGE_NAME, PAGE, _PAGE_ATTRIBUTES),
+    ]
+
+
+def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
+    """The node's attributes, or None if it no longer exists.
+
+    index.html's size is not known here: it is the mount's, which generates it."""
+    kind = node.kind
+    if kind is Kind.PAGE:
+        return _PAGE_ATTRIBUTES
+    if kind is Kind.FILE:
+        info = file_info(conn, node)
+        if info is None:
+            return None
+        return Attributes(False, info.size, info.received_at, info.last_access)
+    if kind is Kind.ROOT:
+        return directory(*conn.execute(ALL_TIMES).fetchone())
+    times = node.level.times
+    assert times is not None, node
+    row = conn.execute(*times(node.key)).fetchone()
+    if kind is Kind.TOP:
+        return directory(*row)  # a view stays, empty, on an empty store
+    if row is None or row[0] is None:
+        return None
+    return directory(*row)
+
+
+def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
+    row = conn.execute(
+        """SELECT id, path, size, mtime_ns, received_at, last_access
+           FROM instances WHERE id = ?""",
+        (node.row,),
+    ).fetchone()
+    return InstanceFile(*row) if row else None
+
+
+def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
+    """The study's directory in each view, relative to the mount point: the names
+    the views' own listings give it."""
+    return {
+        view.name: [_path(conn, view, chain) for chain in view.study_chains(conn, study)]
+        for view in VIEWS
+    }
+
+
+def _path(conn: sqlite3.Connection, view: View, chain: list[Key]) -> str:
+    parts = [view.name]
+    parent = view.top
+    for key in chain:
+        node = parent.child(key)
+        parts.append(_name_in(conn, parent, node))
+        parent = node
+    return "/".join(parts)
+
+
+def _name_in(conn: sqlite3.Connection, parent: Node, node: Node) -> str:
+    """The name node has in parent's listing, found without listing all of it
+    where its level says how."""
+    level = node.level
+    if level.name_of is not None:
+        return level.name_of(node.key)
+    wanted = None if level.base_of is None else level.base_of(conn, node.key)
+    for entry in _entries(conn, parent, wanted):
+        if entry.node == node:
+            return entry.name
+    raise LookupError(f"{node} is not listed in {parent}")

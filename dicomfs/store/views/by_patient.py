@@ -1,0 +1,78 @@
+"""by-patient/<patient>/<study>/<series>/<file>: DOE_JOHN_12345/20040609_Brain/000002_T1/."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .levels import (
+    ALL_TIMES,
+    FILES,
+    SERIES,
+    Key,
+    Kind,
+    Level,
+    Listed,
+    View,
+    base,
+    directory,
+    named,
+    present,
+    rows,
+    study_dir_name,
+    study_series,
+    study_times,
+)
+
+
+def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    found = rows(
+        conn,
+        """SELECT p.id, p.dir_name, p.patient_key, max(st.last_received), max(st.last_access)
+           FROM patients p JOIN studies st ON st.patient = p.id WHERE 1""",
+        (),
+        "p.dir_name",
+        base(wanted),
+        "GROUP BY p.id",
+    )
+    return present(
+        named([(name, str(pkey), (pid,), directory(r, a)) for pid, name, pkey, r, a in found])
+    )
+
+
+def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    found = rows(
+        conn,
+        "SELECT id, dir_name, study_uid, last_received, last_access FROM studies WHERE patient = ?",
+        key,
+        "dir_name",
+        base(wanted),
+    )
+    return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
+
+
+def patient_dir_name(conn: sqlite3.Connection, key: Key) -> str:
+    (dir_name,) = conn.execute("SELECT dir_name FROM patients WHERE id = ?", key).fetchone()
+    return str(dir_name)
+
+
+def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+    (patient,) = conn.execute("SELECT patient FROM studies WHERE id = ?", (study,)).fetchone()
+    return [[(patient,), (study,)]]
+
+
+VIEW = View(
+    "by-patient",
+    (
+        Level(Kind.TOP, _patients, lambda key: (ALL_TIMES, ())),
+        Level(
+            Kind.GROUP,
+            _studies,
+            lambda key: (f"{ALL_TIMES} WHERE patient = ?", key),
+            base_of=patient_dir_name,
+        ),
+        Level(Kind.STUDY, study_series, study_times, base_of=study_dir_name),
+        SERIES,
+        FILES,
+    ),
+    _study_chains,
+)

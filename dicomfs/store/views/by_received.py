@@ -1,0 +1,100 @@
+"""by-received/2026-11-25/14.30.12_<patient>_<study>/<series>/<file>: "the time I sent
+it", each study under the local day and time its first instance arrived."""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+import time
+
+from ...dicom import names
+from .levels import (
+    ALL_TIMES,
+    FILES,
+    SERIES,
+    Key,
+    Kind,
+    Level,
+    Listed,
+    View,
+    directory,
+    named,
+    present,
+    study_series,
+    study_times,
+)
+
+
+def day_bounds(day: str) -> tuple[float, float]:
+    """Unix times of the local midnights that start and end a YYYY-MM-DD day."""
+    start = datetime.datetime.strptime(day, "%Y-%m-%d")
+    return start.timestamp(), (start + datetime.timedelta(days=1)).timestamp()
+
+
+def _day_of(received: float | None) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(received or 0))
+
+
+def _days(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    found = conn.execute(
+        """SELECT date(first_received, 'unixepoch', 'localtime'), max(last_received),
+                  max(last_access)
+           FROM studies WHERE first_received IS NOT NULL GROUP BY 1"""
+    )
+    return present([(day, (day,), directory(r, a)) for day, r, a in found])
+
+
+def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    """A day's studies, whatever name is wanted: its receipt time is not indexed as a
+    name, and one day holds what one lab receives in a day."""
+    try:
+        start, end = day_bounds(str(key[0]))
+    except ValueError:
+        return []
+    found = conn.execute(
+        """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid,
+                  st.last_received, st.last_access
+           FROM studies st JOIN patients p ON p.id = st.patient
+           WHERE st.first_received >= ? AND st.first_received < ?""",
+        (start, end),
+    )
+    return present(
+        named(
+            [
+                (_received_base(first, patient_dir, study_dir), uid, (sid,), directory(r, a))
+                for sid, first, patient_dir, study_dir, uid, r, a in found
+            ]
+        )
+    )
+
+
+def _received_base(first_received: float, patient_dir: str, study_dir: str) -> str:
+    """14.30.12_DOE_JOHN_12345_20040609_Brain: when it came, whose, which exam."""
+    clock = time.strftime("%H.%M.%S", time.localtime(first_received))
+    return names.truncate_utf8(f"{clock}_{patient_dir}_{study_dir}", names.BASE_MAX)
+
+
+def _day_times(key: Key) -> tuple[str, Key]:
+    try:
+        bounds: tuple[float, float] = day_bounds(str(key[0]))
+    except ValueError:
+        bounds = (0.0, 0.0)
+    return f"{ALL_TIMES} WHERE first_received >= ? AND first_received < ?", bounds
+
+
+def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+    (first,) = conn.execute("SELECT first_received FROM studies WHERE id = ?", (study,)).fetchone()
+    return [[(_day_of(first),), (study,)]]
+
+
+VIEW = View(
+    "by-received",
+    (
+        Level(Kind.TOP, _days, lambda key: (ALL_TIMES, ())),
+        Level(Kind.GROUP, _studies, _day_times, name_of=lambda key: str(key[0])),
+        Level(Kind.STUDY, study_series, study_times),
+        SERIES,
+        FILES,
+    ),
+    _study_chains,
+)

@@ -1,0 +1,217 @@
+"""What a view is declared with: levels, typed nodes, and the listings views share.
+
+A view is a path of levels, from its top directory (by-patient/) down to the
+instance files. Each level says how one of its directories lists its entries,
+with their attributes, in one indexed query, narrowed to the entries that can
+carry a wanted name when a lookup asks for one; and how one directory's times
+are found. A lookup is the listing narrowed, so what `ls` shows is exactly
+what `cd` finds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from ...dicom import names
+
+Key = tuple[object, ...]  # which directory or file of its level: row ids, names
+
+
+class Kind(enum.Enum):
+    ROOT = "root"
+    PAGE = "page"  # index.html
+    TOP = "top"  # a view's own directory: by-patient/
+    GROUP = "group"  # a patient, a modality, a day...
+    STUDY = "study"
+    SERIES = "series"
+    FILE = "file"
+
+
+class Attributes(NamedTuple):  # a tuple: readdir makes one per entry
+    """What stat shows. A directory's times summarise what it holds."""
+
+    is_dir: bool
+    size: int
+    received: float | None  # a file's receipt; a directory's newest receipt inside
+    accessed: float | None  # the last read, or None if never read
+
+
+Listed = tuple[str, Key, Attributes]  # an entry's name, its key in the level below, its stat
+Lister = Callable[[sqlite3.Connection, Key, str | None], list[Listed]]
+Times = Callable[[Key], tuple[str, tuple[object, ...]]]  # SQL of (newest receipt, access)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Level:
+    """One level of a view. Its directories list entries of the next level."""
+
+    kind: Kind
+    lists: Lister | None = None  # None for files
+    times: Times | None = None  # None where the node's attributes come otherwise
+    # How study_paths names an entry of this level without listing its parent:
+    name_of: Callable[[Key], str] | None = None  # the key is the name (a date, a modality)
+    base_of: Callable[[sqlite3.Connection, Key], str] | None = None  # else: narrow by this
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class View:
+    """A top directory of the mount and the levels below it (levels[0] is the top)."""
+
+    name: str
+    levels: tuple[Level, ...]
+    # The keys of a study's directory in this view, one key per level below the top
+    # (several chains where a study shows in several places: by-modality).
+    study_chains: Callable[[sqlite3.Connection, int], list[list[Key]]]
+
+    @property
+    def top(self) -> Node:
+        return Node(self, 0, ())
+
+
+class Node(NamedTuple):
+    """One directory or file of the mount: a level of a view and its key there."""
+
+    view: View
+    depth: int
+    key: Key
+
+    @property
+    def level(self) -> Level:
+        return self.view.levels[self.depth]
+
+    @property
+    def kind(self) -> Kind:
+        return self.level.kind
+
+    @property
+    def row(self) -> int:
+        """The row id of a study, series or file node."""
+        return int(str(self.key[-1]))
+
+    def child(self, key: Key) -> Node:
+        return Node(self.view, self.depth + 1, key)
+
+
+class Entry(NamedTuple):
+    name: str
+    node: Node
+    attributes: Attributes
+
+
+def directory(received: float | None, accessed: float | None) -> Attributes:
+    return Attributes(True, 0, received, accessed)
+
+
+# --- narrowing and naming ------------------------------------------------------------
+
+
+def base(wanted: str | None) -> str | None:
+    """The wanted name without its disambiguating suffix, if any."""
+    return None if wanted is None else names.split_suffix(wanted)[0]
+
+
+def rows(
+    conn: sqlite3.Connection,
+    sql: str,
+    args: Key,
+    column: str,
+    value: str | None,
+    tail: str = "",
+) -> list[tuple[Any, ...]]:
+    """Run sql (which ends in a WHERE clause) then tail (GROUP BY...), narrowed to
+    column = value when a value is given."""
+    if value is not None:
+        sql += f" AND {column} = ?"
+        args = (*args, value)
+    return conn.execute(f"{sql} {tail}", args).fetchall()
+
+
+def named(rows: Sequence[tuple[str, str, Key, Attributes]]) -> list[Listed]:
+    """(base, key, child key, attributes) -> entries named by names.unique_names,
+    among these rows: every entry of the directory that shares a base."""
+    unique = names.unique_names([(base, key) for base, key, _, _ in rows])
+    return [(name, child, found) for name, (_, _, child, found) in zip(unique, rows, strict=True)]
+
+
+def named_among_all(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[str, str, int, Key, Attributes]],
+    peers_sql: str,
+) -> list[Listed]:
+    """Like named, for a level whose names are unique across the whole store, not
+    just this directory (a patient under by-date/ is named as under by-patient/).
+    Each row carries how many entries of the store share its base; the keys of
+    those that do are found by peers_sql, for just those bases."""
+    shared: dict[str, dict[str, str]] = {}
+    for base_name, _, sharing, _, _ in rows:
+        if sharing > 1 and base_name not in shared:
+            keys = [str(key) for (key,) in conn.execute(peers_sql, (base_name,))]
+            unique = names.unique_names([(base_name, key) for key in keys])
+            shared[base_name] = dict(zip(keys, unique, strict=True))
+    return [
+        (shared[base_name][key] if base_name in shared else base_name, child, found)
+        for base_name, key, _, child, found in rows
+    ]
+
+
+def present(entries: list[Listed]) -> list[Listed]:
+    """The entries whose rows still hold something (named among all, shown if there)."""
+    return [entry for entry in entries if entry[2].received is not None]
+
+
+# --- what several views share: a study's series, a series' files, their times --------
+
+
+def study_series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    found = rows(
+        conn,
+        """SELECT id, dir_name, series_uid, last_received, last_access FROM series
+           WHERE study = ?""",
+        key[-1:],
+        "dir_name",
+        base(wanted),
+    )
+    return present(
+        named([(str(n), str(uid), (sid,), directory(r, a)) for sid, n, uid, r, a in found])
+    )
+
+
+def series_files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    found = rows(
+        conn,
+        """SELECT id, file_name, sop_uid, size, received_at, last_access FROM instances
+           WHERE series = ?""",
+        key[-1:],
+        "file_name",
+        base(wanted),
+    )
+    return named(
+        [
+            (str(name), str(uid), (iid,), Attributes(False, size, r, a))
+            for iid, name, uid, size, r, a in found
+        ]
+    )
+
+
+def study_times(key: Key) -> tuple[str, Key]:
+    return "SELECT last_received, last_access FROM studies WHERE id = ?", key[-1:]
+
+
+def series_times(key: Key) -> tuple[str, Key]:
+    return "SELECT last_received, last_access FROM series WHERE id = ?", key[-1:]
+
+
+def study_dir_name(conn: sqlite3.Connection, key: Key) -> str:
+    (dir_name,) = conn.execute("SELECT dir_name FROM studies WHERE id = ?", key[-1:]).fetchone()
+    return str(dir_name)
+
+
+# Every store-wide summary: what a view's top directory shows.
+ALL_TIMES = "SELECT max(last_received), max(last_access) FROM studies"
+
+SERIES = Level(Kind.SERIES, series_files, series_times)  # every view's but by-uid's
+FILES = Level(Kind.FILE)
