@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.life import audit
-from dicomfs.store.index import Index
+from dicomfs.store.index import Index, audit
 
 DICOMFS = Path(sys.executable).with_name("dicomfs")  # the command users run
 T0 = datetime.datetime(2026, 11, 25, 8, 0).timestamp()

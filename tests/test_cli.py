@@ -20,8 +20,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomfs.cli.main import main
 from dicomfs.dicom import corpus
-from dicomfs.life import audit
-from dicomfs.store.index import Index
+from dicomfs.store.index import Index, audit
 
 
 def dicomfs(

@@ -341,6 +341,7 @@ def open_index(store: Path, *, create: bool = False) -> Index:
     when there is none to open."""
     try:
         check_own_dirs(store)
+        Index.upgrade(store)  # what an older dicomfs made, once: readers never write
         return Index(store, readonly=not create)
     except (IndexUnusable, UnsafeStore) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -821,7 +822,7 @@ def audit_command(
       dicomfs audit --patient-id 12345
       dicomfs audit --since 7d --event rejected
     """
-    from ..life import audit
+    from ..store.index import audit
     from . import timeparse
 
     try:

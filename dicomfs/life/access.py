@@ -14,8 +14,7 @@ import pwd
 import threading
 import time
 
-from ..store.index import Index
-from . import audit
+from ..store.index import Index, audit, lifecycle
 
 FLUSH_INTERVAL = 2.0  # seconds
 
@@ -43,26 +42,13 @@ def record(index: Index, accesses: dict[int, tuple[float, int]]) -> None:
     newest_by_series: dict[int, float] = {}
     readers: set[tuple[int, int, str]] = set()  # (series, uid, day)
     for instance, (when, uid) in accesses.items():
-        row = conn.execute(
-            """UPDATE instances SET last_access = max(coalesce(last_access, 0), ?)
-               WHERE id = ? RETURNING series""",
-            (when, instance),
-        ).fetchone()
-        if row is None:
+        series = lifecycle.widen_access(conn, instance, when)
+        if series is None:
             continue  # deleted since it was read
-        series = row[0]
         newest_by_series[series] = max(when, newest_by_series.get(series, 0))
         readers.add((series, uid, time.strftime("%Y-%m-%d", time.localtime(when))))
     for series, when in newest_by_series.items():
-        study = conn.execute(
-            """UPDATE series SET last_access = max(coalesce(last_access, 0), ?)
-               WHERE id = ? RETURNING study""",
-            (when, series),
-        ).fetchone()[0]
-        conn.execute(
-            "UPDATE studies SET last_access = max(coalesce(last_access, 0), ?) WHERE id = ?",
-            (when, study),
-        )
+        lifecycle.widen_series_access(conn, series, when)
     _audit_first_reads(index, readers, newest_by_series)
 
 
@@ -74,11 +60,7 @@ def _audit_first_reads(
     for series, uid, day in sorted(readers):
         identity = index.series_identity(series_id=series)
         assert identity is not None  # its access was just written
-        inserted = index.conn.execute(
-            "INSERT OR IGNORE INTO reads (series_uid, uid, day) VALUES (?, ?, ?)",
-            (identity.series_uid, uid, day),
-        ).rowcount
-        if inserted:
+        if lifecycle.first_read_of_day(index.conn, identity.series_uid, uid, day):
             records.append(
                 audit.Record(
                     "read",

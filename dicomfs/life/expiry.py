@@ -16,9 +16,8 @@ from pathlib import Path
 
 from ..store import files as store_files
 from ..store import views
-from ..store.index import Index
+from ..store.index import Index, audit, lifecycle
 from ..store.writer import IndexWriter
-from . import audit
 
 DEFAULT_RETENTION = 7 * 86400.0
 
@@ -39,24 +38,9 @@ class DueSeries:
     series_number: int | None
 
 
-_DUE = """
-    SELECT se.id, se.series_uid, st.study_uid, p.patient_name, p.patient_id, st.study_date,
-           se.modality, se.description,
-           (SELECT count(*) FROM instances WHERE series = se.id),
-           (SELECT coalesce(sum(size), 0) FROM instances WHERE series = se.id),
-           max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) AS used,
-           se.series_number
-    FROM series se JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
-    WHERE max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) < :cutoff
-      AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid IN (se.series_uid, st.study_uid)
-                      AND (k.until IS NULL OR k.until > :now))
-"""
-
-
 def due(conn: sqlite3.Connection, now: float, retention: float) -> list[DueSeries]:
     """The series that expire at `now`, least recently used first."""
-    rows = conn.execute(f"{_DUE} ORDER BY used", {"cutoff": now - retention, "now": now})
-    return [DueSeries(*row) for row in rows]
+    return [DueSeries(*row) for row in lifecycle.due_series(conn, now - retention, now)]
 
 
 def expire(
@@ -85,13 +69,12 @@ def delete_series(
     (it may have been read, or received more of, since it was listed)."""
 
     def drop(index: Index) -> list[str] | None:
-        if retention is not None and now is not None:
-            still_due = index.conn.execute(
-                f"{_DUE} AND se.id = :series", {"cutoff": now - retention, "now": now,
-                                                "series": series_id},
-            ).fetchone()  # fmt: skip
-            if still_due is None:
-                return None
+        if not (
+            retention is None
+            or now is None
+            or lifecycle.is_due(index.conn, series_id, now - retention, now)
+        ):
+            return None  # read or received since it was listed: not due any more
         identity = index.series_identity(series_id=series_id)
         if identity is None:
             return None
@@ -147,10 +130,9 @@ def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[s
     """(UID, 'study' or 'series') for a UID, or for a study or series directory in the
     mount (any view)."""
     if "/" not in target and not Path(target).exists():
-        for level, table, column in (("study", "studies", "study_uid"),
-                                     ("series", "series", "series_uid")):  # fmt: skip
-            if conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (target,)).fetchone():
-                return target, level
+        level = lifecycle.uid_level(conn, target)
+        if level is not None:
+            return target, level
         raise NotFound(f"{target} is not the UID of a study or series in the store")
     path = Path(target).absolute()
     try:
@@ -164,11 +146,9 @@ def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[s
             raise NotFound(f"{target} does not exist in the mount")
         node = entry.node
     if node.kind is views.Kind.STUDY:
-        (uid,) = conn.execute("SELECT study_uid FROM studies WHERE id = ?", (node.row,)).fetchone()
-        return str(uid), "study"
+        return lifecycle.uid_of(conn, "study", node.row), "study"
     if node.kind is views.Kind.SERIES:
-        (uid,) = conn.execute("SELECT series_uid FROM series WHERE id = ?", (node.row,)).fetchone()
-        return str(uid), "series"
+        return lifecycle.uid_of(conn, "series", node.row), "series"
     raise NotFound(f"{target} is not a study or series directory")
 
 
@@ -188,52 +168,28 @@ class Keep:
 
 def keep(index: Index, uid: str, level: str, until: float | None, by: str) -> Keep | None:
     """Keep a study or series; return the keep this one replaces, if any."""
-    before = index.conn.execute(
-        "SELECT uid, level, until, by, at FROM kept WHERE uid = ?", (uid,)
-    ).fetchone()
-    index.conn.execute(
-        "INSERT OR REPLACE INTO kept (uid, level, until, by, at) VALUES (?, ?, ?, ?, ?)",
-        (uid, level, until, by, time.time()),
-    )
+    before = lifecycle.put_keep(index.conn, uid, level, until, by, time.time())
     return Keep(*before) if before else None
 
 
 def unkeep(index: Index, uid: str) -> bool:
-    return index.conn.execute("DELETE FROM kept WHERE uid = ?", (uid,)).rowcount > 0
+    return lifecycle.drop_keep(index.conn, uid)
 
 
 def is_kept(conn: sqlite3.Connection, uid: str) -> bool:
     """Is there a keep of this UID, lapsed or not?"""
-    return conn.execute("SELECT 1 FROM kept WHERE uid = ?", (uid,)).fetchone() is not None
+    return lifecycle.has_keep(conn, uid)
 
 
 def kept(conn: sqlite3.Connection, now: float) -> list[Keep]:
     """Every keep, with whose it is; those whose time passed are marked lapsed, so
     that no keep ends silently."""
-    rows = conn.execute(
-        """SELECT k.uid, k.level, k.until, k.by, k.at,
-                  coalesce(p1.patient_name, p2.patient_name), coalesce(p1.patient_id, p2.patient_id)
-           FROM kept k
-           LEFT JOIN studies st ON k.level = 'study' AND st.study_uid = k.uid
-           LEFT JOIN patients p1 ON p1.id = st.patient
-           LEFT JOIN series se ON k.level = 'series' AND se.series_uid = k.uid
-           LEFT JOIN studies st2 ON st2.id = se.study
-           LEFT JOIN patients p2 ON p2.id = st2.patient
-           ORDER BY k.at"""
-    )
     return [
-        Keep(uid, level, until, by, at, name, patient_id, until is not None and until <= now)
-        for uid, level, until, by, at, name, patient_id in rows
+        Keep(uid, level, until, by, at, name, patient_id, not lifecycle.holds(until, now))
+        for uid, level, until, by, at, name, patient_id in lifecycle.keeps(conn)
     ]
 
 
 def kept_study_uids(conn: sqlite3.Connection, now: float) -> set[str]:
     """Studies kept whole or in part, for the KEPT marker of index.html."""
-    rows = conn.execute(
-        """SELECT k.uid FROM kept k WHERE k.level = 'study' AND (k.until IS NULL OR k.until > ?)
-           UNION SELECT st.study_uid FROM kept k JOIN series se ON se.series_uid = k.uid
-           JOIN studies st ON st.id = se.study
-           WHERE k.level = 'series' AND (k.until IS NULL OR k.until > ?)""",
-        (now, now),
-    )
-    return {row[0] for row in rows}
+    return lifecycle.kept_study_uids(conn, now)

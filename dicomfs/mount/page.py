@@ -44,7 +44,7 @@ _COLUMNS = (
 
 def render(index: Index, mount_point: Path) -> bytes:
     """The page, newest receipt first, with each study's directories in every view."""
-    study_ids = [row[0] for row in index.conn.execute("SELECT id FROM studies")]
+    study_ids = index.study_ids()
     rows = sorted(
         study_rows(index, study_ids, mount_point), key=lambda r: r["received_at"], reverse=True
     )

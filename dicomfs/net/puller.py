@@ -30,10 +30,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
 
-from ..life import audit
 from ..store import files as store_files
 from ..store import running
-from ..store.index import Index, Sender
+from ..store.index import Index, Sender, audit
 from ..store.writer import IndexWriter
 from . import ingest, spool
 from .reactor import parked
@@ -192,16 +191,8 @@ def _find(assoc: Any, remote: Remote, level: str, **keys: str) -> list[Dataset]:
 
 def held(store: Path, sop_uids: list[str]) -> set[str]:
     """Which of these instances the index already has."""
-    found: set[str] = set()
     with Index(store, readonly=True) as index:
-        for start in range(0, len(sop_uids), 500):
-            chunk = sop_uids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = index.conn.execute(
-                f"SELECT sop_uid FROM instances WHERE sop_uid IN ({marks})", chunk
-            )
-            found.update(row[0] for row in rows)
-    return found
+        return index.stored_sop_uids(sop_uids)
 
 
 @dataclasses.dataclass(frozen=True)

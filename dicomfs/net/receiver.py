@@ -27,9 +27,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom import __version__ as pynetdicom_version
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from ..life import audit
 from ..store import files as store_files
-from ..store.index import Sender
+from ..store.index import Sender, audit
 from ..store.writer import IndexWriter
 from . import ingest, pdu_guard, spool
 from .pdu_guard import Timeouts

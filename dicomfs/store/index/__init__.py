@@ -1,7 +1,9 @@
-"""The SQLite index over the store: schema, migrations and typed queries.
+"""The SQLite index over the store: the connection, its transactions, and the
+writes and queries of instances, series, studies and patients.
 
-Knows nothing of FUSE or views. The files on disk are the truth; this is a
-cache of their headers that `dicomfs index` keeps in step with them.
+The files on disk are the truth; this is a cache of their headers that `dicomfs
+index` keeps in step with them. Its schema is schema.py's; the views' queries are
+store/views'; those of expiry, access and audit are lifecycle.py's.
 """
 
 from __future__ import annotations
@@ -10,272 +12,28 @@ import contextlib
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
 from ...dicom import names
 from ...dicom.meta import InstanceMeta, fold
 from .. import modes
+from . import derived, schema
+from .migrations import MIGRATIONS
+from .schema import SCHEMA_VERSION
 
 INDEX_DIR = ".dicomfs"
 INDEX_FILE = "index.sqlite"
-
-
-def _schema_v1(db: sqlite_utils.Database) -> None:
-    db.executescript(
-        """
-        -- One row per (PatientID, PatientName) pair: DICOM has no better patient key.
-        CREATE TABLE patients (
-            id INTEGER PRIMARY KEY,
-            patient_key TEXT NOT NULL UNIQUE,      -- PatientID + NUL + PatientName
-            patient_id TEXT NOT NULL,
-            patient_name TEXT NOT NULL,            -- decoded with the file's charset
-            birth_date TEXT NOT NULL,
-            name_folded TEXT NOT NULL,             -- lower-case, accents removed, for search
-            dir_name TEXT NOT NULL                 -- by-patient name before disambiguation
-        );
-        CREATE INDEX patients_patient_id ON patients(patient_id);
-        CREATE INDEX patients_dir_name ON patients(dir_name);
-
-        -- Words of folded patient names, so a name search is an index range scan.
-        CREATE TABLE patient_words (
-            word TEXT NOT NULL,
-            patient INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            PRIMARY KEY (word, patient)
-        ) WITHOUT ROWID;
-        CREATE INDEX patient_words_patient ON patient_words(patient);
-
-        CREATE TABLE studies (
-            id INTEGER PRIMARY KEY,
-            study_uid TEXT NOT NULL UNIQUE,
-            patient INTEGER NOT NULL REFERENCES patients(id),
-            study_date TEXT NOT NULL,              -- YYYYMMDD or ''
-            study_time TEXT NOT NULL,
-            description TEXT NOT NULL,
-            accession TEXT NOT NULL,
-            dir_name TEXT NOT NULL,                -- by-patient: 20040609_Brain
-            day_dir TEXT NOT NULL,                 -- by-modality: 20040609.DAY
-            uid_dir TEXT NOT NULL                  -- by-modality: <uid>.UID
-        );
-        CREATE INDEX studies_patient ON studies(patient, dir_name);
-        CREATE INDEX studies_date ON studies(study_date);
-        CREATE INDEX studies_accession ON studies(accession);
-        CREATE INDEX studies_uid_dir ON studies(uid_dir);
-
-        CREATE TABLE series (
-            id INTEGER PRIMARY KEY,
-            series_uid TEXT NOT NULL UNIQUE,
-            study INTEGER NOT NULL REFERENCES studies(id),
-            modality TEXT NOT NULL,
-            station_name TEXT NOT NULL,
-            series_number INTEGER,
-            description TEXT NOT NULL,
-            dir_name TEXT NOT NULL,                -- by-patient: 000002_T1_axial
-            modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
-            station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
-            number_dir TEXT NOT NULL               -- by-modality: 000002.SER
-        );
-        CREATE INDEX series_study ON series(study, dir_name);
-        CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
-
-        CREATE TABLE instances (
-            id INTEGER PRIMARY KEY,
-            sop_uid TEXT NOT NULL UNIQUE,
-            series INTEGER NOT NULL REFERENCES series(id),
-            sop_class_uid TEXT NOT NULL,
-            instance_number INTEGER,
-            transfer_syntax TEXT NOT NULL,
-            file_name TEXT NOT NULL,               -- in the views: 000007.dcm
-            path TEXT NOT NULL UNIQUE,             -- relative to the store
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            received_at REAL NOT NULL,             -- unix time it entered the store
-            last_access REAL,                      -- unix time of the last read, NULL if never
-            sender_aet TEXT,                       -- calling AE title (receiver)
-            sender_address TEXT,                   -- peer IP address (receiver)
-            called_aet TEXT,                       -- our AE title as called (receiver)
-            sender_user TEXT                       -- DICOM user identity (receiver)
-        );
-        CREATE INDEX instances_series ON instances(series, file_name);
-        CREATE INDEX instances_received_at ON instances(received_at);
-
-        -- Files that could not be indexed, remembered so an unchanged one is not reparsed.
-        CREATE TABLE skipped (
-            path TEXT PRIMARY KEY,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            reason TEXT NOT NULL
-        );
-        """
-    )
-
-
-def _schema_v2(db: sqlite_utils.Database) -> None:
-    """Receipt and access times summarised per series and study, for directory times
-    and the by-received view without scanning every instance."""
-    db.executescript(
-        """
-        ALTER TABLE series ADD COLUMN last_received REAL;
-        ALTER TABLE series ADD COLUMN last_access REAL;
-        ALTER TABLE studies ADD COLUMN first_received REAL;
-        ALTER TABLE studies ADD COLUMN last_received REAL;
-        ALTER TABLE studies ADD COLUMN last_access REAL;
-        CREATE INDEX studies_first_received ON studies(first_received);
-        """
-    )
-    _summarise_times(db.conn, db.conn.execute("SELECT id FROM series").fetchall())
-
-
-def _summarise_times(conn: sqlite3.Connection, series_rows: Iterable[tuple[int]]) -> None:
-    """Recompute the time summaries of these series and of their studies."""
-    studies = set()
-    for (series_id,) in series_rows:
-        row = conn.execute(
-            """UPDATE series SET
-                   last_received = (SELECT max(received_at) FROM instances WHERE series = ?1),
-                   last_access = (SELECT max(last_access) FROM instances WHERE series = ?1)
-               WHERE id = ?1 RETURNING study""",
-            (series_id,),
-        ).fetchone()
-        if row:
-            studies.add(row[0])
-    for study_id in studies:
-        _summarise_study_times(conn, study_id)
-
-
-def _summarise_study_times(conn: sqlite3.Connection, study_id: int) -> None:
-    conn.execute(
-        """UPDATE studies SET
-               first_received = (SELECT min(i.received_at) FROM series se
-                                 JOIN instances i ON i.series = se.id WHERE se.study = ?1),
-               last_received = (SELECT max(last_received) FROM series WHERE study = ?1),
-               last_access = (SELECT max(last_access) FROM series WHERE study = ?1)
-           WHERE id = ?1""",
-        (study_id,),
-    )
-
-
-def _schema_v3(db: sqlite_utils.Database) -> None:
-    """The audit trail: who sent, read or deleted what, and when. Append-only."""
-    db.executescript(
-        """
-        CREATE TABLE audit (
-            id INTEGER PRIMARY KEY,
-            at REAL NOT NULL,                      -- unix time
-            event TEXT NOT NULL,                   -- received, rejected, read, deleted
-            calling_aet TEXT,
-            address TEXT,
-            called_aet TEXT,
-            user TEXT,                             -- DICOM user identity, or local user
-            patient_id TEXT,
-            patient_name TEXT,
-            study_uid TEXT,
-            series_uid TEXT,
-            instances INTEGER,
-            bytes INTEGER,
-            outcome TEXT NOT NULL,                 -- ok, or what went wrong
-            detail TEXT
-        );
-        CREATE INDEX audit_at ON audit(at);
-        CREATE INDEX audit_patient ON audit(patient_id, at);
-        CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
-            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-        CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
-            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-        """
-    )
-
-
-def _schema_v4(db: sqlite_utils.Database) -> None:
-    """Expiry: studies and series kept from it, deletions in progress, reads audited."""
-    db.executescript(
-        """
-        -- Exempt from expiry: a study or series, until a time or (NULL) for good.
-        CREATE TABLE kept (
-            uid TEXT PRIMARY KEY,                  -- StudyInstanceUID or SeriesInstanceUID
-            level TEXT NOT NULL,                   -- study or series
-            until REAL,
-            by TEXT NOT NULL,
-            at REAL NOT NULL
-        );
-
-        -- Files whose rows are gone but which may still be on disk: deleted first
-        -- from the index (so no view shows half a series), then from the disk.
-        -- What a crash leaves here is deleted at the next start, never re-indexed.
-        CREATE TABLE doomed (path TEXT PRIMARY KEY) WITHOUT ROWID;
-
-        -- Which user read which series on which day: the audit has one read record each.
-        CREATE TABLE reads (
-            series_uid TEXT NOT NULL,
-            uid INTEGER NOT NULL,
-            day TEXT NOT NULL,
-            PRIMARY KEY (series_uid, uid, day)
-        ) WITHOUT ROWID;
-
-        CREATE INDEX series_last_access ON series(last_access);
-        CREATE INDEX series_last_received ON series(last_received);
-        """
-    )
-
-
-def _schema_v5(db: sqlite_utils.Database) -> None:
-    """Search what users type: words of study and series descriptions, and patient IDs
-    and accession numbers by prefix whatever their case, each an index range scan."""
-    db.executescript(
-        """
-        -- Words of folded descriptions (see _set_words), kept in step with their rows.
-        CREATE TABLE study_words (
-            word TEXT NOT NULL,
-            study INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
-            PRIMARY KEY (word, study)
-        ) WITHOUT ROWID;
-        CREATE INDEX study_words_study ON study_words(study);
-        CREATE TABLE series_words (
-            word TEXT NOT NULL,
-            series INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
-            PRIMARY KEY (word, series)
-        ) WITHOUT ROWID;
-        CREATE INDEX series_words_series ON series_words(series);
-
-        CREATE INDEX patients_patient_id_nocase ON patients(patient_id COLLATE NOCASE);
-        CREATE INDEX studies_accession_nocase ON studies(accession COLLATE NOCASE);
-        """
-    )
-    conn = db.conn
-    for study_id, description in conn.execute("SELECT id, description FROM studies").fetchall():
-        _set_words(conn, "study_words", "study", study_id, description)
-    for series_id, description in conn.execute("SELECT id, description FROM series").fetchall():
-        _set_words(conn, "series_words", "series", series_id, description)
-
-
-def _set_words(
-    conn: sqlite3.Connection, table: str, column: str, row_id: int, description: str
-) -> None:
-    """The words of a study's or series' description, folded as names are, replacing
-    those it had (its rows' deletion takes them along: ON DELETE CASCADE)."""
-    conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (row_id,))
-    conn.executemany(
-        f"INSERT OR IGNORE INTO {table} (word, {column}) VALUES (?, ?)",
-        ((word, row_id) for word in set(fold(description).split())),
-    )
-
-
-# Each migration takes the schema from version N to N+1; append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5,
-]  # fmt: skip
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class IndexUnusable(Exception):
     """The index cannot be used (newer schema, corrupt file)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FileState:
+class FileState(NamedTuple):  # a tuple: reconcile makes one per file of the store
     """What the index knows of one path: enough to skip it when unchanged."""
 
     size: int
@@ -332,8 +90,12 @@ class Index:
                     f"no index in {store} yet: run 'dicomfs index --store {store}' first"
                 )
             if _stored_version(self.path) < SCHEMA_VERSION:
-                Index(store).close()  # an older dicomfs made it: upgrade it once
+                raise IndexUnusable(
+                    f"the index in {store} was made by an older dicomfs: any command that "
+                    f"writes it upgrades it (dicomfs index --store {store})"
+                )
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn.execute("PRAGMA query_only = ON")  # never a write, even by mistake
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not shared)
@@ -351,6 +113,13 @@ class Index:
             self._migrate()
         elif self.version() > SCHEMA_VERSION:
             raise IndexUnusable(self._too_new())
+
+    @staticmethod
+    def upgrade(store: Path) -> None:
+        """Bring an index an older dicomfs made to the current schema, if it is one."""
+        path = store / INDEX_DIR / INDEX_FILE
+        if path.exists() and _stored_version(path) < SCHEMA_VERSION:
+            Index(store).close()
 
     def close(self) -> None:
         self.conn.close()
@@ -384,7 +153,9 @@ class Index:
             with self.transaction():
                 # Read again under the lock: another process may have migrated meanwhile.
                 number = self.version()
-                if number < SCHEMA_VERSION:
+                if number == 0 and not self.db.table_names():
+                    schema.create(self.db)  # a new index: made as it is now, at once
+                elif number < SCHEMA_VERSION:
                     MIGRATIONS[number](self.db)
                     self.conn.execute(f"PRAGMA user_version = {number + 1}")
 
@@ -589,7 +360,7 @@ class Index:
                 self._drop_empty_study(row[0])
             else:
                 survivors.append((series_id,))
-        _summarise_times(self.conn, survivors)
+        derived.summarise_times(self.conn, survivors)
 
     def _drop_empty_study(self, study_id: int) -> None:
         row = self.conn.execute(
@@ -660,7 +431,7 @@ class Index:
                 (*values, meta.study_uid),
             )
             study = int(cursor.lastrowid or 0)
-            _set_words(self.conn, "study_words", "study", study, meta.study_description)
+            derived.set_words(self.conn, "study_words", "study", study, meta.study_description)
             return study
         if tuple(row[1:]) != values:
             old_patient = row[1]
@@ -671,7 +442,7 @@ class Index:
                 (*values, row[0]),
             )
             if row[4] != meta.study_description:
-                _set_words(self.conn, "study_words", "study", row[0], meta.study_description)
+                derived.set_words(self.conn, "study_words", "study", row[0], meta.study_description)
             if old_patient != patient:
                 self._drop_empty_patient(old_patient)
         return int(row[0])
@@ -707,7 +478,7 @@ class Index:
                 (*values, meta.series_uid),
             )
             series = int(cursor.lastrowid or 0)
-            _set_words(self.conn, "series_words", "series", series, meta.series_description)
+            derived.set_words(self.conn, "series_words", "series", series, meta.series_description)
             return series
         if tuple(row[1:]) != values:
             self.conn.execute(
@@ -717,11 +488,13 @@ class Index:
                 (*values, row[0]),
             )
             if row[5] != meta.series_description:
-                _set_words(self.conn, "series_words", "series", row[0], meta.series_description)
+                derived.set_words(
+                    self.conn, "series_words", "series", row[0], meta.series_description
+                )
             if row[1] != study:  # the series moved: both studies' times change
                 self._drop_empty_study(row[1])
-                _summarise_study_times(self.conn, row[1])
-                _summarise_times(self.conn, [(row[0],)])
+                derived.summarise_study_times(self.conn, row[1])
+                derived.summarise_times(self.conn, [(row[0],)])
         return int(row[0])
 
     # --- search -------------------------------------------------------------------------
@@ -826,6 +599,21 @@ class Index:
                 summaries.append(StudySummary(*values))
         summaries.sort(key=lambda s: (s.study_date, s.study_time, s.patient_name, s.study_uid))
         return summaries
+
+    def study_ids(self) -> list[int]:
+        return [row[0] for row in self.conn.execute("SELECT id FROM studies")]
+
+    def stored_sop_uids(self, sop_uids: list[str]) -> set[str]:
+        """Which of these instances the index has."""
+        found: set[str] = set()
+        for start in range(0, len(sop_uids), 500):
+            chunk = sop_uids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT sop_uid FROM instances WHERE sop_uid IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
 
     def counts(self) -> dict[str, int]:
         return {

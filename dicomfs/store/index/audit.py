@@ -1,4 +1,5 @@
-"""The audit trail: one append-only table of receptions, rejections, reads and deletions.
+"""The audit trail: one append-only table of receptions, pulls, rejections, reads and
+deletions: who sent, fetched, read or deleted which patient's images, and when.
 
 Rows are never updated or deleted (triggers in the schema refuse it); this module
 writes them and answers `dicomfs audit`.
@@ -20,7 +21,7 @@ FIELDS = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
-    event: str  # received, rejected, read, deleted
+    event: str  # received, pulled, rejected, read, deleted
     outcome: str = "ok"
     at: float = dataclasses.field(default_factory=time.time)
     calling_aet: str | None = None
