@@ -1215,7 +1215,7 @@ def pull_command(
     except remotes.BadRemote as exc:
         raise click.ClickException(str(exc)) from exc
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we say what went wrong
-    query = puller.Query(study_uid, patient_id, accession, series_uid)
+    query = puller.PullQuery(study_uid, patient_id, accession, series_uid)
     options = puller.PullOptions(method, aet, port, bind, follow, interval, until_idle)
     show = output.PullProgress(remote.name)
     try:
