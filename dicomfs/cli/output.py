@@ -102,7 +102,7 @@ def print_index_report(report: Report, store: Path) -> None:
         click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 
 
-def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
+def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list[dict[str, Any]]:
     rows = []
     for summary in index.study_summaries(study_ids):
         paths = views.study_paths(index.conn, summary.id)
@@ -123,7 +123,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
                 "senders": summary.senders,
                 "study_uid": summary.study_uid,
                 "paths": {
-                    view: [str(mount_point / p) for p in found] for view, found in paths.items()
+                    view: [str(mountpoint / p) for p in found] for view, found in paths.items()
                 },
             }
         )
@@ -273,8 +273,9 @@ def due_record(series: Any) -> dict[str, Any]:
     return record
 
 
-class PullProgress:
-    """Instances found, fetched, remaining and the rate, on one line of a terminal."""
+class PullProgressLine:
+    """A pull's progress (puller.PullProgress): instances found, fetched, remaining and
+    the rate, on one line of a terminal."""
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
