@@ -270,8 +270,8 @@ class Receiver:
             dimse.reject(assoc, dimse.TOO_MANY)  # transient: the sender tries again later
             return
         self._refuse(event, reason, calling=calling, called=called, user=user)
-        known = "AE title" not in reason
-        dimse.reject(assoc, dimse.NOT_ALLOWED if known else dimse.CALLING_AET_NOT_RECOGNISED)
+        by_aet = "AE title" in reason
+        dimse.reject(assoc, dimse.CALLING_AET_NOT_RECOGNISED if by_aet else dimse.NOT_ALLOWED)
 
     def _refuse(
         self, event: evt.Event, reason: str, *, calling: str, called: str, user: str | None
