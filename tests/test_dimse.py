@@ -188,6 +188,17 @@ def test_a_response_without_a_status_means_the_peer_went_away() -> None:
     assert dimse.status_of(None) is None
 
 
+@pytest.mark.parametrize(
+    ("offered", "user"),
+    [(b"alice", "alice"), (b" bob ", "bob"), (b"", None), (None, None), (b"   ", None),
+     (b"ev\x00il", None), (b"x\x1b[2J", None), (b"a\nb", None), ("müller".encode(), "müller")],
+)  # fmt: skip
+def test_a_username_with_control_characters_or_blank_is_none(
+    offered: bytes | None, user: str | None
+) -> None:
+    assert dimse.username(offered) == user
+
+
 # --- AEs and contexts ---------------------------------------------------------------------
 
 

@@ -333,6 +333,12 @@ def use_mountpoint(mountpoint: Path) -> Path:
     return mountpoint.absolute()
 
 
+def aet_option(func: F) -> F:
+    return click.option(
+        "--aet", type=AETitle(), default=config.AE_TITLE, show_default=True, help="Our AE title."
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -656,8 +662,7 @@ def _local_user() -> str:
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
 @click.option("--port", type=click.IntRange(1, 65535), default=config.PORT, show_default=True,
               help="Port to listen on (below 1024 needs root).")  # fmt: skip
-@click.option("--aet", type=AETitle(), default=config.AE_TITLE, show_default=True,
-              help="Our AE title.")  # fmt: skip
+@aet_option
 @click.option(
     "--bind", type=IPAddress(), default=config.BIND, show_default=True, help="Address to listen on."
 )
@@ -1174,8 +1179,7 @@ def remote_remove(store: Path, name: str) -> None:
               show_default=True, help="Seconds between looks.")  # fmt: skip
 @click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="S",
               help="With --follow: stop when nothing new arrived for S seconds.")  # fmt: skip
-@click.option("--aet", type=AETitle(), default=config.AE_TITLE, show_default=True,
-              help="Our AE title.")  # fmt: skip
+@aet_option
 @click.option("--port", type=click.IntRange(1, 65535), default=config.PORT, show_default=True,
               help="Our receiver's port, for C-MOVE.")  # fmt: skip
 @click.option("--bind", type=IPAddress(), default=config.BIND, show_default=True,

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import socket
 import ssl
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,16 @@ def ae_titles(event: Any) -> tuple[str, str]:
     request = event.assoc.requestor.primitive
     assert request is not None  # set before any handler of ours runs
     return request.calling_ae_title, request.called_ae_title
+
+
+def username(value: bytes | None) -> str | None:
+    """The DICOM username offered (user identity negotiation), or None: an empty or
+    blank one, or one with control characters (a NUL, an escape sequence, a line
+    break), is no username at all."""
+    text = (value or b"").decode("utf-8", "replace").strip()
+    if not text or any(unicodedata.category(ch) == "Cc" for ch in text):
+        return None
+    return text
 
 
 def sender(event: Any, user: str | None) -> Sender:

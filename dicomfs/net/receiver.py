@@ -17,7 +17,6 @@ import logging
 import ssl
 import threading
 import time
-import unicodedata
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -247,7 +246,7 @@ class Receiver:
         assoc = event.assoc
         calling, called = dimse.ae_titles(event)
         identity = assoc.requestor.user_identity
-        user = username(identity.primary_field) if identity else None
+        user = dimse.username(identity.primary_field) if identity else None
         with self._lock:
             self._pending.pop(id(assoc), None)
             if assoc in self._closed_at_connect:  # refused and audited already
@@ -286,7 +285,7 @@ class Receiver:
 
     def _on_user_id(self, event: Any) -> tuple[bool, bytes | None]:
         # Recorded, not verified: dicomfs has no user database of its own.
-        user = username(event.primary_field)
+        user = dimse.username(event.primary_field)
         with self._lock:
             self._users[id(event.assoc)] = user
         return True, None
@@ -397,12 +396,3 @@ def _received(sender: Sender, tallies: dict[str, _Tally]) -> list[audit.Record]:
         )
         for study_uid, t in tallies.items()
     ]
-
-
-def username(value: bytes | None) -> str | None:
-    """The DICOM username offered, or None: an empty or blank one, or one with control
-    characters (a NUL, an escape sequence, a line break), is no username at all."""
-    text = (value or b"").decode("utf-8", "replace").strip()
-    if not text or any(unicodedata.category(ch) == "Cc" for ch in text):
-        return None
-    return text
