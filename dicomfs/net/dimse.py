@@ -1,10 +1,10 @@
 """DICOM messages with pynetdicom: AE set-up, presentation contexts, statuses, C-STORE.
 
 The one module that sets up pynetdicom's AEs and answers a C-STORE. The receiver
-(C-STORE from scanners and PACS, and the instances a C-MOVE sends us), the puller
-(C-FIND, C-MOVE, C-GET) and the query/retrieve service use it; each status and
-association rejection they send or read has a name here, with what the standard
-says it means.
+(C-STORE from scanners and PACS, and the instances a C-MOVE sends us) and the
+puller (C-FIND, C-MOVE, C-GET) are thin users of it, and so is any other DICOM
+service of dicomfs; each status and association rejection they send or read has
+a name here, with what the standard says it means.
 """
 
 from __future__ import annotations
