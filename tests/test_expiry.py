@@ -181,21 +181,21 @@ def test_the_sweeper_in_serve_expires_on_its_interval(store: Path) -> None:
 
 def test_keep_takes_a_directory_of_any_view_or_a_uid(store: Path, tmp_path: Path) -> None:
     old_store(store)
-    mount_point = tmp_path / "mnt"  # resolved through the index: no mount needed
+    mountpoint = tmp_path / "mnt"  # resolved through the index: no mount needed
     with Index(store, readonly=True) as index:
         conn = index.conn
         study_uid, series_uid = conn.execute(
             "SELECT st.study_uid, se.series_uid FROM series se JOIN studies st "
             "ON st.id = se.study LIMIT 1").fetchone()  # fmt: skip
-        assert expiry.resolve(conn, study_uid, mount_point) == (study_uid, "study")
-        assert expiry.resolve(conn, series_uid, mount_point) == (series_uid, "series")
-        study_dir = mount_point / "by-uid" / study_uid
-        assert expiry.resolve(conn, str(study_dir), mount_point) == (study_uid, "study")
+        assert expiry.resolve(conn, study_uid, mountpoint) == (study_uid, "study")
+        assert expiry.resolve(conn, series_uid, mountpoint) == (series_uid, "series")
+        study_dir = mountpoint / "by-uid" / study_uid
+        assert expiry.resolve(conn, str(study_dir), mountpoint) == (study_uid, "study")
         series_dir = study_dir / series_uid
-        assert expiry.resolve(conn, str(series_dir), mount_point) == (series_uid, "series")
-        for wrong in ("1.2.3.4", str(mount_point / "by-patient"), "/elsewhere/x"):
+        assert expiry.resolve(conn, str(series_dir), mountpoint) == (series_uid, "series")
+        for wrong in ("1.2.3.4", str(mountpoint / "by-patient"), "/elsewhere/x"):
             with pytest.raises(expiry.NotFound):
-                expiry.resolve(conn, wrong, mount_point)
+                expiry.resolve(conn, wrong, mountpoint)
 
 
 def one_series(store: Path) -> str:

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from dicomfs.dicom import corpus
-from dicomfs.net import ingest, spool
+from dicomfs.net import dimse, ingest, spool
 from dicomfs.store import files
 from dicomfs.store.index import Index, Sender
 from dicomfs.store.indexer import reconcile
@@ -117,7 +117,7 @@ def test_what_is_not_dicom_is_refused_as_cannot_understand_and_leaves_nothing(
     path.write_bytes(b"\0" * 128 + b"DICM" + b"not a dataset at all")
     with pytest.raises(ingest.Refused) as caught:
         store_it(store, path, writer)
-    assert caught.value.status == ingest.CANNOT_UNDERSTAND == 0xC210
+    assert dimse.refusal(caught.value)[0] == dimse.CANNOT_UNDERSTAND == 0xC210
     assert str(caught.value)  # the reason, for the log line
     assert files_in(store) == []
     assert rows(store) == {}
@@ -131,7 +131,7 @@ def test_a_directory_that_is_a_link_is_refused_as_out_of_resources(
     (store / SPEC.study_uid).symlink_to(outside)
     with pytest.raises(ingest.Refused) as caught:
         store_it(store, received(store, SPEC), writer)
-    assert caught.value.status == ingest.OUT_OF_RESOURCES == 0xA700
+    assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES == 0xA700
     assert "symbolic link" in str(caught.value)
     assert "never followed" in str(caught.value)
     assert os.listdir(outside) == []
@@ -145,7 +145,7 @@ def test_an_instance_the_index_cannot_take_is_refused_but_its_file_stays_for_the
     broken.close()  # every commit now fails
     with pytest.raises(ingest.Refused, match="could not index it") as caught:
         store_it(store, received(store, SPEC), broken)
-    assert caught.value.status == ingest.OUT_OF_RESOURCES
+    assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
     assert rows(store) == {}
     assert files_in(store) == [files.canonical_path(SPEC.study_uid, SPEC.series_uid, SPEC.sop_uid)]
 
@@ -181,7 +181,7 @@ def test_a_spool_that_could_not_be_written_is_refused_saying_the_disk_is_full(
             ingest.store_spooled(store, Path(received_file.name), SENDER, writer)
     finally:
         received_file.close()
-    assert caught.value.status == ingest.OUT_OF_RESOURCES
+    assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
     assert files_in(store) == []
     assert rows(store) == {}
 
@@ -190,5 +190,5 @@ def test_a_dataset_that_was_not_spooled_is_refused(store: Path, writer: IndexWri
     path = received(store, SPEC)  # a file, but not one the spool made
     with pytest.raises(ingest.Refused, match="not spooled") as caught:
         ingest.store_spooled(store, path, SENDER, writer)
-    assert caught.value.status == ingest.OUT_OF_RESOURCES
+    assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
     assert rows(store) == {}

@@ -697,7 +697,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
-def test_a_mount_point_named_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+def test_a_mountpoint_named_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     store = tmp_path / "store"
     corpus.write(store / "a.dcm", corpus.Spec())
     with Index(store) as index:
@@ -746,7 +746,7 @@ def test_mounting_over_a_directory_that_holds_files_is_refused(tmp_path: Path) -
         assert (busy / "thesis.tex").read_text() == "mine"
 
 
-def test_the_default_mount_point_is_made_on_first_use(tmp_path: Path) -> None:
+def test_the_default_mountpoint_is_made_on_first_use(tmp_path: Path) -> None:
     store = tmp_path / "store"
     corpus.write(store / "a.dcm", corpus.Spec())
     with Index(store) as index:

@@ -8,12 +8,14 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 import pytest
 
-from dicomfs.cli.main import Account
+from dicomfs.cli import timeparse
+from dicomfs.cli.main import Account, Moment
 from dicomfs.store.index import Index
 
 TOO_LONG = "THIS_AE_TITLE_IS_WAY_TOO_LONG"
@@ -148,6 +150,27 @@ def test_user_and_group_by_name_or_number() -> None:
     assert Account("group").convert("1200", None, None) == 1200
     with pytest.raises(click.BadParameter, match="no group 'no-such-group-here'"):
         Account("group").convert("no-such-group-here", None, None)
+
+
+def test_a_time_option_is_read_by_its_type_as_its_command_means_it() -> None:
+    now = time.time()
+    assert Moment(timeparse.moment).convert("1h", None, None) == pytest.approx(now - 3600, abs=60)
+    ahead = Moment(timeparse.moment_ahead).convert("1h", None, None)
+    assert ahead == pytest.approx(now + 3600, abs=60)
+    until = Moment(timeparse.future_moment).convert("30d", None, None)
+    assert until == pytest.approx(now + 30 * 86400, abs=60)
+    with pytest.raises(click.BadParameter, match="'last week' is neither a date or time"):
+        Moment(timeparse.moment).convert("last week", None, None)
+    with pytest.raises(click.BadParameter, match="in the past"):
+        Moment(timeparse.future_moment).convert("2001-01-01", None, None)
+
+
+@pytest.mark.parametrize("command", ["find", "keep", "serve"])
+def test_the_mount_option_is_spelled_as_the_mount_commands_argument(command: str) -> None:
+    shown = run(command, "--help").stdout
+    assert "--mount MOUNTPOINT" in shown
+    assert "[MOUNTPOINT]" in run("mount", "--help").stdout.splitlines()[0]
+    assert "[MOUNTPOINT]" in run("umount", "--help").stdout.splitlines()[0]
 
 
 # --- one rule for the store -----------------------------------------------------------------

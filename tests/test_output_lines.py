@@ -138,7 +138,7 @@ def test_progress_is_quiet_off_a_terminal(capsys: pytest.CaptureFixture[str]) ->
 def test_pull_progress_off_a_terminal_is_one_plain_line_each_time(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    show = output.PullProgress("pacs\x1b[2J")
+    show = output.PullProgressLine("pacs\x1b[2J")
     for fetched in (0, 5):
         show(SimpleNamespace(found=10, had=2, fetched=fetched, remaining=8 - fetched, rate=12.4))
     show.done()

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -201,15 +202,23 @@ def wait_for_audit(store: Path, *args: str) -> list[dict[str, object]]:
         time.sleep(0.2)
 
 
+def rejection(assoc: Any) -> tuple[int, int, int]:
+    """The A-ASSOCIATE-RJ a refused association heard: (result, source, reason)."""
+    assert assoc.is_rejected
+    answer = assoc.acceptor.primitive
+    return answer.result, answer.result_source, answer.diagnostic
+
+
 def test_senders_outside_the_policy_are_refused_and_audited(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with serving(store, "--allow-aet", "BAY3T", "--require-user") as server:
         ae, ext = client(user="bob", aet="INTRUDER")
         assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS", ext_neg=ext)
-        assert assoc.is_rejected
+        # Permanent, by the service user: calling AE title not recognised.
+        assert rejection(assoc) == (0x01, 0x01, 0x03)
         ae, _ = client(aet="BAY3T")  # the right AE title, but no username
         assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
-        assert assoc.is_rejected
+        assert rejection(assoc) == (0x01, 0x01, 0x01)  # permanent, no reason given
         ae, ext = client(user="carol", aet="BAY3T")
         assoc = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS", ext_neg=ext)
         assert assoc.is_established
@@ -219,6 +228,26 @@ def test_senders_outside_the_policy_are_refused_and_audited(tmp_path: Path) -> N
                                                               ("BAY3T", None)]  # fmt: skip
     assert "not allowed" in str(refused[0]["outcome"])
     assert "user identity" in str(refused[1]["outcome"])
+
+
+def test_past_max_associations_a_sender_is_refused_for_now(tmp_path: Path) -> None:
+    with serving(tmp_path / "store", "--max-associations", "1") as server:
+        ae, _ = client()
+        first = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+        assert first.is_established
+        try:
+            second = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+            # Transient, by the service provider: local limit exceeded; it may try again.
+            assert rejection(second) == (0x02, 0x03, 0x02)
+        finally:
+            first.release()
+        deadline = time.monotonic() + 30  # once the first has closed, a retry is let in
+        again = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+        while not again.is_established:
+            assert time.monotonic() < deadline, "still refused after the first association ended"
+            time.sleep(0.1)
+            again = ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+        again.release()
 
 
 def test_a_write_error_is_a_failure_status_for_that_instance_alone(tmp_path: Path) -> None:

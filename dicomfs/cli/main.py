@@ -23,7 +23,7 @@ from ..store import catalog, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
 from ..store.index import Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
-from . import output
+from . import output, timeparse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,8 +162,6 @@ class Duration(click.ParamType):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        from . import timeparse
-
         if isinstance(value, float):
             return value
         try:
@@ -173,6 +171,31 @@ class Duration(click.ParamType):
         if seconds <= 0:
             self.fail(f"{value!r} is no time at all: give more, such as 7d, 36h, 90m", param, ctx)
         return seconds
+
+
+def seconds(value: float) -> str:
+    """A default of Duration as --help shows it: 10.0 -> '10s'."""
+    return f"{value:g}s"
+
+
+class Moment(click.ParamType):
+    """A date or time as users type it (see timeparse) -> a unix time. `parse` says
+    what a duration means there: that long ago, or from now."""
+
+    name = "time"
+
+    def __init__(self, parse: Callable[[str], float]) -> None:
+        self.parse = parse
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return self.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class FileMode(click.ParamType):
@@ -272,10 +295,11 @@ def _no_store(store: Path, source: ParameterSource | None, can_create: bool) -> 
     return f"store {store} (from {named_by}) does not exist: check the path, or {remedy}"
 
 
-def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
+def mountpoint_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--mount",
-        name,
+        "mountpoint",
+        metavar="MOUNTPOINT",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="DICOMFS_MOUNT",
         default=config.default_mount,
@@ -284,7 +308,7 @@ def mount_point_option(name: str, help_text: str) -> Callable[[F], F]:
     )
 
 
-def use_mount_point(mountpoint: Path, param: str) -> Path:
+def use_mountpoint(mountpoint: Path) -> Path:
     """The mount point, absolute. The rule of the store: the default (~/dicom, or
     $DICOMFS_MOUNT) is made on first use; one named on the command line must exist,
     so that a typo does not make a directory to mount on."""
@@ -294,7 +318,8 @@ def use_mount_point(mountpoint: Path, param: str) -> Path:
         return mountpoint.absolute()  # a mount left by a crash is cleared when mounting
     if os.path.lexists(mountpoint):
         raise click.ClickException(f"mount point {mountpoint} is not a directory")
-    if click.get_current_context().get_parameter_source(param) == ParameterSource.COMMANDLINE:
+    source = click.get_current_context().get_parameter_source("mountpoint")
+    if source == ParameterSource.COMMANDLINE:
         raise click.ClickException(
             f"mount point {mountpoint} does not exist: check the path, or make it first "
             f"(mkdir -p {mountpoint})"
@@ -306,6 +331,12 @@ def use_mount_point(mountpoint: Path, param: str) -> Path:
             f"cannot create the mount point {mountpoint}: {exc.strerror}"
         ) from exc
     return mountpoint.absolute()
+
+
+def aet_option(func: F) -> F:
+    return click.option(
+        "--aet", type=AETitle(), default=config.AE_TITLE, show_default=True, help="Our AE title."
+    )(func)
 
 
 def json_option(func: F) -> F:
@@ -402,9 +433,9 @@ def index_command(
 @main.command("find", context_settings=CONTEXT)
 @store_option
 @json_option
-@mount_point_option("mount_point", "Mount point to prefix the paths in the views with.")
+@mountpoint_option("Mount point to prefix the paths in the views with.")
 @click.argument("terms", nargs=-1, required=True)
-def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str, ...]) -> None:
+def find_command(store: Path, as_json: bool, mountpoint: Path, terms: tuple[str, ...]) -> None:
     """Find studies by patient name, ID, accession number, description, UID or date.
 
     Each TERM may be part of a patient name or of a study or series description
@@ -433,7 +464,7 @@ def find_command(store: Path, as_json: bool, mount_point: Path, terms: tuple[str
             studies = search.matching_studies(index, list(terms))
         except search.NotADate as exc:
             raise click.UsageError(str(exc)) from exc
-        rows = catalog.study_rows(index, studies, mount_point)
+        rows = catalog.study_rows(index, studies, mountpoint)
     if as_json:
         click.echo(output.to_json(rows))
     else:
@@ -543,7 +574,7 @@ def mount_command(
     store = use_store(store)
     with open_index(store):
         pass  # a clear error now if there is no index to show
-    mountpoint = use_mount_point(mountpoint, "mountpoint")
+    mountpoint = use_mountpoint(mountpoint)
     try:
         if background:
             args = [
@@ -628,13 +659,13 @@ def _local_user() -> str:
 @main.command("serve", context_settings=CONTEXT)
 @store_option
 @create_option
-@mount_point_option("mountpoint", "Where to mount the views.")
+@mountpoint_option("Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
-@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
+@click.option("--port", type=click.IntRange(1, 65535), default=config.PORT, show_default=True,
               help="Port to listen on (below 1024 needs root).")  # fmt: skip
-@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
+@aet_option
 @click.option(
-    "--bind", type=IPAddress(), default="0.0.0.0", show_default=True, help="Address to listen on."
+    "--bind", type=IPAddress(), default=config.BIND, show_default=True, help="Address to listen on."
 )
 @click.option(
     "--allow-aet",
@@ -653,27 +684,27 @@ def _local_user() -> str:
 @click.option(
     "--max-associations",
     type=click.IntRange(min=1),
-    default=16,
+    default=config.MAX_ASSOCIATIONS,
     show_default=True,
     help="Associations served at once; more are refused (transient).",
 )
 @click.option(
     "--request-timeout",
-    default="10s",
+    default=seconds(config.ASSOCIATION_REQUEST_TIMEOUT),
     show_default=True,
     type=Duration(),
     help="Close a connection that has not sent a complete association request by then.",
 )
 @click.option(
     "--idle-timeout",
-    default="120s",
+    default=seconds(config.IDLE_TIMEOUT),
     show_default=True,
     type=Duration(),
     help="Abort an association that sends nothing for this long.",
 )
 @click.option(
     "--pdu-timeout",
-    default="60s",
+    default=seconds(config.PDU_TIMEOUT),
     show_default=True,
     type=Duration(),
     help="Close a connection that takes longer than this to send one PDU.",
@@ -764,7 +795,7 @@ def serve_command(
     store = _ensure_store(store, create)
     try:
         if not no_mount:
-            mountpoint = use_mount_point(mountpoint, "mountpoint")
+            mountpoint = use_mountpoint(mountpoint)
             mount.prepare(mountpoint)  # its errors now, before the receiver starts
         run(
             store,
@@ -802,6 +833,7 @@ def _log_as_service() -> None:
 @click.option("--patient-id", default=None, help="Only this PatientID.")
 @click.option(
     "--since",
+    type=Moment(timeparse.moment),
     default=None,
     metavar="WHEN",
     help="From this time on: 2026-11-25, 2026-11-25T14:30, 14:30 (today), or 7d / 36h ago.",
@@ -813,7 +845,7 @@ def _log_as_service() -> None:
     help="Only this kind of record.",
 )
 def audit_command(
-    store: Path, as_json: bool, patient_id: str | None, since: str | None, event: str | None
+    store: Path, as_json: bool, patient_id: str | None, since: float | None, event: str | None
 ) -> None:
     """Show the audit trail: who sent, read, pulled or deleted what, from where, when.
 
@@ -823,14 +855,9 @@ def audit_command(
       dicomfs audit --since 7d --event rejected
     """
     from ..store.index import audit
-    from . import timeparse
 
-    try:
-        since_time = timeparse.moment(since) if since else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
     with open_index(use_store(store)) as index:
-        records = audit.search(index.conn, patient_id=patient_id, since=since_time, event=event)
+        records = audit.search(index.conn, patient_id=patient_id, since=since, event=event)
     if as_json:
         click.echo(output.to_json([{**r, "at": output.iso(r["at"])} for r in records]))
         return
@@ -848,14 +875,14 @@ def audit_command(
 @click.option("--yes", is_flag=True, help="Delete even with a --retention under one day.")
 @click.option(
     "--now",
-    "now_text",
+    type=Moment(timeparse.moment_ahead),
     default=None,
     metavar="TIME",
     help="Evaluate the rule at another time: 2026-11-27T18:00, or 3d / 12h from now. "
     "Later than now needs --dry-run.",
 )
 def expire_command(
-    store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now_text: str | None
+    store: Path, as_json: bool, retention: float, dry_run: bool, yes: bool, now: float | None
 ) -> None:
     """Delete the series nobody has received or read for the retention period.
 
@@ -875,22 +902,17 @@ def expire_command(
 
     from ..life import expiry
     from ..store.writer import IndexWriter
-    from . import timeparse
 
     if retention < DAY and not dry_run and not yes:
         raise click.UsageError(
             "a --retention under one day deletes series read or received today: "
             "add --yes if that is meant, or --dry-run to see what would go"
         )
-    now = time.time()
-    if now_text is not None:
-        try:
-            now = timeparse.moment_ahead(now_text)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--now") from exc
-        if now > time.time() + 1 and not dry_run:
-            raise click.UsageError("--now later than now would delete what is not due yet: "
-                                   "add --dry-run")  # fmt: skip
+    if now is None:
+        now = time.time()
+    elif now > time.time() + 1 and not dry_run:
+        raise click.UsageError("--now later than now would delete what is not due yet: "
+                               "add --dry-run")  # fmt: skip
     store = use_store(store)
     if dry_run:
         with open_index(store) as index:
@@ -916,10 +938,10 @@ def expire_command(
 
 @main.command("keep", context_settings=CONTEXT)
 @store_option
-@mount_point_option("mountpoint", "The mount that PATH is in.")
+@mountpoint_option("The mount that PATH is in.")
 @click.option(
     "--until",
-    "until_text",
+    type=Moment(timeparse.future_moment),
     default=None,
     metavar="WHEN",
     help="Keep until then: 2027-06-30 (to the end of that day), 2027-06-30T18:00, "
@@ -931,7 +953,7 @@ def expire_command(
 def keep_command(
     store: Path,
     mountpoint: Path,
-    until_text: str | None,
+    until: float | None,
     list_kept: bool,
     drop: bool,
     target: str | None,
@@ -954,19 +976,12 @@ def keep_command(
 
     from ..life import expiry
     from ..store.writer import IndexWriter
-    from . import timeparse
 
     if list_kept:
-        _list_keeps(store, drop, until_text, target)
+        _list_keeps(store, drop, until, target)
         return
     if target is None:
         raise click.UsageError("name a study or series (PATH or UID), or use --list")
-    until = None
-    if until_text is not None:
-        try:
-            until = timeparse.future_moment(until_text)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--until") from exc
     store = use_store(store)
     with open_index(store) as index:
         try:
@@ -993,12 +1008,12 @@ def keep_command(
     click.echo(output.printable(f"kept {what} {when}{replaced}"))
 
 
-def _list_keeps(store: Path, drop: bool, until_text: str | None, target: str | None) -> None:
+def _list_keeps(store: Path, drop: bool, until: float | None, target: str | None) -> None:
     import time
 
     from ..life import expiry
 
-    extra = [what for what, given in (("--drop", drop), ("--until", until_text is not None),
+    extra = [what for what, given in (("--drop", drop), ("--until", until is not None),
                                       (target, target is not None)) if given]  # fmt: skip
     if extra:
         raise click.UsageError(f"--list goes alone: leave out {' and '.join(map(str, extra))}")
@@ -1165,10 +1180,10 @@ def remote_remove(store: Path, name: str) -> None:
               show_default=True, help="Seconds between looks.")  # fmt: skip
 @click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="S",
               help="With --follow: stop when nothing new arrived for S seconds.")  # fmt: skip
-@click.option("--aet", type=AETitle(), default="DICOMFS", show_default=True, help="Our AE title.")
-@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True,
+@aet_option
+@click.option("--port", type=click.IntRange(1, 65535), default=config.PORT, show_default=True,
               help="Our receiver's port, for C-MOVE.")  # fmt: skip
-@click.option("--bind", type=IPAddress(), default="0.0.0.0", show_default=True,
+@click.option("--bind", type=IPAddress(), default=config.BIND, show_default=True,
               help="Address for a receiver of our own, when no dicomfs serve runs.")  # fmt: skip
 def pull_command(
     store: Path,
@@ -1216,9 +1231,9 @@ def pull_command(
     except remotes.BadRemote as exc:
         raise click.ClickException(str(exc)) from exc
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we say what went wrong
-    query = puller.Query(study_uid, patient_id, accession, series_uid)
+    query = puller.PullQuery(study_uid, patient_id, accession, series_uid)
     options = puller.PullOptions(method, aet, port, bind, follow, interval, until_idle)
-    show = output.PullProgress(remote.name)
+    show = output.PullProgressLine(remote.name)
     try:
         progress, missing = puller.pull(store, remote, query, options, _local_user(), show)
     except puller.PullError as exc:

@@ -223,8 +223,9 @@ def due_record(series: Any) -> dict[str, Any]:
     return record
 
 
-class PullProgress:
-    """Instances found, fetched, remaining and the rate, on one line of a terminal."""
+class PullProgressLine:
+    """A pull's progress (puller.PullProgress): instances found, fetched, remaining and
+    the rate, on one line of a terminal."""
 
     def __init__(self, peer: str) -> None:
         self.peer = peer

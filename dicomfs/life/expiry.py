@@ -126,7 +126,7 @@ class NotFound(Exception):
     """What the user named is not a study or series of the store; the message says why."""
 
 
-def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[str, str]:
+def resolve(conn: sqlite3.Connection, target: str, mountpoint: Path) -> tuple[str, str]:
     """(UID, 'study' or 'series') for a UID, or for a study or series directory in the
     mount (any view)."""
     if "/" not in target and not Path(target).exists():
@@ -136,9 +136,9 @@ def resolve(conn: sqlite3.Connection, target: str, mount_point: Path) -> tuple[s
         raise NotFound(f"{target} is not the UID of a study or series in the store")
     path = Path(target).absolute()
     try:
-        parts = path.relative_to(mount_point.absolute()).parts
+        parts = path.relative_to(mountpoint.absolute()).parts
     except ValueError:
-        raise NotFound(f"{target} is not inside the mount {mount_point}") from None
+        raise NotFound(f"{target} is not inside the mount {mountpoint}") from None
     node = views.ROOT
     for part in parts:
         entry = views.lookup(conn, node, part)

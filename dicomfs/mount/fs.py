@@ -105,14 +105,14 @@ class DicomOperations(pyfuse3.Operations):
     def __init__(
         self,
         store: Path,
-        mount_point: Path,
+        mountpoint: Path,
         options: MountOptions,
         writer: IndexWriter | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self._root = os.open(store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.mount_point = mount_point
+        self.mountpoint = mountpoint
         self.accesses = access.AccessLog()
         self._own_writer = writer is None
         self.writer = writer if writer is not None else _open_writer(store)
@@ -404,7 +404,7 @@ class DicomOperations(pyfuse3.Operations):
     async def _render_page(self) -> bytes:
         def render() -> bytes:
             with Index(self.store, readonly=True) as index:
-                return page.render(index, self.mount_point)
+                return page.render(index, self.mountpoint)
 
         return await trio.to_thread.run_sync(render, limiter=self._limiter)
 

@@ -42,11 +42,11 @@ _COLUMNS = (
 )
 
 
-def render(index: Index, mount_point: Path) -> bytes:
+def render(index: Index, mountpoint: Path) -> bytes:
     """The page, newest receipt first, with each study's directories in every view."""
     study_ids = index.study_ids()
     rows = sorted(
-        study_rows(index, study_ids, mount_point), key=lambda r: r["received_at"], reverse=True
+        study_rows(index, study_ids, mountpoint), key=lambda r: r["received_at"], reverse=True
     )
     kept = expiry.kept_study_uids(index.conn, time.time())
     for row in rows:
@@ -56,9 +56,9 @@ def render(index: Index, mount_point: Path) -> bytes:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>DICOM studies in {escape(str(mount_point))} as of {escape(now)}</title>",
+        f"<title>DICOM studies in {escape(str(mountpoint))} as of {escape(now)}</title>",
         f"<style>{_STYLE}</style></head><body>",
-        f"<h1>DICOM studies in {escape(str(mount_point))}</h1>",
+        f"<h1>DICOM studies in {escape(str(mountpoint))}</h1>",
         f"<p>{len(rows)} studies, {instances} images, as of {escape(now)}. "
         "Use your browser's Find in page (Ctrl-F) for a patient name or ID, then "
         "<code>cd</code> to one of the study's directories.</p>",

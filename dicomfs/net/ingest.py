@@ -25,12 +25,6 @@ from ..store.index import Index, Sender
 from ..store.writer import IndexWriter
 from . import spool
 
-# DICOM C-STORE statuses (PS3.4 B.2.3)
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110  # an error of ours, not the instance's (PS3.7 C.4)
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC210
-
 # Where dicomfs writes (store.canonical_path): only such a copy is removed when the
 # same instance arrives under other UIDs; files laid out by others are left alone.
 _UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{64}|x[0-9a-f]{8})"  # the 8-hex hashes of old
@@ -42,11 +36,12 @@ _background_lock = threading.Lock()
 
 
 class Refused(Exception):
-    """The instance was not stored; status is what the sender is told."""
+    """The instance was not stored: the store could not take it (a full disk, a write
+    or an index that failed). The message says why; the sender may send it again."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+
+class Unreadable(Refused):
+    """The instance was not stored: it is not one dicomfs can read and index."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,11 +55,11 @@ def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWrite
     """Store an instance that pynetdicom has just spooled to disk (see spool.py)."""
     received = spool.SpoolFile.claim(str(spooled))
     if received is None:
-        raise Refused(OUT_OF_RESOURCES, "the dataset was not spooled")
+        raise Refused("the dataset was not spooled")
     try:
         received.complete()
     except OSError as exc:
-        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+        raise Refused(describe(exc)) from exc
     return store_received(store, spooled, received.sync, sender, writer)
 
 
@@ -81,7 +76,7 @@ def store_received(
     try:
         meta = read_meta(str(received))
     except NotIndexable as exc:
-        raise Refused(CANNOT_UNDERSTAND, str(exc)) from exc
+        raise Unreadable(str(exc)) from exc
     finally:
         _wait(syncing)
     rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
@@ -91,7 +86,7 @@ def store_received(
             os.replace(received, name, dst_dir_fd=target)  # a resent instance replaces it whole
             state = store_files.state_at(target, name)
         except OSError as exc:
-            raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+            raise Refused(describe(exc)) from exc
         dirs_synced = _in_background(store_files.fsync_all, [target, *changed])
 
         def index(index: Index) -> str | None:
@@ -104,7 +99,7 @@ def store_received(
         except Exception as exc:
             # Not acknowledged, but the file stays: the next start indexes it, and
             # the sender's retry replaces it.
-            raise Refused(OUT_OF_RESOURCES, f"could not index it: {exc}") from exc
+            raise Refused(f"could not index it: {exc}") from exc
         finally:
             _wait(dirs_synced)
     if previous and previous != rel and _CANONICAL.match(previous):
@@ -122,7 +117,7 @@ def _directory_of(store: Path, rel: str) -> Iterator[tuple[int, list[int]]]:
         with store_files.opened(store) as root:
             target, changed = store_files.make_dirs(root, os.path.dirname(rel))
     except OSError as exc:
-        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+        raise Refused(describe(exc)) from exc
     try:
         yield target, changed
     finally:
@@ -152,7 +147,7 @@ def _wait(future: concurrent.futures.Future[None]) -> None:
     try:
         future.result()
     except OSError as exc:
-        raise Refused(OUT_OF_RESOURCES, describe(exc)) from exc
+        raise Refused(describe(exc)) from exc
 
 
 def describe(exc: OSError) -> str:

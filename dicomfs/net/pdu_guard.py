@@ -29,6 +29,8 @@ from typing import Any
 
 import pynetdicom
 
+from .. import config
+
 log = logging.getLogger(__name__)
 
 # pynetdicom versions whose _read_pdu_data reads recv(6), then recv(length), through
@@ -48,9 +50,9 @@ _CHUNK = 1 << 20
 class Timeouts:
     """Seconds; see the README's table of receiver timeouts."""
 
-    request: float = 10.0  # from the connection to a complete association request
-    pdu: float = 60.0  # from the first byte of a PDU to its last
-    idle: float = 120.0  # with no PDU at all on an association (pynetdicom's own timer)
+    request: float = config.ASSOCIATION_REQUEST_TIMEOUT  # from the connection to a request
+    pdu: float = config.PDU_TIMEOUT  # from the first byte of a PDU to its last
+    idle: float = config.IDLE_TIMEOUT  # with no PDU at all (pynetdicom's own timer)
 
 
 def supported() -> bool:

@@ -2,7 +2,7 @@
 
 Fetching is C-MOVE to our own receiver (a running `dicomfs serve`, or one started
 here for the purpose), or C-GET on the query's own association. Either way each
-instance goes through ingest.store_received, so it is durable and indexed before
+instance goes through dimse.StoreHandler, so it is durable and indexed before
 the peer hears Success, and pulling the same study twice, or from two commands at
 once, stores each instance once.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import logging
 import socket
 import threading
 import time
@@ -20,50 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
-from pynetdicom.status import QR_GET_SERVICE_CLASS_STATUS, QR_MOVE_SERVICE_CLASS_STATUS
+from pynetdicom import evt
 
-from ..store import files as store_files
+from .. import config
 from ..store import running
 from ..store.index import Index, Sender, audit
 from ..store.writer import IndexWriter
-from . import ingest, spool
+from . import dimse
 from .reactor import parked
 from .remotes import Remote
-from .tcp import QuickAckSocket
 
-log = logging.getLogger(__name__)
-TIMEOUT = 30  # seconds: association, DIMSE and network
 UIDS_PER_REQUEST = 100
-
-# What C-GET offers to receive, per SOP class: one presentation context for the
-# uncompressed syntaxes, and one for each common compressed syntax, so the peer
-# can send every instance as it holds it (stored as sent) instead of converting it,
-# which peers often cannot (Orthanc, for one, cannot decode JPEG 2000).
-UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
-COMPRESSED = [
-    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
-    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
-    uid.RLELossless, uid.DeflatedExplicitVRLittleEndian,
-]  # fmt: skip
-# An association has at most 128 presentation contexts; one is the C-GET model's.
-CLASSES_PER_ASSOCIATION = 127 // (1 + len(COMPRESSED))
-# Offered when the peer does not say which SOP classes it holds.
-COMMON_CLASSES = [
-    uid.CTImageStorage, uid.EnhancedCTImageStorage, uid.MRImageStorage,
-    uid.EnhancedMRImageStorage, uid.SecondaryCaptureImageStorage,
-    uid.ComputedRadiographyImageStorage, uid.DigitalXRayImageStorageForPresentation,
-    uid.UltrasoundImageStorage, uid.UltrasoundMultiFrameImageStorage,
-    uid.XRayAngiographicImageStorage, uid.PositronEmissionTomographyImageStorage,
-    uid.NuclearMedicineImageStorage,
-]  # fmt: skip
 
 
 class PullError(Exception):
@@ -71,7 +38,9 @@ class PullError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Query:
+class PullQuery:
+    """What to pull: one of these, as the command was given it."""
+
     study_uid: str | None = None
     patient_id: str | None = None
     accession: str | None = None
@@ -87,24 +56,19 @@ class RemoteInstance:
 
 
 @contextlib.contextmanager
-def associate(remote: Remote, our_aet: str, contexts: list[Any], **kwargs: Any) -> Iterator[Any]:
-    ae = AE(ae_title=our_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
-    for context in contexts:
-        if isinstance(context, tuple):
-            ae.add_requested_context(*context)
-        else:
-            ae.add_requested_context(context)
+def associate(
+    remote: Remote, our_aet: str, contexts: list[dimse.Context], **kwargs: Any
+) -> Iterator[Any]:
+    ae = dimse.requesting_ae(our_aet, contexts)
     connected = threading.Event()  # a refusal and a peer not there both end unassociated
     handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
     asked = time.monotonic()
     assoc = ae.associate(
         remote.host, remote.port, ae_title=remote.aet, evt_handlers=handlers, **kwargs
     )
-    transport = assoc.dul.socket
-    if assoc.is_established and transport is not None and type(transport.socket) is socket.socket:
-        transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
-    if not assoc.is_established:
+    if assoc.is_established:
+        dimse.quick_ack(assoc)
+    else:
         waited = time.monotonic() - asked
         raise PullError(_not_associated(remote, our_aet, connected.is_set(), waited))
     try:
@@ -120,17 +84,20 @@ def _not_associated(remote: Remote, our_aet: str, connected: bool, waited: float
     refusal."""
     if not connected:
         return f"{_named(remote)} could not be reached"
-    if waited >= TIMEOUT:
-        return f"{_named(remote)} did not answer our association request within {TIMEOUT} s"
+    if waited >= config.PEER_TIMEOUT:
+        return (
+            f"{_named(remote)} did not answer our association request within "
+            f"{config.PEER_TIMEOUT:g} s"
+        )
     return (
         f"{_named(remote)} refused the association: check that it knows our AE title "
         f"{our_aet} and that {remote.aet} is its own"
     )
 
 
-def list_remote(remote: Remote, our_aet: str, query: Query) -> list[RemoteInstance]:
+def list_remote(remote: Remote, our_aet: str, query: PullQuery) -> list[RemoteInstance]:
     """Every instance the peer has that matches, study by study, series by series."""
-    with associate(remote, our_aet, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
+    with associate(remote, our_aet, [dimse.FIND_MODEL]) as assoc:
 
         def find(level: str, **keys: str) -> list[Dataset]:
             return _find(assoc, remote, level, **keys)
@@ -170,21 +137,21 @@ def _find(assoc: Any, remote: Remote, level: str, **keys: str) -> list[Dataset]:
         setattr(identifier, keyword, value)
     found = []
     with parked(assoc):
-        responses = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+        responses = list(assoc.send_c_find(identifier, dimse.FIND_MODEL))
     for status, match in responses:
-        code = _status(status)
+        code = dimse.status_of(status)
         if code is None:
             raise PullError(
                 f"{_named(remote)} ended the association during the query: it may not accept "
                 f"queries from our AE title {assoc.requestor.ae_title} (add it there as a "
                 "known peer), or it stopped"
             )
-        if code in (0xFF00, 0xFF01) and match is not None:
+        if code in (dimse.PENDING, dimse.PENDING_WITH_WARNING) and match is not None:
             found.append(match)
-        elif code != 0x0000:
+        elif code != dimse.SUCCESS:
             raise PullError(
                 f"{_named(remote)} refused the {level} query: status 0x{code:04X} "
-                f"({_meaning(code, {})}){_comment(status)}"
+                f"({dimse.meaning(code)}){_comment(status)}"
             )
     return found
 
@@ -213,11 +180,10 @@ def move(
     listed: list[RemoteInstance],
 ) -> None:
     """Ask the peer to send these instances to our AE title (C-MOVE)."""
-    model = StudyRootQueryRetrieveInformationModelMove
-    with associate(remote, destination.aet, [model]) as assoc:
+    with associate(remote, destination.aet, [dimse.MOVE_MODEL]) as assoc:
         for identifier in _retrieve_keys(missing, listed):
             with parked(assoc):
-                for status, _ in assoc.send_c_move(identifier, destination.aet, model):
+                for status, _ in assoc.send_c_move(identifier, destination.aet, dimse.MOVE_MODEL):
                     _check_retrieve_status(remote, status, "move", destination)
 
 
@@ -232,21 +198,14 @@ def get(
 ) -> None:
     """Fetch these instances on our own association (C-GET), a few SOP classes per
     association (see CLASSES_PER_ASSOCIATION)."""
-    spool.install(store_files.tmp_dir(store))
     sender = Sender(aet=remote.aet, address=remote.host, called_aet=our_aet, user=user)
-    handlers = [(evt.EVT_C_STORE, _store_handler(store, writer, sender))]
+    handlers = [(evt.EVT_C_STORE, dimse.StoreHandler(store, writer, lambda _: sender))]
     for classes, instances in _by_sop_class_groups(missing):
-        contexts: list[Any] = [StudyRootQueryRetrieveInformationModelGet]
-        for sop_class in classes:
-            contexts.append((sop_class, UNCOMPRESSED))
-            contexts += [(sop_class, [syntax]) for syntax in COMPRESSED]
-        roles = [build_role(sop_class, scp_role=True) for sop_class in classes]
+        contexts, roles = dimse.get_contexts(classes)
         with associate(remote, our_aet, contexts, ext_neg=roles, evt_handlers=handlers) as assoc:
             for identifier in _retrieve_keys(instances, listed):
                 with parked(assoc):
-                    for status, _ in assoc.send_c_get(
-                        identifier, StudyRootQueryRetrieveInformationModelGet
-                    ):
+                    for status, _ in assoc.send_c_get(identifier, dimse.GET_MODEL):
                         _check_retrieve_status(remote, status, "get", None)
 
 
@@ -257,27 +216,15 @@ def _by_sop_class_groups(
     Instances whose class the peer did not give go with the common classes."""
     known = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
     unknown = [i for i in instances if not i.sop_class_uid]
-    classes = [*(COMMON_CLASSES if unknown else []), *known]
+    classes = [*(dimse.COMMON_CLASSES if unknown else []), *known]
     classes = list(dict.fromkeys(classes))  # once each, in order
-    for start in range(0, len(classes), CLASSES_PER_ASSOCIATION):
-        group = classes[start : start + CLASSES_PER_ASSOCIATION]
+    for start in range(0, len(classes), dimse.CLASSES_PER_ASSOCIATION):
+        group = classes[start : start + dimse.CLASSES_PER_ASSOCIATION]
         members = [i for i in instances if i.sop_class_uid in group]
         if start == 0:
             members += unknown
         if members:
             yield group, members
-
-
-def _store_handler(store: Path, writer: IndexWriter, sender: Sender) -> Callable[[Any], int]:
-    def on_store(event: Any) -> int:
-        try:
-            ingest.store_spooled(store, event.dataset_path, sender, writer)
-        except ingest.Refused as exc:
-            log.error("could not store an instance from %s: %s", sender.aet, exc)
-            return exc.status
-        return ingest.SUCCESS
-
-    return on_store
 
 
 def _retrieve_keys(
@@ -305,45 +252,23 @@ def _retrieve_keys(
             yield identifier
 
 
-def _status(response: Dataset | None) -> int | None:
-    """The status of a response; None when the peer went away (no response, or an
-    empty one, as pynetdicom gives when the association is aborted)."""
-    if response is None or "Status" not in response:
-        return None
-    return int(response.Status)
-
-
 def _check_retrieve_status(
     remote: Remote, response: Dataset | None, method: str, destination: Destination | None
 ) -> None:
-    status = _status(response)
+    status = dimse.status_of(response)
     if status is None:
         raise PullError(
             f"{_named(remote)} went away during the transfer; what arrived is kept, "
             "and the same command again fetches the rest"
         )
-    if status in (0x0000, 0xFF00, 0xB000):  # success, pending, some sub-operations failed
+    if status in dimse.GOING_ON:
         return
     assert response is not None
-    table = QR_MOVE_SERVICE_CLASS_STATUS if method == "move" else QR_GET_SERVICE_CLASS_STATUS
     raise PullError(
         f"{remote.name} refused the transfer: status 0x{status:04X} "
-        f"({_meaning(status, table)}){_comment(response)}. {_likely(status, method, destination)}"
+        f"({dimse.meaning(status, method)}){_comment(response)}. "
+        f"{_likely(status, method, destination)}"
     )
-
-
-def _meaning(status: int, table: dict[int, tuple[str, str]]) -> str:
-    """What the standard (PS3.4 C.4.2.1.5, C.4.3.1.4, PS3.7 C) says a status means."""
-    if status in table:
-        return table[status][1]
-    for low, high, meaning in (
-        (0xA700, 0xA7FF, "refused: out of resources"),
-        (0xA900, 0xA9FF, "identifier does not match SOP class"),
-        (0xC000, 0xCFFF, "unable to process"),
-    ):
-        if low <= status <= high:
-            return meaning
-    return "a status the standard does not define"
 
 
 def _comment(response: Dataset | None) -> str:
@@ -353,27 +278,30 @@ def _comment(response: Dataset | None) -> str:
 
 def _likely(status: int, method: str, destination: Destination | None) -> str:
     """The likely cause of a refused retrieve, and what to do."""
-    if destination is not None and (status == 0xA801 or 0xC000 <= status <= 0xCFFF):
+    unable = status in dimse.UNABLE_TO_PROCESS_ANY
+    if destination is not None and (status == dimse.MOVE_DESTINATION_UNKNOWN or unable):
         return (
             f"Most likely the peer does not know {destination} as a DICOM destination, or "
             f"cannot reach it there: add it on the peer (AE title {destination.aet}, this "
             f"host, port {destination.port}), or use --method get"
         )
-    if method == "get" and 0xC000 <= status <= 0xCFFF:
+    if method == "get" and unable:
         return (
             "Most likely the peer could not send an image in a form this association "
             "accepts (it could not convert it); try --method move"
         )
-    if status in (0x0122, 0x0124):
+    if status in (dimse.SOP_CLASS_NOT_SUPPORTED, dimse.NOT_AUTHORIZED):
         other = "get" if method == "move" else "move"
         return f"The peer does not allow C-{method.upper()} to us; try --method {other}"
-    if 0xA700 <= status <= 0xA7FF:
+    if status in dimse.OUT_OF_RESOURCES_ANY:
         return "The peer is short of resources; try again later, or pull less at once"
     return "The peer's log may say more"
 
 
 @dataclasses.dataclass
-class Progress:
+class PullProgress:
+    """How far a pull has come, for its display (cli.output.PullProgressLine)."""
+
     found: int = 0  # instances the peer has that match
     had: int = 0  # of those, already in the index when the pull began
     fetched: int = 0
@@ -388,9 +316,9 @@ class Progress:
 @dataclasses.dataclass(frozen=True)
 class PullOptions:
     method: str = "move"  # or "get"
-    our_aet: str = "DICOMFS"
-    port: int = 11112  # our receiver's, for C-MOVE
-    bind: str = "0.0.0.0"
+    our_aet: str = config.AE_TITLE
+    port: int = config.PORT  # our receiver's, for C-MOVE
+    bind: str = config.BIND
     follow: bool = False
     interval: float = 2.0
     until_idle: float | None = None
@@ -399,17 +327,17 @@ class PullOptions:
 def pull(
     store: Path,
     remote: Remote,
-    query: Query,
+    query: PullQuery,
     options: PullOptions,
     user: str,
-    report: Callable[[Progress], None],
-) -> tuple[Progress, list[RemoteInstance]]:
+    report: Callable[[PullProgress], None],
+) -> tuple[PullProgress, list[RemoteInstance]]:
     """Fetch what the peer has and the index lacks, once or (follow) until idle.
 
     Returns the progress and what could not be fetched. Ctrl-C ends a follow."""
     writer = IndexWriter(store)
     receiver = None
-    progress, missing = Progress(), []
+    progress, missing = PullProgress(), []
     outcome = "failed"
     try:
         if options.method == "move":
@@ -457,12 +385,12 @@ def _receiver_for_move(store: Path, writer: IndexWriter, options: PullOptions) -
 def _pull_loop(
     store: Path,
     remote: Remote,
-    query: Query,
+    query: PullQuery,
     options: PullOptions,
     user: str,
     writer: IndexWriter,
-    progress: Progress,
-    report: Callable[[Progress], None],
+    progress: PullProgress,
+    report: Callable[[PullProgress], None],
 ) -> list[RemoteInstance]:
     first = True
     idle_since = time.monotonic()
@@ -502,10 +430,10 @@ def _named(remote: Remote) -> str:
 def _audit_pull(
     writer: IndexWriter,
     remote: Remote,
-    query: Query,
+    query: PullQuery,
     options: PullOptions,
     user: str,
-    progress: Progress,
+    progress: PullProgress,
     outcome: str,
 ) -> None:
     asked = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(query).items() if v)

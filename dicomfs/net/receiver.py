@@ -1,10 +1,11 @@
 """The DICOM receiver: C-ECHO and C-STORE of every storage SOP class, with pynetdicom.
 
-Each association runs in its own pynetdicom thread. An instance is answered
-with Success only once ingest.store_received has made it durable and indexed;
-anything that goes wrong with one instance is a failure status for that
-instance alone. Who sent what is recorded on each instance and, per
-association and study, in the audit trail.
+Each association runs in its own pynetdicom thread. Its instances go through
+dimse.StoreHandler: each is answered with Success only once it is durable and
+indexed, and anything that goes wrong with one instance is a failure status for
+that instance alone. Who sent what is recorded on each instance and, per
+association and study, in the audit trail. This module decides who may send,
+how many at once, and how the receiver stops.
 """
 
 from __future__ import annotations
@@ -13,32 +14,25 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import socket
 import ssl
 import threading
 import time
-import unicodedata
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom import __version__ as pynetdicom_version
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom import evt
 
-from ..store import files as store_files
+from .. import config
 from ..store.index import Sender, audit
 from ..store.writer import IndexWriter
-from . import ingest, pdu_guard, spool
+from . import dimse, pdu_guard, spool
 from .pdu_guard import Timeouts
-from .tcp import QuickAckSocket
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 11112
-DEFAULT_AET = "DICOMFS"
-DEFAULT_MAX_ASSOCIATIONS = 16
 # Connections that have not yet sent a complete association request. They do not
 # count against --max-associations; past this many, the oldest is closed, so
 # half-open connections never keep a real sender out.
@@ -125,9 +119,9 @@ class Receiver:
         store: Path,
         writer: IndexWriter,
         *,
-        aet: str = DEFAULT_AET,
+        aet: str = config.AE_TITLE,
         policy: Policy | None = None,
-        max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+        max_associations: int = config.MAX_ASSOCIATIONS,
         timeouts: Timeouts | None = None,
     ) -> None:
         self.store = store
@@ -135,24 +129,12 @@ class Receiver:
         self.policy = policy or Policy()
         self.timeouts = timeouts or Timeouts()
         self.max_associations = max_associations
-        spool.install(store_files.tmp_dir(store))
-        self.ae = AE(ae_title=aet)
-        # pynetdicom counts every connection whose thread is alive, those that never sent
-        # a request and those we closed too; ours does not (see MAX_PENDING and
-        # _on_requested), so pynetdicom's own limit must never be the one that refuses.
-        self.ae.maximum_associations = 1 << 30
-        self.ae.network_timeout = self.timeouts.idle  # pynetdicom aborts an idle association
-        self.ae.dimse_timeout = 120
-        # How long pynetdicom waits for the request (and for a peer's reply to our abort).
-        self.ae.acse_timeout = self.timeouts.request
+        self.ae = dimse.receiving_ae(aet, self.timeouts)
+        self._on_store = dimse.StoreHandler(store, writer, self._sender, self._count)
         self._guarded = pdu_guard.supported()
         if not self._guarded:
             log.warning("pynetdicom %s is not one dicomfs knows: running without the limits on "
                         "PDU sizes and times", pynetdicom_version)  # fmt: skip
-        self.ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            assert context.abstract_syntax is not None
-            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self._users: dict[int, str | None] = {}  # association -> DICOM username
         self._tallies: dict[int, dict[str, _Tally]] = {}
         self._pending: dict[int, Any] = {}  # connections before their request, oldest first
@@ -224,12 +206,8 @@ class Receiver:
     def _on_connect(self, event: evt.Event) -> None:
         assoc = event.assoc
         assoc.dul._run_loop_delay = PENDING_POLL_DELAY
+        dimse.quick_ack(assoc)
         transport = assoc.dul.socket
-        if transport is not None and isinstance(transport.socket, socket.socket):
-            if isinstance(transport.socket, ssl.SSLSocket):  # pynetdicom checks its type
-                transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            else:
-                transport.socket = QuickAckSocket(transport.socket)  # type: ignore[assignment]
         guard = pdu_guard.PduGuard(assoc, self.timeouts) if self._guarded else None
         if guard is not None:
             guard.install()
@@ -265,9 +243,9 @@ class Receiver:
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
-        calling, called = _ae_titles(event)
+        calling, called = dimse.ae_titles(event)
         identity = assoc.requestor.user_identity
-        user = username(identity.primary_field) if identity else None
+        user = dimse.username(identity.primary_field) if identity else None
         with self._lock:
             self._pending.pop(id(assoc), None)
             if assoc in self._closed_at_connect:  # refused and audited already
@@ -281,21 +259,17 @@ class Receiver:
                     self._accepted[id(assoc)] = assoc
                     assoc.dul._run_loop_delay = POLL_DELAY
                     return
-            if stopping:  # transient, by the service provider: "temporary congestion"
-                assoc.acse.send_reject(0x02, 0x03, 0x01)
-                assoc.kill()
+            if stopping:
+                dimse.reject(assoc, dimse.STOPPING)
                 return
             log.warning("refused an association from %s@%s: %d associations are open already "
                         "(--max-associations)", calling, assoc.requestor.address,
                         self.max_associations)  # fmt: skip
-            # Transient, by the service provider: "local limit exceeded"; the sender retries.
-            assoc.acse.send_reject(0x02, 0x03, 0x02)
-            assoc.kill()
+            dimse.reject(assoc, dimse.TOO_MANY)  # transient: the sender tries again later
             return
         self._refuse(event, reason, calling=calling, called=called, user=user)
-        # Permanent, by the service user; "calling AE title not recognised" when that is it.
-        assoc.acse.send_reject(0x01, 0x01, 0x03 if "AE title" in reason else 0x01)
-        assoc.kill()  # as pynetdicom does for its own rejections: the reject goes out first
+        by_aet = "AE title" in reason
+        dimse.reject(assoc, dimse.CALLING_AET_NOT_RECOGNISED if by_aet else dimse.NOT_ALLOWED)
 
     def _refuse(
         self, event: evt.Event, reason: str, *, calling: str, called: str, user: str | None
@@ -310,7 +284,7 @@ class Receiver:
 
     def _on_user_id(self, event: Any) -> tuple[bool, bytes | None]:
         # Recorded, not verified: dicomfs has no user database of its own.
-        user = username(event.primary_field)
+        user = dimse.username(event.primary_field)
         with self._lock:
             self._users[id(event.assoc)] = user
         return True, None
@@ -331,44 +305,27 @@ class Receiver:
             self._accepted.pop(key, None)
             self._gates.pop(key, None)
         if tallies:
-            self._audit(_received(self._sender(event, user), tallies))
+            self._audit(_received(dimse.sender(event, user), tallies))
 
     # --- instances ----------------------------------------------------------------------
 
-    def _on_store(self, event: evt.Event) -> int:
-        """Never raises: pynetdicom releases the instance's spool file only when the
-        handler returns, and answers an exception with a traceback in the log."""
-        assoc = event.assoc
+    def _sender(self, event: evt.Event) -> Sender:
+        """Who sent it: the association's AE titles, address and DICOM username."""
         with self._lock:
-            user = self._users.get(id(assoc))
-        sender = self._sender(event, user)
-        try:
-            stored = ingest.store_spooled(self.store, event.dataset_path, sender, self.writer)
-        except Exception as exc:
-            status = exc.status if isinstance(exc, ingest.Refused) else ingest.PROCESSING_FAILURE
-            reason = str(exc) if isinstance(exc, ingest.Refused) else _unexpected(exc)
-            sop = getattr(event.request, "AffectedSOPInstanceUID", "?")
-            log.error("refused %s from %s@%s: %s (status 0x%04X)", sop, sender.aet,
-                      sender.address, reason, status)  # fmt: skip
-            log.debug("why", exc_info=True)
-            self._count(assoc, sender, "", _Tally("", ""), failure=reason)  # study unknown
-            return status
-        meta = stored.meta
-        tally = _Tally(meta.patient_id, meta.patient_name, instances=1, bytes=stored.size)
-        self._count(assoc, sender, meta.study_uid, tally)
-        return ingest.SUCCESS
+            user = self._users.get(id(event.assoc))
+        return dimse.sender(event, user)
 
-    def _sender(self, event: evt.Event, user: str | None) -> Sender:
-        calling, called = _ae_titles(event)
-        address = event.assoc.requestor.address
-        return Sender(aet=calling, address=address, called_aet=called, user=user)
-
-    def _count(
-        self, assoc: Any, sender: Sender, study_uid: str, one: _Tally, failure: str = ""
-    ) -> None:
-        """Add one instance (or, with failure, one refusal) to its association's tally,
-        which _on_close records in the audit trail. If the association has closed
-        already (aborted while the instance was being stored), record it now."""
+    def _count(self, event: evt.Event, sender: Sender, outcome: dimse.Outcome) -> None:
+        """Add one instance (or one refusal) to its association's tally, which
+        _on_close records in the audit trail. If the association has closed already
+        (aborted while the instance was being stored), record it now."""
+        assoc = event.assoc
+        if outcome.stored is None:  # refused: its study is not known
+            study_uid, one, failure = "", _Tally("", ""), outcome.reason
+        else:
+            meta = outcome.stored.meta
+            study_uid, failure = meta.study_uid, ""
+            one = _Tally(meta.patient_id, meta.patient_name, instances=1, bytes=outcome.stored.size)
         with self._lock:
             closed = id(assoc) not in self._accepted
             tallies = {} if closed else self._tallies.setdefault(id(assoc), {})
@@ -438,23 +395,3 @@ def _received(sender: Sender, tallies: dict[str, _Tally]) -> list[audit.Record]:
         )
         for study_uid, t in tallies.items()
     ]
-
-
-def _ae_titles(event: evt.Event) -> tuple[str, str]:
-    """(calling, called) AE titles as the peer sent them in its request."""
-    request = event.assoc.requestor.primitive
-    assert request is not None  # set before any handler of ours runs
-    return request.calling_ae_title, request.called_ae_title
-
-
-def username(value: bytes | None) -> str | None:
-    """The DICOM username offered, or None: an empty or blank one, or one with control
-    characters (a NUL, an escape sequence, a line break), is no username at all."""
-    text = (value or b"").decode("utf-8", "replace").strip()
-    if not text or any(unicodedata.category(ch) == "Cc" for ch in text):
-        return None
-    return text
-
-
-def _unexpected(exc: Exception) -> str:
-    return f"could not store it: {type(exc).__name__}: {exc}"[:300]

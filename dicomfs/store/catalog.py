@@ -12,7 +12,7 @@ from . import views
 from .index import Index
 
 
-def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> list[dict[str, Any]]:
+def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list[dict[str, Any]]:
     rows = []
     for summary in index.study_summaries(study_ids):
         paths = views.study_paths(index.conn, summary.id)
@@ -33,7 +33,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mount_point: Path) -> lis
                 "senders": summary.senders,
                 "study_uid": summary.study_uid,
                 "paths": {
-                    view: [str(mount_point / p) for p in found] for view, found in paths.items()
+                    view: [str(mountpoint / p) for p in found] for view, found in paths.items()
                 },
             }
         )
