@@ -17,6 +17,7 @@ from .levels import (
     Level,
     Listed,
     View,
+    base,
     directory,
     named,
     present,
@@ -45,19 +46,24 @@ def _days(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed
 
 
 def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
-    """A day's studies, whatever name is wanted: its receipt time is not indexed as a
-    name, and one day holds what one lab receives in a day."""
+    """A day's studies; for a wanted name, those that arrived in the second its clock
+    names, through the index on first_received."""
     try:
         start, end = day_bounds(str(key[0]))
     except ValueError:
         return []
-    found = conn.execute(
-        """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid,
-                  st.last_received, st.last_access
-           FROM studies st JOIN patients p ON p.id = st.patient
-           WHERE st.first_received >= ? AND st.first_received < ?""",
-        (start, end),
-    )
+    sql = """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid,
+                    st.last_received, st.last_access
+             FROM studies st JOIN patients p ON p.id = st.patient
+             WHERE st.first_received >= ? AND st.first_received < ?"""
+    args: tuple[float, ...] = (start, end)
+    if wanted is not None:
+        windows = _clock_windows(str(key[0]), str(base(wanted)))
+        if not windows:
+            return []  # no name of this directory starts otherwise
+        sql += " AND (" + " OR ".join(["st.first_received BETWEEN ? AND ?"] * len(windows)) + ")"
+        args += tuple(bound for window in windows for bound in window)
+    found = conn.execute(sql, args)
     return present(
         named(
             [
@@ -66,6 +72,30 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
             ]
         )
     )
+
+
+def _clock_windows(day: str, name: str) -> list[tuple[float, float]]:
+    """The unix times at which a study got a name starting 'HH.MM.SS_' on a local day:
+    one second, or two an hour apart where the clock goes back (each a little wider,
+    so that no such study falls outside). Empty if the name has no clock."""
+    clock, underscore = name[:8], name[8:9]
+    try:
+        moment = time.strptime(f"{day} {clock}", "%Y-%m-%d %H.%M.%S")
+    except ValueError:
+        return []
+    if underscore != "_":
+        return []
+    starts = {time.mktime((*moment[:8], dst)) for dst in (0, 1)}
+    return [(second - 1, second + 2) for second in sorted(starts)]
+
+
+def _study_base(conn: sqlite3.Connection, key: Key) -> str:
+    first, patient_dir, study_dir = conn.execute(
+        """SELECT st.first_received, p.dir_name, st.dir_name
+           FROM studies st JOIN patients p ON p.id = st.patient WHERE st.id = ?""",
+        key,
+    ).fetchone()
+    return _received_base(first, patient_dir, study_dir)
 
 
 def _received_base(first_received: float, patient_dir: str, study_dir: str) -> str:
@@ -92,7 +122,7 @@ VIEW = View(
     (
         Level(Kind.TOP, _days, lambda key: (ALL_TIMES, ())),
         Level(Kind.GROUP, _studies, _day_times, name_of=lambda key: str(key[0])),
-        Level(Kind.STUDY, study_series, study_times),
+        Level(Kind.STUDY, study_series, study_times, base_of=_study_base),
         SERIES,
         FILES,
     ),
