@@ -66,34 +66,66 @@ class View:
     # The keys of a study's directory in this view, one key per level below the top
     # (several chains where a study shows in several places: by-modality).
     study_chains: Callable[[sqlite3.Connection, int], list[list[Key]]]
+    places: tuple[Place, ...] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        places = tuple(Place(self, depth, level) for depth, level in enumerate(self.levels))
+        object.__setattr__(self, "places", places)
 
     @property
     def top(self) -> Node:
-        return Node(self, 0, ())
+        return Node(self.places[0], ())
 
 
-class Node(NamedTuple):
-    """One directory or file of the mount: a level of a view and its key there."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class Place:
+    """One level of one view: what a node's first item names."""
 
     view: View
     depth: int
-    key: Key
+    level: Level
+
+
+class Node(tuple):
+    """One directory or file of the mount: (place, *key), a flat tuple, for the mount
+    holds one per inode the kernel knows (a million after a find over a large store)."""
+
+    __slots__ = ()
+
+    def __new__(cls, place: Place, key: Key) -> Node:
+        return tuple.__new__(cls, (place, *key))
+
+    @property
+    def place(self) -> Place:
+        return self[0]
+
+    @property
+    def view(self) -> View:
+        return self.place.view
 
     @property
     def level(self) -> Level:
-        return self.view.levels[self.depth]
+        return self.place.level
 
     @property
     def kind(self) -> Kind:
-        return self.level.kind
+        return self.place.level.kind
+
+    @property
+    def key(self) -> Key:
+        return tuple(self[1:])
 
     @property
     def row(self) -> int:
         """The row id of a study, series or file node."""
-        return int(str(self.key[-1]))
+        return int(self[-1])
 
     def child(self, key: Key) -> Node:
-        return Node(self.view, self.depth + 1, key)
+        place = self.place
+        return Node(place.view.places[place.depth + 1], key)
+
+    def __repr__(self) -> str:
+        return f"Node({self.view.name}/{self.place.depth}, {self.key})"
 
 
 class Entry(NamedTuple):
