@@ -147,10 +147,14 @@ class DicomOperations(pyfuse3.Operations):
 
     # --- helpers --------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _index(self) -> Index:
+        """This thread's read-only index."""
         if self._local.index is None:
             self._local.index = Index(self.store, readonly=True)
-        return self._local.index.conn
+        return self._local.index
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._index().conn
 
     async def _query(self, func: Callable[..., T], *args: Any) -> T:
         """Run func(conn, *args) in a worker thread: listings, and anything touching disk."""
@@ -347,7 +351,7 @@ class DicomOperations(pyfuse3.Operations):
         self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
         fh = self._new_fh()
         self._files[fh] = _StoredFile(fd, info.size, inode)
-        self._hold(inode, Attributes(False, info.size, info.received_at, info.last_access))
+        self._hold(inode, info.attributes)
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -411,8 +415,7 @@ class DicomOperations(pyfuse3.Operations):
 
     async def _render_page(self) -> bytes:
         def render() -> bytes:
-            with Index(self.store, readonly=True) as index:
-                return page.render(index, self.mountpoint)
+            return page.render(self._index(), self.mountpoint)
 
         return await trio.to_thread.run_sync(render, limiter=self._limiter)
 

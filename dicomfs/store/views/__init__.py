@@ -47,6 +47,10 @@ class InstanceFile:
     received_at: float
     last_access: float | None
 
+    @property
+    def attributes(self) -> Attributes:
+        return Attributes(False, self.size, self.received_at, self.last_access)
+
 
 def top(name: str) -> Node:
     """A view's own directory: top('by-uid')."""
@@ -103,9 +107,7 @@ def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
         return _PAGE_ATTRIBUTES
     if kind is Kind.FILE:
         info = file_info(conn, node)
-        if info is None:
-            return None
-        return Attributes(False, info.size, info.received_at, info.last_access)
+        return None if info is None else info.attributes
     if kind is Kind.ROOT:
         return directory(*conn.execute(ALL_TIMES).fetchone())
     times = node.level.times
