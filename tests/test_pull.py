@@ -309,3 +309,29 @@ def test_no_query_response_is_lost_to_pynetdicoms_own_thread(tmp_path: Path, pac
             found = puller._find(assoc, remote, "IMAGE", StudyInstanceUID=STUDY,
                                  SeriesInstanceUID=f"{STUDY}.1", SOPInstanceUID="")  # fmt: skip
             assert len(found) == 10
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "cause"),
+    [
+        ("get", 0xC000, "could not convert it); try --method move"),
+        ("move", 0xA801, "add it on the peer (AE title DICOMFS, this host, port 11112)"),
+        ("move", 0xC000, "or use --method get"),
+        ("get", 0x0122, "does not allow C-GET to us; try --method move"),
+        ("move", 0xA702, "short of resources"),
+    ],
+)
+def test_a_refused_retrieve_names_the_status_and_the_likely_cause(
+    method: str, status: int, cause: str
+) -> None:
+    response = pydicom.Dataset()
+    response.Status = status
+    response.ErrorComment = "Cannot transcode"
+    remote = remotes.Remote("pacs", "PACS", "127.0.0.1", 4242)
+    destination = puller.Destination("DICOMFS", 11112) if method == "move" else None
+    with pytest.raises(puller.PullError) as refused:
+        puller._check_retrieve_status(remote, response, method, destination)
+    message = str(refused.value)
+    assert f"pacs refused the transfer: status 0x{status:04X}" in message
+    assert 'saying "Cannot transcode"' in message
+    assert cause in message

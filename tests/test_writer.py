@@ -116,3 +116,12 @@ def test_a_failing_piece_is_undone_and_reported_to_its_caller_alone(
     assert committed(store) == {f"file{n}" for n in range(CALLERS) if n != 3}
     # It shared its commit (the thread that ran it) with pieces that were committed.
     assert [n for n in crowd.ran_on if n != 3 and crowd.ran_on[n] == crowd.ran_on[3]]
+
+
+def test_the_writer_commits_to_survive_power_loss_and_a_reader_cannot_write(
+    writer: IndexWriter, store: Path
+) -> None:
+    # synchronous FULL (2): the row of an acknowledged instance is on disk at commit.
+    assert writer.run(lambda index: index.conn.execute("PRAGMA synchronous").fetchone()) == (2,)
+    with Index(store, readonly=True) as reader:
+        assert reader.conn.execute("PRAGMA query_only").fetchone() == (1,)

@@ -32,9 +32,8 @@ class _Job(Generic[T]):
 
 class IndexWriter:
     def __init__(self, store: Path) -> None:
-        self._index = Index(store, shared=True)
         # Every acknowledged instance's row must survive power loss, not only a crash.
-        self._index.conn.execute("PRAGMA synchronous = FULL")
+        self._index = Index(store, shared=True, durable=True)
         self._pending: list[_Job[Any]] = []
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
