@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomfs.mount.inodes import ROOT_INODE, Inodes
+from dicomfs.mount.inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
+from dicomfs.store import views
 
 # Nodes are opaque to the table: any hashable value stands for one here.
 STUDY = ("by-uid-study", 7)
@@ -78,3 +79,17 @@ def test_numbers_are_never_reused_whatever_the_kernel_looks_up_and_forgets(
         assert given_out.setdefault(inode, node) == node
         for known, meant in given_out.items():
             assert inodes.node_of(known) in (None, meant)
+
+
+def test_an_instance_file_is_known_by_its_row_id_alone_in_every_view() -> None:
+    inodes = Inodes()
+    inode = file_inode(7)
+    assert inode >= FILE_INODES
+    assert file_inode(8) != inode
+    node = inodes.node_of(inode)
+    assert node == views.instance_file(7)
+    assert node is not None
+    assert node.row == 7
+    inodes.forget(inode, 3)  # the kernel forgets it: nothing was kept, nothing goes
+    assert inodes.node_of(inode) == views.instance_file(7)
+    assert len(inodes) == 1  # the table holds the root alone

@@ -114,6 +114,24 @@ def test_every_view_holds_every_instance_with_the_stored_bytes(mounted: Mount) -
         assert sorted(line.split()[0] for line in hashes) == expected, view
 
 
+def test_an_instance_is_one_inode_in_every_view_and_no_tool_sees_a_link(mounted: Mount) -> None:
+    """find -printf %i shows readdir's inode numbers; stat asks lookup and getattr."""
+    by_sop: dict[str, set[tuple[int, int]]] = {}
+    for view in VIEWS:
+        listed = sh("find", str(mounted.path / view), "-type", "f", "-printf", "%i %p\n")
+        for line in listed.splitlines():
+            inode, path = line.split(" ", 1)
+            st = os.stat(path)
+            assert st.st_ino == int(inode), path
+            assert st.st_nlink == 1, path  # cp, tar and du copy and count each one
+            sop = pydicom.dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID
+            by_sop.setdefault(str(sop), set()).add((st.st_ino, st.st_size))
+    assert len(by_sop) == len(store_hashes(mounted.store))
+    assert all(len(seen) == 1 for seen in by_sop.values())  # the same in all five views
+    inodes = [inode for ((inode, _),) in by_sop.values()]
+    assert len(set(inodes)) == len(inodes)  # and no two instances share one
+
+
 def test_the_labs_layout_and_cp_r_of_a_series(mounted: Mount, tmp_path: Path) -> None:
     study = "1.2.826.0.1.3680043.8.498.1.1.0"
     modality = mounted.path / "by-modality"

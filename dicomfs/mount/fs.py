@@ -32,7 +32,7 @@ from ..store.index import Index, IndexUnusable
 from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
 from . import nowait, page
-from .inodes import ROOT_INODE, Inodes
+from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,8 +272,10 @@ class DicomOperations(pyfuse3.Operations):
             child, found = self._node(self._emptied(parent_inode, wanted)), _EMPTY_DIRECTORY
         else:
             child, found = entry.node, entry.attributes
-        inode = self.inodes.looked_up(child)
-        if found.is_dir:
+        if child.kind is views.Kind.FILE:
+            inode = file_inode(child.row)
+        else:
+            inode = self.inodes.looked_up(child)
             self.inodes.place(inode, parent_inode, wanted)
         return self._attributes(child, inode, found)
 
@@ -313,10 +315,39 @@ class DicomOperations(pyfuse3.Operations):
                 listing.entries = self._seek(views.list_entries, listing.node)
             else:
                 listing.entries = await self._query(views.list_entries, listing.node)
-        entries = listing.entries
-        inodes = self.inodes
         attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
-        for position in range(start_id, len(entries)):
+        if views.lists_files(listing.node):
+            self._reply_files(listing.entries, start_id, token, attr)
+        else:
+            self._reply_directories(listing, start_id, token, attr)
+
+    def _reply_files(
+        self, entries: list[Entry], start: int, token: Any, attr: pyfuse3.EntryAttributes
+    ) -> None:
+        """A series' files, the bulk of every find: what all of them share set once,
+        and no table to keep (their inodes are their row ids)."""
+        attr.st_mode = self._file_mode
+        attr.st_nlink = 1
+        attr.attr_timeout = ATTR_TIMEOUT
+        reply = pyfuse3.readdir_reply
+        mounted_at = self._mounted_at  # as _fill says, for a receipt unknown
+        for position in range(start, len(entries)):
+            name, child, (_, size, received, accessed) = entries[position]
+            attr.st_ino = FILE_INODES + child[1]
+            attr.st_size = size
+            attr.st_blocks = (size + 511) // 512
+            attr.st_mtime_ns = attr.st_ctime_ns = received_ns = int((received or mounted_at) * 1e9)
+            attr.st_atime_ns = int(accessed * 1e9) if accessed is not None else received_ns
+            if not reply(token, name.encode("utf-8"), attr, position + 1):
+                return
+
+    def _reply_directories(
+        self, listing: _Listing, start: int, token: Any, attr: pyfuse3.EntryAttributes
+    ) -> None:
+        entries = listing.entries
+        assert entries is not None
+        inodes = self.inodes
+        for position in range(start, len(entries)):
             name, child, found = entries[position]
             inode = inodes.inode_of(child)
             self._fill(attr, child, inode, found)

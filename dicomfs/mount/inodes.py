@@ -1,15 +1,27 @@
 """Inode numbers for tree nodes, with the kernel's lookup counts.
 
-A node keeps its inode number while the kernel holds a reference to it
+A directory keeps its inode number while the kernel holds a reference to it
 (lookup count above zero); numbers are never reused within one mount, so a
-stale handle can never reach another file.
+stale handle can never reach another directory.
+
+An instance file needs no table: its inode is its row id above FILE_INODES, the
+same in every view (like a hard link, with st_nlink 1 so that no tool treats
+it as one). After a find over a million instances the kernel knows a million
+files; the table holds only their few thousand directories.
 """
 
 from __future__ import annotations
 
+from ..store import views
 from ..store.views import ROOT, Node
 
 ROOT_INODE = 1
+FILE_INODES = 1 << 48  # directories are numbered below, files above
+
+
+def file_inode(instance: int) -> int:
+    """The inode of the instance file with this row id."""
+    return FILE_INODES + instance
 
 
 class Inodes:
@@ -34,6 +46,8 @@ class Inodes:
         return inode
 
     def node_of(self, inode: int) -> Node | None:
+        if inode >= FILE_INODES:
+            return views.instance_file(inode - FILE_INODES)
         return self._by_inode.get(inode)
 
     def looked_up(self, node: Node) -> int:
@@ -54,6 +68,8 @@ class Inodes:
 
     def forget(self, inode: int, count: int) -> None:
         """The kernel dropped `count` references; the inode goes when none remain."""
+        if inode >= FILE_INODES:
+            return  # never in the table
         remaining = self._lookups.get(inode, 0) - count
         if remaining > 0:
             self._lookups[inode] = remaining

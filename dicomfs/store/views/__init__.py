@@ -16,7 +16,18 @@ import dataclasses
 import sqlite3
 
 from . import by_date, by_modality, by_patient, by_received, by_uid
-from .levels import ALL_TIMES, Attributes, Entry, Key, Kind, Level, Node, View, directory
+from .levels import (
+    ALL_TIMES,
+    FILES,
+    Attributes,
+    Entry,
+    Key,
+    Kind,
+    Level,
+    Node,
+    View,
+    directory,
+)
 
 VIEWS: tuple[View, ...] = (
     by_modality.VIEW,
@@ -32,6 +43,8 @@ _ROOT_VIEW = View("", (Level(Kind.ROOT),), lambda conn, study: [])
 _PAGE_VIEW = View(PAGE_NAME, (Level(Kind.PAGE),), lambda conn, study: [])
 ROOT = _ROOT_VIEW.top
 PAGE = _PAGE_VIEW.top
+# An instance file is the same in every view: the mount knows it by its row id alone.
+_INSTANCE_VIEW = View("", (FILES,), lambda conn, study: [])
 _PAGE_ATTRIBUTES = Attributes(False, 0, None, None)  # its size is the mount's, which makes it
 _TOPS = {view.name: view.top for view in VIEWS}
 
@@ -55,6 +68,18 @@ class InstanceFile:
 def top(name: str) -> Node:
     """A view's own directory: top('by-uid')."""
     return _TOPS[name]
+
+
+def instance_file(instance: int) -> Node:
+    """The node of the instance file with this row id, whichever view lists it."""
+    return Node(_INSTANCE_VIEW.places[0], (instance,))
+
+
+def lists_files(node: Node) -> bool:
+    """Whether the directory node's entries are instance files (it is a series)."""
+    place = node.place
+    below = place.depth + 1
+    return below < len(place.view.levels) and place.view.levels[below].kind is Kind.FILE
 
 
 def is_file(node: Node) -> bool:
