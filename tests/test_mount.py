@@ -308,6 +308,30 @@ def test_new_instances_appear_without_remounting(mounted: Mount) -> None:
         time.sleep(0.1)
 
 
+def test_a_series_listed_again_shows_what_arrived_and_went_meanwhile(mounted: Mount) -> None:
+    """The mount keeps listings while the index is unchanged: a change must still show."""
+    series = next((mounted.path / "by-uid").glob("*/*"))
+    before = sorted(p.name for p in series.iterdir())
+    assert sorted(p.name for p in series.iterdir()) == before  # listed again, from memory
+    first = pydicom.dcmread(series / before[0], stop_before_pixels=True, force=True)
+    late = corpus.Spec(
+        patient_name=str(first.PatientName),
+        patient_id=str(first.PatientID),
+        study_uid=str(first.StudyInstanceUID),
+        series_uid=str(first.SeriesInstanceUID),
+        sop_uid="1.2.3.4.5.6.7.8.9",
+        instance_number=999,
+    )
+    corpus.write(mounted.store / "late" / "late.dcm", late)
+    with Index(mounted.store) as index:
+        reconcile(index, mounted.store)
+    wait_until(lambda: "1.2.3.4.5.6.7.8.9.dcm" in {p.name for p in series.iterdir()})
+    (mounted.store / "late" / "late.dcm").unlink()
+    with Index(mounted.store) as index:
+        reconcile(index, mounted.store)
+    wait_until(lambda: sorted(p.name for p in series.iterdir()) == before)
+
+
 def test_a_file_deleted_behind_the_index_gives_enoent_and_the_index_learns_it(
     mounted: Mount,
 ) -> None:

@@ -33,6 +33,7 @@ from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
 from . import nowait, page
 from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
+from .listings import Listings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +128,7 @@ class DicomOperations(pyfuse3.Operations):
         self._limiter = trio.CapacityLimiter(8)
         self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
         self._dirs: dict[int, _Listing] = {}
+        self._listings = Listings()  # on the loop alone, checked on its connection
         self._files: dict[int, _StoredFile] = {}
         self._held: dict[int, _Held] = {}  # inode -> its open instance file
         # directory inode -> when rm last deleted something below it (time.monotonic)
@@ -311,15 +313,23 @@ class DicomOperations(pyfuse3.Operations):
         if listing.entries is None:
             # Taken once per open: readdir offsets index this snapshot, so they stay
             # valid however the index changes meanwhile.
-            if listing.node.kind in _LISTED_ON_THE_LOOP:
-                listing.entries = self._seek(views.list_entries, listing.node)
-            else:
-                listing.entries = await self._query(views.list_entries, listing.node)
+            listing.entries = await self._list(listing.node)
         attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
         if views.lists_files(listing.node):
             self._reply_files(listing.entries, start_id, token, attr)
         else:
             self._reply_directories(listing, start_id, token, attr)
+
+    async def _list(self, node: Node) -> list[Entry]:
+        version = self._listings.check(self._conn())
+        entries = self._listings.get(node)
+        if entries is None:
+            if node.kind in _LISTED_ON_THE_LOOP:
+                entries = self._seek(views.list_entries, node)
+            else:
+                entries = await self._query(views.list_entries, node)
+            self._listings.keep(node, entries, version)
+        return entries
 
     def _reply_files(
         self, entries: list[Entry], start: int, token: Any, attr: pyfuse3.EntryAttributes

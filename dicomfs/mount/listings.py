@@ -1,0 +1,56 @@
+"""Directory listings kept while the index does not change.
+
+A find or ls that walks the same directories again is answered from here without a
+query: the listing of a series costs several microseconds an entry in SQLite and
+Python, its reply one. Any commit to the index by any process (an instance received,
+an expiry, the accesses the mount itself writes) drops every kept listing, so the
+views are never staler than without it. PRAGMA data_version tells whether another
+connection has committed, for the cost of one statement; it is read on one
+connection only, for its numbers mean nothing on another.
+
+The kept listings are bounded by their number of entries (a find over a million
+instances keeps the first of them, then stops keeping until the index changes), so
+that the mount's memory stays small whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..store.views import Entry, Node
+
+KEPT_ENTRIES = 200_000  # about 80 MB of entries at most
+
+
+class Listings:
+    def __init__(self, limit: int = KEPT_ENTRIES) -> None:
+        self._limit = limit
+        self._kept: dict[Node, list[Entry]] = {}
+        self._entries = 0
+        self._version: int | None = None
+
+    def __len__(self) -> int:
+        return self._entries
+
+    def check(self, conn: sqlite3.Connection) -> int:
+        """Drop every listing if the index changed since the last check (always on
+        the same connection); the index's version now, for keep."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._version:
+            self._version = version
+            self.clear()
+        return int(version)
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._entries = 0
+
+    def get(self, node: Node) -> list[Entry] | None:
+        return self._kept.get(node)
+
+    def keep(self, node: Node, entries: list[Entry], version: int) -> None:
+        """Keep a listing taken after a check that gave this version, unless a later
+        check has seen another since (the listing may then predate that change)."""
+        if version == self._version and self._entries + len(entries) <= self._limit:
+            self._kept[node] = entries
+            self._entries += len(entries)
