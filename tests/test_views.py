@@ -62,6 +62,11 @@ def test_a_view_lists_looks_up_and_places_each_study_alike(store: Path, view: st
         assert len(studies) == index.counts()["studies"]
         for study, paths in studies.items():
             assert set(views.study_paths(conn, study)[view]) == paths
+        # And where one namer places them all (find, index.html), listing a parent
+        # whole once it is asked about often.
+        namer = views.Namer(conn)
+        for study, paths in studies.items():
+            assert set(namer.study_paths(study)[view]) == paths
 
 
 def test_every_listed_name_is_found_by_lookup_and_nothing_else(store: Path) -> None:
@@ -206,3 +211,32 @@ def test_the_paths_find_and_index_html_print_lead_to_their_study(store: Path) ->
                         node = child
                     assert node.kind is views.Kind.STUDY, path
                     assert node.row == study, path
+
+
+def test_a_series_listing_and_a_study_summary_never_read_the_instances_rows(store: Path) -> None:
+    """At a million instances, reading each instance's row is what made find slow."""
+    corpus.write_regular(store, patients=2, studies=1, series=2, instances=3)
+    with Index(store) as index:
+        reconcile(index, store)
+        statements: list[str] = []
+        index.conn.set_trace_callback(statements.append)
+        try:
+            series = next(e.node for e in walk_all(index.conn) if views.lists_files(e.node))
+            assert views.list_entries(index.conn, series)
+            assert index.study_summaries(index.study_ids())
+        finally:
+            index.conn.set_trace_callback(None)
+        reading_instances = [s for s in statements if re.search(r"\binstances\b", s)]
+        assert reading_instances
+        for statement in reading_instances:
+            plan = " / ".join(
+                row[3] for row in index.conn.execute(f"EXPLAIN QUERY PLAN {statement}")
+            )
+            instances = [step for step in plan.split(" / ") if re.search(r"\bi\b|instances", step)]
+            assert instances, plan
+            assert all("COVERING INDEX instances_series" in step for step in instances), plan
+
+
+def walk_all(conn):  # type: ignore[no-untyped-def]
+    for _, parent, name, _ in walk(conn, views.top("by-uid"), "by-uid"):
+        yield views.lookup(conn, parent, name)

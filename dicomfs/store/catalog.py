@@ -14,8 +14,9 @@ from .index import Index
 
 def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list[dict[str, Any]]:
     rows = []
+    namer = views.Namer(index.conn)
     for summary in index.study_summaries(study_ids):
-        paths = views.study_paths(index.conn, summary.id)
+        paths = namer.study_paths(summary.id)
         rows.append(
             {
                 "patient_name": summary.patient_name,

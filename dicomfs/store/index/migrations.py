@@ -209,6 +209,18 @@ def _schema_v5(db: sqlite_utils.Database) -> None:
 
 
 # Each migration takes the schema from version N to N+1; append, never edit.
+def _schema_v6(db: sqlite_utils.Database) -> None:
+    """A series' listing and a study's summary read one index, never the instances'
+    rows: the index of instances by series carries what they ask for."""
+    db.executescript(
+        """
+        DROP INDEX instances_series;
+        CREATE INDEX instances_series ON instances(
+            series, file_name, size, received_at, last_access, sop_uid, sender_aet);
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5,
+    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6,
 ]  # fmt: skip

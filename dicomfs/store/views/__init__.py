@@ -12,6 +12,7 @@ tests/test_views.py.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sqlite3
 
@@ -157,30 +158,56 @@ def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
     """The study's directory in each view, relative to the mount point: the names
     the views' own listings give it."""
-    return {
-        view.name: [_path(conn, view, chain) for chain in view.study_chains(conn, study)]
-        for view in VIEWS
-    }
+    return Namer(conn).study_paths(study)
 
 
-def _path(conn: sqlite3.Connection, view: View, chain: list[Key]) -> str:
-    parts = [view.name]
-    parent = view.top
-    for key in chain:
-        node = parent.child(key)
-        parts.append(_name_in(conn, parent, node))
-        parent = node
-    return "/".join(parts)
+class Namer:
+    """Names of nodes in their parents' listings, for one study or many (find, the
+    page). A parent's listing is narrowed to the name wanted, through an index; one
+    asked about again and again (a day of a thousand studies) is listed whole, once."""
 
+    NARROWED_AT_MOST = 4  # lookups in one parent before it is listed whole
 
-def _name_in(conn: sqlite3.Connection, parent: Node, node: Node) -> str:
-    """The name node has in parent's listing, found without listing all of it
-    where its level says how."""
-    level = node.level
-    if level.name_of is not None:
-        return level.name_of(node.key)
-    wanted = None if level.base_of is None else level.base_of(conn, node.key)
-    for entry in _entries(conn, parent, wanted):
-        if entry.node == node:
-            return entry.name
-    raise LookupError(f"{node} is not listed in {parent}")
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._asked: collections.Counter[Node] = collections.Counter()
+        self._listed: dict[Node, dict[Node, str]] = {}
+
+    def study_paths(self, study: int) -> dict[str, list[str]]:
+        return {
+            view.name: [self._path(view, chain) for chain in view.study_chains(self.conn, study)]
+            for view in VIEWS
+        }
+
+    def _path(self, view: View, chain: list[Key]) -> str:
+        parts = [view.name]
+        parent = view.top
+        for key in chain:
+            node = parent.child(key)
+            parts.append(self._name_in(parent, node))
+            parent = node
+        return "/".join(parts)
+
+    def _name_in(self, parent: Node, node: Node) -> str:
+        level = node.level
+        if level.name_of is not None:
+            return level.name_of(node.key)
+        listed = self._listed.get(parent)
+        if listed is None:
+            self._asked[parent] += 1
+            if self._asked[parent] <= self.NARROWED_AT_MOST:
+                return self._narrowed(parent, node)
+            listed = {entry.node: entry.name for entry in _entries(self.conn, parent, None)}
+            self._listed[parent] = listed
+        name = listed.get(node)
+        if name is None:
+            raise LookupError(f"{node} is not listed in {parent}")
+        return name
+
+    def _narrowed(self, parent: Node, node: Node) -> str:
+        base_of = node.level.base_of
+        wanted = None if base_of is None else base_of(self.conn, node.key)
+        for entry in _entries(self.conn, parent, wanted):
+            if entry.node == node:
+                return entry.name
+        raise LookupError(f"{node} is not listed in {parent}")

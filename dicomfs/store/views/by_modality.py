@@ -25,6 +25,10 @@ from .levels import (
 _SERIES_TIMES = "SELECT max(last_received), max(last_access) FROM series"
 _JOINED = """FROM series se JOIN studies st ON st.id = se.study
              WHERE se.modality_dir = ? AND se.station_dir = ?"""
+# A lookup of one study's name starts from the studies of that name (CROSS JOIN keeps
+# that order): SQLite, without statistics, would scan the station's series first.
+_JOINED_BY_NAME = """FROM studies st CROSS JOIN series se ON st.id = se.study
+                     WHERE se.modality_dir = ? AND se.station_dir = ?"""
 
 
 def _modalities(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
@@ -71,7 +75,7 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
         f"""SELECT st.uid_dir, st.study_uid,
                    (SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir),
                    st.id, max(se.last_received), max(se.last_access)
-            {_JOINED} AND st.day_dir = ?""",
+            {_JOINED if wanted is None else _JOINED_BY_NAME} AND st.day_dir = ?""",
         key,
         "st.uid_dir",
         base(wanted),

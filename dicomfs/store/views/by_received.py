@@ -52,17 +52,23 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
         start, end = day_bounds(str(key[0]))
     except ValueError:
         return []
-    sql = """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid,
-                    st.last_received, st.last_access
-             FROM studies st JOIN patients p ON p.id = st.patient
-             WHERE st.first_received >= ? AND st.first_received < ?"""
-    args: tuple[float, ...] = (start, end)
     if wanted is not None:
         windows = _clock_windows(str(key[0]), str(base(wanted)))
         if not windows:
             return []  # no name of this directory starts otherwise
-        sql += " AND (" + " OR ".join(["st.first_received BETWEEN ? AND ?"] * len(windows)) + ")"
-        args += tuple(bound for window in windows for bound in window)
+        # One range, through the index on first_received: the second the name's
+        # clock gives (an hour wide only where the clock goes back).
+        start, end = max(start, windows[0][0]), min(end, windows[-1][1])
+    sql = """SELECT st.id, st.first_received, p.dir_name, st.dir_name, st.study_uid,
+                    st.last_received, st.last_access
+             FROM studies st JOIN patients p ON p.id = st.patient
+             WHERE st.first_received >= ? AND st.first_received < ?"""
+    args: tuple[object, ...] = (start, end)
+    wanted_base = None if wanted is None else str(base(wanted))
+    if wanted_base is not None and len(wanted_base.encode("utf-8")) < names.BASE_MAX - 3:
+        # Not cut short: the rest of the name is the patient's and the study's, whole.
+        sql += " AND p.dir_name || '_' || st.dir_name = ?"
+        args += (wanted_base[9:],)
     found = conn.execute(sql, args)
     return present(
         named(
