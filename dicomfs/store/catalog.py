@@ -15,6 +15,7 @@ from .index import Index
 def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list[dict[str, Any]]:
     rows = []
     namer = views.Namer(index.conn)
+    mounted = str(mountpoint).rstrip("/")  # joined as text: pathlib costs more than the query
     for summary in index.study_summaries(study_ids):
         paths = namer.study_paths(summary.id)
         rows.append(
@@ -34,7 +35,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list
                 "senders": summary.senders,
                 "study_uid": summary.study_uid,
                 "paths": {
-                    view: [str(mountpoint / p) for p in found] for view, found in paths.items()
+                    view: [f"{mounted}/{p}" for p in found] for view, found in paths.items()
                 },
             }
         )
