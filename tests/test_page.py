@@ -30,7 +30,9 @@ def test_the_page_lists_every_study_escaped_with_its_directories(store: Path) ->
         reconcile(index, store)
         expiry.keep(index, "1.2.2", "study", None, "someone")
         index.conn.execute("UPDATE studies SET first_received = 1, last_received = 1")
-        index.conn.execute("UPDATE studies SET last_received = 2 WHERE study_uid = '1.2.2'")
+        index.conn.execute(
+            "UPDATE studies SET first_received = 2, last_received = 2 WHERE study_uid = '1.2.2'"
+        )
         index.conn.execute("UPDATE instances SET received_at = 1")
         index.conn.execute("UPDATE instances SET received_at = 2 WHERE sop_uid = '1.2.2.1.1'")
         paths = {

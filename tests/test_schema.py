@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 
-from dicomfs.store.index import INDEX_DIR, INDEX_FILE, Index, IndexUnusable, migrations, schema
+from dicomfs.dicom import corpus
+from dicomfs.dicom.meta import read_meta
+from dicomfs.store.index import (
+    INDEX_DIR,
+    INDEX_FILE,
+    FileState,
+    Index,
+    IndexUnusable,
+    Sender,
+    migrations,
+    schema,
+)
+from dicomfs.store.indexer import reconcile
 
 
 def shape(db: sqlite_utils.Database) -> dict[str, object]:
@@ -76,3 +89,51 @@ def test_a_reader_refuses_an_index_an_older_dicomfs_made_and_a_command_upgrades_
     Index.upgrade(store)
     with Index(store, readonly=True) as reader:
         assert reader.version() == schema.SCHEMA_VERSION
+
+
+def counted(index: Index) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """What the triggers keep, and what counting the instances gives, for every series."""
+    kept = index.conn.execute(
+        """SELECT se.id, se.instance_count, se.bytes,
+                  (SELECT group_concat(sender_aet || ':' || instances, ',') FROM
+                   (SELECT * FROM series_senders WHERE series = se.id ORDER BY sender_aet))
+           FROM series se ORDER BY se.id"""
+    ).fetchall()
+    counts = index.conn.execute(
+        """SELECT se.id, count(i.id), coalesce(sum(i.size), 0),
+                  (SELECT group_concat(aet || ':' || n, ',') FROM
+                   (SELECT coalesce(sender_aet, '') AS aet, count(*) AS n FROM instances
+                    WHERE series = se.id GROUP BY 1 ORDER BY 1))
+           FROM series se LEFT JOIN instances i ON i.series = se.id
+           GROUP BY se.id ORDER BY se.id"""
+    ).fetchall()
+    return kept, counts
+
+
+def test_what_a_series_holds_stays_counted_through_every_kind_of_write(store: Path) -> None:
+    """find and index.html read a series' counts, never its instances: they must agree
+    after a receipt, a replacement, a move to another series, a deletion, an expiry."""
+    corpus.write_regular(store / "a", patients=2, studies=1, series=2, instances=3)
+    with Index(store) as index:
+        reconcile(index, store)
+        assert counted(index)[0] == counted(index)[1]
+        victim = sorted((store / "a").rglob("*.dcm"))[0]
+        meta = read_meta(str(victim))
+        # Received again over DICOM from two senders: larger, then in another series.
+        rel = str(victim.relative_to(store))
+        for aet, series_uid in (("CT1", meta.series_uid), ("MR7", meta.series_uid + ".9")):
+            moved = dataclasses.replace(meta, series_uid=series_uid)
+            with index.transaction():
+                index.put_instance(moved, rel, FileState(99_999, 1), sender=Sender(aet=aet))
+            assert counted(index)[0] == counted(index)[1]
+        with index.transaction():
+            index.remove_paths(
+                [str(p.relative_to(store)) for p in list((store / "a").rglob("*.dcm"))[1:3]]
+            )
+        assert counted(index)[0] == counted(index)[1]
+        (series_id,) = index.conn.execute("SELECT id FROM series LIMIT 1").fetchone()
+        with index.transaction():
+            index.doom_series(series_id)
+        kept, counts = counted(index)
+        assert kept == counts
+        assert sum(row[1] for row in kept) == index.counts()["instances"]

@@ -17,6 +17,8 @@ from dicomfs.store import search
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
+from .conftest import back_to_v5
+
 SPEC = corpus.Spec(
     patient_name="MARTIN^PAUL", patient_id="PULL0021", accession="Acc-77A",
     study_description="Genou droit", series_description="T1 sagittal",
@@ -78,6 +80,7 @@ def test_an_index_of_schema_4_learns_the_words_of_its_descriptions(store: Path) 
     with Index(store) as index:
         reconcile(index, store)
     conn = sqlite3.connect(store / ".dicomfs" / "index.sqlite")
+    back_to_v5(conn)
     conn.executescript(
         """DROP TABLE study_words; DROP TABLE series_words;
            DROP INDEX patients_patient_id_nocase; DROP INDEX studies_accession_nocase;

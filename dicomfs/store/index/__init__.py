@@ -585,15 +585,15 @@ class Index:
                 """
                 SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
                        st.study_time, st.description, st.accession,
-                       (SELECT group_concat(DISTINCT modality) FROM series WHERE study = st.id),
-                       (SELECT group_concat(DISTINCT station_name) FROM series
-                        WHERE study = st.id),
-                       (SELECT count(*) FROM series WHERE study = st.id),
-                       count(i.id), coalesce(sum(i.size), 0), coalesce(min(i.received_at), 0),
-                       group_concat(DISTINCT i.sender_aet)
+                       group_concat(DISTINCT se.modality),
+                       group_concat(DISTINCT se.station_name),
+                       count(se.id), sum(se.instance_count), sum(se.bytes),
+                       coalesce(st.first_received, 0),
+                       (SELECT group_concat(DISTINCT nullif(ss.sender_aet, ''))
+                        FROM series s2 JOIN series_senders ss ON ss.series = s2.id
+                        WHERE s2.study = st.id)
                 FROM studies st JOIN patients p ON p.id = st.patient
                 JOIN series se ON se.study = st.id
-                JOIN instances i ON i.series = se.id
                 WHERE st.id = ?
                 """,
                 (study_id,),

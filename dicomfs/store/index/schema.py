@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from .migrations import MIGRATIONS
+from .migrations import COUNTING_TRIGGERS, MIGRATIONS, SERIES_SENDERS
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -62,8 +62,11 @@ CREATE TABLE series (
     modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
     station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
     number_dir TEXT NOT NULL,              -- by-modality: 000002.SER
-    last_received REAL,                    -- these two summarise its instances
-    last_access REAL                       -- (derived.py): directory times, expiry
+    -- These two summarise its instances (derived.py): directory times, expiry.
+    last_received REAL,
+    last_access REAL,
+    instance_count INTEGER NOT NULL DEFAULT 0,  -- what it holds, kept by the
+    bytes INTEGER NOT NULL DEFAULT 0            -- triggers below: study summaries
 );
 CREATE INDEX series_study ON series(study, dir_name);
 CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
@@ -93,6 +96,8 @@ CREATE INDEX instances_series ON instances(
     series, file_name, size, received_at, last_access, sop_uid, sender_aet);
 CREATE INDEX instances_received_at ON instances(received_at);
 
+-- Who sent a series' instances, counted by the triggers below.
+""" + SERIES_SENDERS + COUNTING_TRIGGERS + """
 -- Words of folded patient names and descriptions (derived.set_words), so a search
 -- is an index range scan.
 CREATE TABLE patient_words (
