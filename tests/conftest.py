@@ -20,19 +20,18 @@ PYDICOM_DATA = Path(pydicom.data.__file__).parent
 
 
 def back_to_v5(conn: sqlite3.Connection) -> None:
-    """Take a current index back to schema 5, for tests of upgrades from older ones.
-    Columns go through sqlite-utils' transform (a new table): SQLite's own DROP COLUMN
-    trips over a comment before a table's last column."""
+    """Take a current index back to schema 5, for tests of upgrades from older ones."""
     conn.executescript(
         """DROP INDEX instances_series;
            CREATE INDEX instances_series ON instances(series, file_name);
            DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
-           DROP TRIGGER instances_recounted; DROP TABLE series_senders;"""
+           DROP TRIGGER instances_recounted; DROP TABLE series_counts;"""
     )
-    drop_columns(conn, "series", {"instance_count", "bytes"})
 
 
 def drop_columns(conn: sqlite3.Connection, table: str, columns: set[str]) -> None:
+    """Through sqlite-utils' transform (a new table): SQLite's own DROP COLUMN trips
+    over a comment before a table's last column."""
     sqlite_utils.Database(conn)[table].transform(drop=columns)  # type: ignore[union-attr]
 
 

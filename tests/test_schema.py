@@ -94,10 +94,11 @@ def test_a_reader_refuses_an_index_an_older_dicomfs_made_and_a_command_upgrades_
 def counted(index: Index) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """What the triggers keep, and what counting the instances gives, for every series."""
     kept = index.conn.execute(
-        """SELECT se.id, se.instance_count, se.bytes,
+        """SELECT se.id, coalesce(sum(sc.instances), 0), coalesce(sum(sc.bytes), 0),
                   (SELECT group_concat(sender_aet || ':' || instances, ',') FROM
-                   (SELECT * FROM series_senders WHERE series = se.id ORDER BY sender_aet))
-           FROM series se ORDER BY se.id"""
+                   (SELECT * FROM series_counts WHERE series = se.id ORDER BY sender_aet))
+           FROM series se LEFT JOIN series_counts sc ON sc.series = se.id
+           GROUP BY se.id ORDER BY se.id"""
     ).fetchall()
     counts = index.conn.execute(
         """SELECT se.id, count(i.id), coalesce(sum(i.size), 0),

@@ -34,9 +34,7 @@ def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list
                 "received_at": iso(summary.received_at),
                 "senders": summary.senders,
                 "study_uid": summary.study_uid,
-                "paths": {
-                    view: [f"{mounted}/{p}" for p in found] for view, found in paths.items()
-                },
+                "paths": {view: [f"{mounted}/{p}" for p in found] for view, found in paths.items()},
             }
         )
     return rows

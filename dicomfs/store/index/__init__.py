@@ -587,14 +587,15 @@ class Index:
                        st.study_time, st.description, st.accession,
                        group_concat(DISTINCT se.modality),
                        group_concat(DISTINCT se.station_name),
-                       count(se.id), sum(se.instance_count), sum(se.bytes),
-                       coalesce(st.first_received, 0),
-                       (SELECT group_concat(DISTINCT nullif(ss.sender_aet, ''))
-                        FROM series s2 JOIN series_senders ss ON ss.series = s2.id
-                        WHERE s2.study = st.id)
+                       count(se.id), coalesce(held.instances, 0), coalesce(held.bytes, 0),
+                       coalesce(st.first_received, 0), held.senders
                 FROM studies st JOIN patients p ON p.id = st.patient
-                JOIN series se ON se.study = st.id
-                WHERE st.id = ?
+                JOIN series se ON se.study = st.id,
+                (SELECT sum(sc.instances) AS instances, sum(sc.bytes) AS bytes,
+                        group_concat(DISTINCT nullif(sc.sender_aet, '')) AS senders
+                 FROM series s2 JOIN series_counts sc ON sc.series = s2.id
+                 WHERE s2.study = ?1) AS held
+                WHERE st.id = ?1
                 """,
                 (study_id,),
             ).fetchone()

@@ -222,61 +222,46 @@ def _schema_v6(db: sqlite_utils.Database) -> None:
 
 
 def _schema_v7(db: sqlite_utils.Database) -> None:
-    """What a study's summary counts (instances, bytes, senders) kept per series by
-    triggers on instances, so that find and index.html never count instances."""
+    """What each series holds, by sender (instances, bytes), counted by triggers on
+    instances, so that find and index.html never count instances."""
     db.executescript(
-        """
-        ALTER TABLE series ADD COLUMN instance_count INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE series ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-        UPDATE series SET (instance_count, bytes) =
-            (SELECT count(*), coalesce(sum(size), 0) FROM instances WHERE series = series.id);
-        """
-        + SERIES_SENDERS
+        SERIES_COUNTS
         + """
-        INSERT INTO series_senders (series, sender_aet, instances)
-            SELECT series, coalesce(sender_aet, ''), count(*) FROM instances GROUP BY 1, 2;
+        INSERT INTO series_counts (series, sender_aet, instances, bytes)
+            SELECT series, coalesce(sender_aet, ''), count(*), sum(size)
+            FROM instances GROUP BY 1, 2;
         """
         + COUNTING_TRIGGERS
     )
 
 
 # Shared with schema.py: the same text for a new index and a migrated one.
-SERIES_SENDERS = """
-CREATE TABLE series_senders (
+SERIES_COUNTS = """
+CREATE TABLE series_counts (
     series INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
     sender_aet TEXT NOT NULL,              -- '' for instances not received over DICOM
     instances INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
     PRIMARY KEY (series, sender_aet)
 ) WITHOUT ROWID;
 """
 
-COUNTING_TRIGGERS = """
-CREATE TRIGGER instances_counted_in AFTER INSERT ON instances BEGIN
-    UPDATE series SET instance_count = instance_count + 1, bytes = bytes + NEW.size
-        WHERE id = NEW.series;
-    INSERT INTO series_senders (series, sender_aet, instances)
-        VALUES (NEW.series, coalesce(NEW.sender_aet, ''), 1)
-        ON CONFLICT (series, sender_aet) DO UPDATE SET instances = instances + 1;
-END;
-CREATE TRIGGER instances_counted_out AFTER DELETE ON instances BEGIN
-    UPDATE series SET instance_count = instance_count - 1, bytes = bytes - OLD.size
-        WHERE id = OLD.series;
-    UPDATE series_senders SET instances = instances - 1
+_COUNT_IN = """
+    INSERT INTO series_counts (series, sender_aet, instances, bytes)
+        VALUES (NEW.series, coalesce(NEW.sender_aet, ''), 1, NEW.size)
+        ON CONFLICT (series, sender_aet)
+        DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
+"""
+_COUNT_OUT = """
+    UPDATE series_counts SET instances = instances - 1, bytes = bytes - OLD.size
         WHERE series = OLD.series AND sender_aet = coalesce(OLD.sender_aet, '');
-    DELETE FROM series_senders WHERE series = OLD.series AND instances = 0;
-END;
-CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON instances BEGIN
-    UPDATE series SET instance_count = instance_count - 1, bytes = bytes - OLD.size
-        WHERE id = OLD.series;
-    UPDATE series_senders SET instances = instances - 1
-        WHERE series = OLD.series AND sender_aet = coalesce(OLD.sender_aet, '');
-    DELETE FROM series_senders WHERE series = OLD.series AND instances = 0;
-    UPDATE series SET instance_count = instance_count + 1, bytes = bytes + NEW.size
-        WHERE id = NEW.series;
-    INSERT INTO series_senders (series, sender_aet, instances)
-        VALUES (NEW.series, coalesce(NEW.sender_aet, ''), 1)
-        ON CONFLICT (series, sender_aet) DO UPDATE SET instances = instances + 1;
-END;
+    DELETE FROM series_counts WHERE series = OLD.series AND instances = 0;
+"""
+COUNTING_TRIGGERS = f"""
+CREATE TRIGGER instances_counted_in AFTER INSERT ON instances BEGIN {_COUNT_IN} END;
+CREATE TRIGGER instances_counted_out AFTER DELETE ON instances BEGIN {_COUNT_OUT} END;
+CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON instances
+    BEGIN {_COUNT_OUT} {_COUNT_IN} END;
 """
 
 

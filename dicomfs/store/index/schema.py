@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from .migrations import COUNTING_TRIGGERS, MIGRATIONS, SERIES_SENDERS
+from .migrations import COUNTING_TRIGGERS, MIGRATIONS, SERIES_COUNTS
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-CURRENT = """
+CURRENT = (
+    """
 -- One row per (PatientID, PatientName) pair: DICOM has no better patient key.
 CREATE TABLE patients (
     id INTEGER PRIMARY KEY,
@@ -62,11 +63,8 @@ CREATE TABLE series (
     modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
     station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
     number_dir TEXT NOT NULL,              -- by-modality: 000002.SER
-    -- These two summarise its instances (derived.py): directory times, expiry.
-    last_received REAL,
-    last_access REAL,
-    instance_count INTEGER NOT NULL DEFAULT 0,  -- what it holds, kept by the
-    bytes INTEGER NOT NULL DEFAULT 0            -- triggers below: study summaries
+    last_received REAL,                    -- these two summarise its instances
+    last_access REAL                       -- (derived.py): directory times, expiry
 );
 CREATE INDEX series_study ON series(study, dir_name);
 CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
@@ -96,8 +94,11 @@ CREATE INDEX instances_series ON instances(
     series, file_name, size, received_at, last_access, sop_uid, sender_aet);
 CREATE INDEX instances_received_at ON instances(received_at);
 
--- Who sent a series' instances, counted by the triggers below.
-""" + SERIES_SENDERS + COUNTING_TRIGGERS + """
+-- What each series holds, by sender, counted by the triggers below: a study's summary.
+"""
+    + SERIES_COUNTS
+    + COUNTING_TRIGGERS
+    + """
 -- Words of folded patient names and descriptions (derived.set_words), so a search
 -- is an index range scan.
 CREATE TABLE patient_words (
@@ -174,6 +175,7 @@ CREATE TABLE reads (
     PRIMARY KEY (series_uid, uid, day)
 ) WITHOUT ROWID;
 """
+)
 
 
 def create(db: sqlite_utils.Database) -> None:
