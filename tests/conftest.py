@@ -22,9 +22,7 @@ PYDICOM_DATA = Path(pydicom.data.__file__).parent
 def back_to_v5(conn: sqlite3.Connection) -> None:
     """Take a current index back to schema 5, for tests of upgrades from older ones."""
     conn.executescript(
-        """DROP INDEX instances_series;
-           CREATE INDEX instances_series ON instances(series, file_name);
-           DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
+        """DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
            DROP TRIGGER instances_recounted; DROP TABLE series_counts;"""
     )
 

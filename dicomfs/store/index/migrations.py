@@ -210,18 +210,6 @@ def _schema_v5(db: sqlite_utils.Database) -> None:
 
 # Each migration takes the schema from version N to N+1; append, never edit.
 def _schema_v6(db: sqlite_utils.Database) -> None:
-    """A series' listing and a study's summary read one index, never the instances'
-    rows: the index of instances by series carries what they ask for."""
-    db.executescript(
-        """
-        DROP INDEX instances_series;
-        CREATE INDEX instances_series ON instances(
-            series, file_name, size, received_at, last_access, sop_uid, sender_aet);
-        """
-    )
-
-
-def _schema_v7(db: sqlite_utils.Database) -> None:
     """What each series holds, by sender (instances, bytes), counted by triggers on
     instances, so that find and index.html never count instances."""
     db.executescript(
@@ -266,5 +254,5 @@ CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON i
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6, _schema_v7,
+    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6,
 ]  # fmt: skip

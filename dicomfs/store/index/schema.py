@@ -89,9 +89,7 @@ CREATE TABLE instances (
     called_aet TEXT,                       -- our AE title as called (receiver)
     sender_user TEXT                       -- DICOM user identity (receiver)
 );
--- Covers a series' listing and a study's summary (migration v6).
-CREATE INDEX instances_series ON instances(
-    series, file_name, size, received_at, last_access, sop_uid, sender_aet);
+CREATE INDEX instances_series ON instances(series, file_name);
 CREATE INDEX instances_received_at ON instances(received_at);
 
 -- What each series holds, by sender, counted by the triggers below: a study's summary.
