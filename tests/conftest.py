@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pydicom.data
 import pytest
-import sqlite_utils
 
 from dicomfs.dicom import corpus, names
 from dicomfs.store.index import Index
@@ -25,12 +24,6 @@ def back_to_v5(conn: sqlite3.Connection) -> None:
         """DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
            DROP TRIGGER instances_recounted; DROP TABLE series_counts;"""
     )
-
-
-def drop_columns(conn: sqlite3.Connection, table: str, columns: set[str]) -> None:
-    """Through sqlite-utils' transform (a new table): SQLite's own DROP COLUMN trips
-    over a comment before a table's last column."""
-    sqlite_utils.Database(conn)[table].transform(drop=columns)  # type: ignore[union-attr]
 
 
 @pytest.fixture

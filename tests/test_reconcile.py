@@ -17,7 +17,7 @@ from dicomfs.dicom import corpus
 from dicomfs.store.index import SCHEMA_VERSION, Index, IndexUnusable
 from dicomfs.store.indexer import import_paths, reconcile
 
-from .conftest import back_to_v5, copy_pydicom_files, drop_columns, tree_fingerprint
+from .conftest import back_to_v5, copy_pydicom_files, tree_fingerprint
 
 
 def indexed_sops(index: Index) -> set[str]:
@@ -245,11 +245,14 @@ def test_an_index_made_by_the_first_schema_is_upgraded_with_its_times(tmp_path: 
            DROP INDEX patients_patient_id_nocase; DROP INDEX studies_accession_nocase;
            DROP TABLE audit; DROP TABLE kept; DROP TABLE doomed; DROP TABLE reads;
            DROP INDEX series_last_access; DROP INDEX series_last_received;
-           DROP INDEX studies_first_received;"""
+           DROP INDEX studies_first_received;
+           ALTER TABLE series DROP COLUMN last_received;
+           ALTER TABLE series DROP COLUMN last_access;
+           ALTER TABLE studies DROP COLUMN first_received;
+           ALTER TABLE studies DROP COLUMN last_received;
+           ALTER TABLE studies DROP COLUMN last_access;
+           PRAGMA user_version = 1;"""
     )
-    drop_columns(conn, "series", {"last_received", "last_access"})
-    drop_columns(conn, "studies", {"first_received", "last_received", "last_access"})
-    conn.execute("PRAGMA user_version = 1")
     conn.close()
     with pytest.raises(IndexUnusable, match="older dicomfs"):
         Index(store, readonly=True)  # a reader never writes, so never upgrades

@@ -32,7 +32,7 @@ from ..store.index import Index, IndexUnusable
 from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
 from . import nowait, page
-from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
+from .inodes import ROOT_INODE, Inodes, file_inode
 from .listings import Listings
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ class DicomOperations(pyfuse3.Operations):
         mounted_at = self._mounted_at  # as _fill says, for a receipt unknown
         for position in range(start, len(entries)):
             name, child, (_, size, received, accessed) = entries[position]
-            attr.st_ino = FILE_INODES + child[1]
+            attr.st_ino = file_inode(child[1])
             attr.st_size = size
             attr.st_blocks = (size + 511) // 512
             attr.st_mtime_ns = attr.st_ctime_ns = received_ns = int((received or mounted_at) * 1e9)
