@@ -231,8 +231,30 @@ def tmp_dir(store: Path) -> Path:
     return store / INDEX_DIR / TMP_DIR
 
 
-def walk(store: Path) -> Iterator[tuple[str, FileState]]:
-    """Every regular file of the store but the index's own, as (relative path, state).
+def top_key(name: str, is_dir: bool) -> str:
+    """Where the store's top-level entry `name` sorts among the paths of the index: a
+    directory's paths all begin with its key, and lie between it and the next key (a
+    name has no '/'), so ranges of keys share out the store and its rows alike."""
+    return name + "/" if is_dir else name
+
+
+def top_keys(store: Path) -> list[str]:
+    """The keys of the store's top-level entries but the index's own, sorted."""
+    keys = []
+    with os.scandir(store) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != INDEX_DIR:
+                        keys.append(top_key(entry.name, True))
+                elif entry.is_file(follow_symlinks=False):
+                    keys.append(top_key(entry.name, False))
+    return sorted(keys)
+
+
+def walk(store: Path, low: str = "", high: str | None = None) -> Iterator[tuple[str, FileState]]:
+    """Every regular file of the store but the index's own, as (relative path, state);
+    with low and high, only below the top-level entries whose key lies in [low, high).
 
     Symbolic links are not followed: a link out of the store is not our data.
     Relative paths are built as the walk descends (a store holds millions of files,
@@ -247,7 +269,12 @@ def walk(store: Path) -> Iterator[tuple[str, FileState]]:
             continue  # vanished or unreadable: its files are simply not seen this time
         for entry in entries:
             try:
-                if entry.is_dir(follow_symlinks=False):
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not prefix:
+                    key = top_key(entry.name, is_dir)
+                    if key < low or (high is not None and key >= high):
+                        continue
+                if is_dir:
                     if prefix or entry.name != INDEX_DIR:
                         stack.append((f"{prefix}{entry.name}/", entry.path))
                 elif entry.is_file(follow_symlinks=False):

@@ -19,6 +19,7 @@ from typing import Protocol
 from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
 from . import files as store_files
 from .index import FileState, Index
+from .survey import survey
 
 BATCH = 2000  # rows per transaction: few commits, yet a crash loses little work
 SMALL_JOB = 256  # below this many files a process pool costs more than it saves
@@ -109,26 +110,17 @@ def reconcile(
         store_files.delete_files(root, doomed)
         with index.transaction():
             index.forget_doomed(doomed)
-    indexed = index.file_states()
-    skipped_before = index.skipped_states()
-    seen: set[str] = set()
-    to_parse: list[tuple[str, FileState, str]] = []
-    for rel, state in store_files.walk(root):
-        seen.add(rel)
-        if indexed.get(rel) == state:
-            report.unchanged += 1
-        elif rel in skipped_before and skipped_before[rel][0] == state:
-            report.skipped.append((rel, skipped_before[rel][1]))
-        else:
-            to_parse.append((rel, state, str(root)))
-
+    found = survey(index, root, workers)
+    report.unchanged = found.unchanged
+    report.skipped += found.skipped
     # Vanished files go first, so that a moved file is seen as moved, not duplicated.
     with index.transaction():
-        report.removed = index.remove_paths(p for p in indexed if p not in seen)
-        index.forget_skipped(p for p in skipped_before if p not in seen)
+        report.removed = index.remove_paths(found.vanished)
+        index.forget_skipped(found.skipped_gone)
 
+    to_parse = [(rel, state, str(root)) for rel, state in found.differing]
     parsed = _with_progress(parse_all(to_parse, workers), len(to_parse), progress)
-    _apply_all(index, root, parsed, report, on_disk=seen)
+    _apply_all(index, root, parsed, report)
     return report
 
 
@@ -147,21 +139,13 @@ class Disagreements:
 
 def check(index: Index, root: Path) -> Disagreements:
     """Compare the index with the files, changing nothing."""
-    found = Disagreements(doomed=index.doomed())
-    indexed = index.file_states()
-    skipped = index.skipped_states()
-    seen = set()
-    for rel, state in store_files.walk(root):
-        seen.add(rel)
-        if rel in indexed:
-            if indexed[rel] != state:
-                found.changed.append(rel)
-        elif not (rel in skipped and skipped[rel][0] == state):
-            found.unindexed.append(rel)
-    found.missing = sorted(p for p in indexed if p not in seen)
-    found.unindexed.sort()
-    found.changed.sort()
-    return found
+    found = survey(index, root)
+    return Disagreements(
+        missing=sorted(found.vanished),
+        unindexed=[p for p, _ in found.differing if p not in found.changed],
+        changed=[p for p, _ in found.differing if p in found.changed],
+        doomed=index.doomed(),
+    )
 
 
 def import_paths(
@@ -182,7 +166,7 @@ def import_paths(
     parsed = list(_with_progress(parse_all(jobs, workers), len(jobs), progress, "Reading"))
     chosen = _newest_of_each(index, root, parsed, report)
     copied = _copy_in(root, _with_progress(chosen, len(chosen), progress, "Copying"), report)
-    _apply_all(index, root, copied, report, on_disk=None)
+    _apply_all(index, root, copied, report)
     return report
 
 
@@ -277,19 +261,16 @@ def _apply_all(
     root: Path,
     results: Iterable[Parsed],
     report: Report,
-    on_disk: set[str] | None,
 ) -> None:
     """Write parse results in transactions of BATCH files."""
     pending = iter(results)
     while batch := list(itertools.islice(pending, BATCH)):
         with index.transaction():
             for result in batch:
-                _apply(index, root, result, report, on_disk)
+                _apply(index, root, result, report)
 
 
-def _apply(
-    index: Index, root: Path, result: Parsed, report: Report, on_disk: set[str] | None
-) -> None:
+def _apply(index: Index, root: Path, result: Parsed, report: Report) -> None:
     """Write one parse result to the index, settling duplicate SOPInstanceUIDs."""
     if result.meta is None:
         reason = result.reason or "unknown"
@@ -298,7 +279,7 @@ def _apply(
         report.skipped.append((result.path, reason))
         return
     existing = index.instance_by_sop(result.meta.sop_uid)
-    if existing and existing[1] != result.path and _exists(root, existing[1], on_disk):
+    if existing and existing[1] != result.path and _exists(root, existing[1]):
         other_path, other_mtime = existing[1], existing[2]
         if not _wins(result.state, FileState(0, other_mtime)):
             reason = _duplicate(other_path)
@@ -317,7 +298,5 @@ def _apply(
     report.indexed_paths.add(result.path)
 
 
-def _exists(root: Path, rel: str, on_disk: set[str] | None) -> bool:
-    if on_disk is not None and rel not in on_disk:
-        return False
+def _exists(root: Path, rel: str) -> bool:
     return not (root / rel).is_symlink() and (root / rel).is_file()

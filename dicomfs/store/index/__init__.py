@@ -190,14 +190,25 @@ class Index:
 
     # --- reconcile support --------------------------------------------------------------
 
-    def file_states(self) -> dict[str, FileState]:
-        """Every indexed path with its (size, mtime), for the unchanged-file check."""
-        rows = self.conn.execute("SELECT path, size, mtime_ns FROM instances")
-        return {path: FileState(size, mtime) for path, size, mtime in rows}
+    def file_states(self, low: str = "", high: str | None = None) -> dict[str, tuple[int, int]]:
+        """Every indexed path (in [low, high) if given) with its (size, mtime), for the
+        unchanged-file check: plain tuples, equal to a FileState, and cheaper by the
+        million."""
+        rows = self._in_range("SELECT path, size, mtime_ns FROM instances", low, high)
+        return {path: (size, mtime) for path, size, mtime in rows}
 
-    def skipped_states(self) -> dict[str, tuple[FileState, str]]:
-        rows = self.conn.execute("SELECT path, size, mtime_ns, reason FROM skipped")
+    def skipped_states(
+        self, low: str = "", high: str | None = None
+    ) -> dict[str, tuple[FileState, str]]:
+        rows = self._in_range("SELECT path, size, mtime_ns, reason FROM skipped", low, high)
         return {path: (FileState(size, mtime), reason) for path, size, mtime, reason in rows}
+
+    def _in_range(self, select: str, low: str, high: str | None) -> sqlite3.Cursor:
+        # "+path": a scan of the table reads a share of it faster than the path index
+        # leads to it, row by row.
+        if high is None:
+            return self.conn.execute(f"{select} WHERE +path >= ?", (low,))
+        return self.conn.execute(f"{select} WHERE +path >= ? AND +path < ?", (low, high))
 
     def instance_by_sop(self, sop_uid: str) -> tuple[int, str, int] | None:
         """(id, path, mtime_ns) of the instance with this SOPInstanceUID."""
