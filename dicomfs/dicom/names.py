@@ -88,7 +88,10 @@ def unique_names(entries: Sequence[tuple[str, str]], *, always: bool = False) ->
     suffixed name is never another entry's base. A name depends on every entry that
     shares its base, so `entries` holds all of the directory's entries of each base.
     """
-    sharing_base = Counter(base for base, _ in entries)
+    bases = [base for base, _ in entries]
+    if not always and len(set(bases)) == len(bases):
+        return bases  # the common case, and a listing of thousands asks it first
+    sharing_base = Counter(bases)
     # Hash only the keys that need a suffix: a listing's names are mostly unique.
     shorts = [short_hash(key) if always or sharing_base[base] > 1 else "" for base, key in entries]
     sharing_short = Counter((base, short) for (base, _), short in zip(entries, shorts, strict=True))

@@ -317,6 +317,8 @@ class DicomOperations(pyfuse3.Operations):
         attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
         if views.lists_files(listing.node):
             self._reply_files(listing.entries, start_id, token, attr)
+        elif listing.node == views.ROOT:  # the views, and index.html
+            self._reply_any(listing, start_id, token, attr)
         else:
             self._reply_directories(listing, start_id, token, attr)
 
@@ -352,6 +354,30 @@ class DicomOperations(pyfuse3.Operations):
                 return
 
     def _reply_directories(
+        self, listing: _Listing, start: int, token: Any, attr: pyfuse3.EntryAttributes
+    ) -> None:
+        """Directories only (a view's patients, a patient's studies...), thousands at a
+        view's top: what they share set once, the rest as _fill does."""
+        entries = listing.entries
+        assert entries is not None
+        attr.st_mode = self._dir_mode
+        attr.st_nlink = 2
+        attr.st_size = attr.st_blocks = 0
+        attr.attr_timeout = ATTR_TIMEOUT
+        inode_of, counted, place = self.inodes.inode_of, self.inodes.count_lookup, self.inodes.place
+        reply = pyfuse3.readdir_reply
+        parent, mounted_at = listing.inode, self._mounted_at
+        for position in range(start, len(entries)):
+            name, child, (_, _, received, accessed) = entries[position]
+            attr.st_ino = inode = inode_of(child)
+            attr.st_mtime_ns = attr.st_ctime_ns = received_ns = int((received or mounted_at) * 1e9)
+            attr.st_atime_ns = int(accessed * 1e9) if accessed is not None else received_ns
+            if not reply(token, name.encode("utf-8"), attr, position + 1):
+                return
+            counted(inode)
+            place(inode, parent, name)
+
+    def _reply_any(
         self, listing: _Listing, start: int, token: Any, attr: pyfuse3.EntryAttributes
     ) -> None:
         entries = listing.entries

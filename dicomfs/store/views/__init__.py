@@ -110,9 +110,7 @@ def _entries(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[E
     lists = node.level.lists
     if lists is None:
         return []
-    return [
-        Entry(name, node.child(key), found) for name, key, found in lists(conn, node.key, wanted)
-    ]
+    return node.entries(lists(conn, node.key, wanted))
 
 
 def _root_entries(conn: sqlite3.Connection) -> list[Entry]:

@@ -124,6 +124,15 @@ class Node(tuple):
         place = self.place
         return Node(place.view.places[place.depth + 1], key)
 
+    def entries(self, listed: list[Listed]) -> list[Entry]:
+        """The directory's entries, from its listing: Entry(name, child node, stat).
+        Built as plain tuples, for a listing may hold thousands (a view's patients)
+        and the named constructors cost more than the rest of the listing's Python."""
+        place = self.place
+        below = place.view.places[place.depth + 1]
+        new = tuple.__new__
+        return [new(Entry, (name, new(Node, (below, *key)), found)) for name, key, found in listed]
+
     def __repr__(self) -> str:
         return f"Node({self.view.name}/{self.place.depth}, {self.key})"
 
@@ -135,7 +144,7 @@ class Entry(NamedTuple):
 
 
 def directory(received: float | None, accessed: float | None) -> Attributes:
-    return Attributes(True, 0, received, accessed)
+    return tuple.__new__(Attributes, (True, 0, received, accessed))  # see Node.entries
 
 
 # --- narrowing and naming ------------------------------------------------------------
