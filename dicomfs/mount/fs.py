@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pyfuse3
 import trio
@@ -60,8 +60,7 @@ class MountOptions:
     allow_delete: bool = False  # rm of instance files (so rm -r of a series) deletes them
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _StoredFile:
+class _StoredFile(NamedTuple):  # a tuple: every open makes one
     """An open instance file."""
 
     fd: int
@@ -415,10 +414,11 @@ class DicomOperations(pyfuse3.Operations):
         fd = nowait.open_cached(self._root, info.path, self._open_flags)
         if fd is None:
             fd = await self._open_stored(info.path)
-        self.accesses.note(info.instance, getattr(ctx, "uid", os.getuid()))
+        uid = getattr(ctx, "uid", None)
+        self.accesses.note(info.instance, os.getuid() if uid is None else uid)
         fh = self._new_fh()
         self._files[fh] = _StoredFile(fd, info.size, inode)
-        self._hold(inode, info.attributes)
+        self._hold(inode, info)
         # The stored file never changes in place (replacement is a rename), so the
         # kernel may keep its pages between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -463,8 +463,10 @@ class DicomOperations(pyfuse3.Operations):
             os.close(stored.fd)
             self._let_go(stored.inode)
 
-    def _hold(self, inode: int, attributes: Attributes) -> None:
-        held = self._held.setdefault(inode, _Held(attributes))
+    def _hold(self, inode: int, info: views.InstanceFile) -> None:
+        held = self._held.get(inode)
+        if held is None:
+            held = self._held[inode] = _Held(info.attributes)
         held.handles += 1
 
     def _let_go(self, inode: int) -> None:

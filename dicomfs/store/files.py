@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -28,7 +29,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .index import INDEX_DIR, INDEX_FILE, FileState
 
@@ -62,12 +63,21 @@ class _OpenHow(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
+
+
+@functools.lru_cache(maxsize=32)
+def _how(flags: int, mode: int, resolve: int) -> Any:
+    """openat2's request, made once for each kind (the mount makes one open per open)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
+    return ctypes.pointer(how)  # keeps `how` alive with it; the kernel only reads it
+
+
 def openat2(directory: int, rel: str, flags: int, resolve: int, mode: int = 0) -> int | None:
     """openat2(2): a descriptor, OSError, or None if this kernel cannot (too old, or
     a flag it does not know)."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
     fd = _libc.syscall(
-        _SYS_OPENAT2, directory, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how)
+        _SYS_OPENAT2, directory, os.fsencode(rel), _how(flags, mode, resolve), _HOW_SIZE
     )
     if fd >= 0:
         return int(fd)

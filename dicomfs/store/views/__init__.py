@@ -13,8 +13,8 @@ tests/test_views.py.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import sqlite3
+from typing import NamedTuple
 
 from . import by_date, by_modality, by_patient, by_received, by_uid
 from .levels import (
@@ -50,8 +50,7 @@ _PAGE_ATTRIBUTES = Attributes(False, 0, None, None)  # its size is the mount's, 
 _TOPS = {view.name: view.top for view in VIEWS}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class InstanceFile:
+class InstanceFile(NamedTuple):  # a tuple: every open of a file makes one
     """What opening an instance file needs."""
 
     instance: int
