@@ -39,7 +39,7 @@ def test_a_listing_is_kept_until_another_connection_commits(
     connections: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
     reader, writer = connections
-    listings = Listings()
+    listings = Listings(check_every=0)
     version = listings.check(reader)
     listings.keep(SERIES, entries(3), version)
     assert listings.check(reader) == version
@@ -54,7 +54,7 @@ def test_a_listing_taken_before_a_change_another_request_saw_is_not_kept(
     connections: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
     reader, writer = connections
-    listings = Listings()
+    listings = Listings(check_every=0)
     version = listings.check(reader)  # a readdir checks, then lists in a thread...
     writer.execute("INSERT INTO t VALUES (1)")  # ...the index changes meanwhile...
     listings.check(reader)  # ...and another readdir sees the change first
@@ -66,7 +66,7 @@ def test_listings_stop_being_kept_at_their_bound_and_start_again_after_a_change(
     connections: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
     reader, writer = connections
-    listings = Listings(limit=5)
+    listings = Listings(limit=5, check_every=0)
     version = listings.check(reader)
     listings.keep(SERIES, entries(4), version)
     listings.keep(OTHER, entries(2), version)  # would pass the bound
@@ -77,3 +77,22 @@ def test_listings_stop_being_kept_at_their_bound_and_start_again_after_a_change(
     listings.keep(OTHER, entries(2), version)
     assert listings.get(OTHER) == entries(2)
     assert len(listings) == 2
+
+
+def test_a_commit_is_seen_once_the_check_interval_has_passed(
+    connections: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    """The version is not read on every directory a find opens, but a commit never
+    stays unseen for longer than the interval."""
+    reader, writer = connections
+    now = [100.0]
+    listings = Listings(check_every=0.05, clock=lambda: now[0])
+    version = listings.check(reader)
+    listings.keep(SERIES, entries(3), version)
+    writer.execute("INSERT INTO t VALUES (1)")
+    now[0] += 0.01
+    assert listings.check(reader) == version
+    assert listings.get(SERIES) == entries(3)
+    now[0] += 0.05
+    assert listings.check(reader) != version
+    assert listings.get(SERIES) is None

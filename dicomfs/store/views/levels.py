@@ -230,9 +230,10 @@ def series_files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list
         "file_name",
         base(wanted),
     )
+    new = tuple.__new__  # see Node.entries
     return named(
         [
-            (str(name), str(uid), (iid,), Attributes(False, size, r, a))
+            (str(name), str(uid), (iid,), new(Attributes, (False, size, r, a)))
             for iid, name, uid, size, r, a in found
         ]
     )
