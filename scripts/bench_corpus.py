@@ -40,8 +40,9 @@ def _markers(p: int, study: int, series: int, instance: int, station: int) -> di
     }
 
 
-def _template_spec(matrix: int) -> corpus.Spec:
+def _template_spec(matrix: int, modality: str) -> corpus.Spec:
     return corpus.Spec(
+        modality=modality,
         patient_name="PATIENT77777^TEST", patient_id="ID77777", accession="ACC7777777",
         study_uid=f"{ROOT}777777777", series_uid=f"{ROOT}777777777.777",
         sop_uid=f"{ROOT}777777777.777.7777", study_date="20047777", station_name="STATION7",
@@ -53,11 +54,13 @@ def _template_spec(matrix: int) -> corpus.Spec:
 class Template:
     """One encoded instance and where its markers lie."""
 
-    def __init__(self, matrix: int) -> None:
+    def __init__(self, matrix: int, modality: str = "MR") -> None:
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            corpus.dataset(_template_spec(matrix)).save_as(buffer, enforce_file_format=True)
+            corpus.dataset(_template_spec(matrix, modality)).save_as(
+                buffer, enforce_file_format=True
+            )
         self.data = buffer.getvalue()
         header = self.data[: self.data.rfind(b"\xe0\x7f\x10\x00")]  # before PixelData
         self.spans: list[tuple[int, str]] = []
@@ -80,9 +83,9 @@ class Template:
         return bytes(out)
 
 
-def _write_patients(job: tuple[Path, range, int, int, int]) -> int:
-    root, patients, series, instances, matrix = job
-    template = Template(matrix)
+def _write_patients(job: tuple[Path, range, int, int, int, str]) -> int:
+    root, patients, series, instances, matrix, modality = job
+    template = Template(matrix, modality)
     written = 0
     for p in patients:
         folder = root / f"p{p:05d}"
@@ -107,12 +110,13 @@ def write_patients(
     instances: int = 100,
     matrix: int = 4,
     progress: Callable[[int], None] | None = None,
+    modality: str = "MR",
 ) -> int:
     """Each patient (numbered, at most 99,999) gets one study of series x instances, in a
     directory of its own; on every core."""
     chunk = 20
     jobs = [
-        (root, patients[start : start + chunk], series, instances, matrix)
+        (root, patients[start : start + chunk], series, instances, matrix, modality)
         for start in range(0, len(patients), chunk)
     ]
     total = 0

@@ -4,9 +4,10 @@ A find or ls that walks the same directories again is answered from here without
 query: the listing of a series costs several microseconds an entry in SQLite and
 Python, its reply one. Any commit to the index by any process (an instance received,
 an expiry, the accesses the mount itself writes) drops every kept listing within
-CHECK_EVERY, so the views are never staler than without it by more than that. PRAGMA data_version tells whether another
-connection has committed, for the cost of one statement; it is read on one
-connection only, for its numbers mean nothing on another.
+CHECK_EVERY, so the views are never staler than without it by more than that.
+PRAGMA data_version tells whether another connection has committed, for the cost of
+one statement; it is read on one connection only, for its numbers mean nothing on
+another.
 
 The kept listings are bounded by their number of entries (a find over a million
 instances keeps the first of them, then stops keeping until the index changes), so

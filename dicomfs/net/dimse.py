@@ -137,6 +137,9 @@ COMMON_CLASSES = [
 ]  # fmt: skip
 
 
+MAX_PDU = 1 << 20
+
+
 def receiving_ae(aet: str, timeouts: Timeouts) -> AE:
     """An AE that accepts C-ECHO, and C-STORE of every storage SOP class in every
     transfer syntax (an instance is stored as it was sent)."""
@@ -149,6 +152,7 @@ def receiving_ae(aet: str, timeouts: Timeouts) -> AE:
     ae.dimse_timeout = config.DIMSE_TIMEOUT
     # How long pynetdicom waits for the request (and for a peer's reply to our abort).
     ae.acse_timeout = timeouts.request
+    ae.maximum_pdu_size = MAX_PDU
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None

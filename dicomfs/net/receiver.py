@@ -28,7 +28,7 @@ from pynetdicom import evt
 from .. import config
 from ..store.index import Sender, audit
 from ..store.writer import IndexWriter
-from . import dimse, pdu_guard, spool
+from . import dimse, pdu_guard, spool, store_response
 from .pdu_guard import Timeouts
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,7 @@ class Receiver:
         assoc = event.assoc
         assoc.dul._run_loop_delay = PENDING_POLL_DELAY
         dimse.quick_ack(assoc)
+        store_response.install(assoc)
         transport = assoc.dul.socket
         guard = pdu_guard.PduGuard(assoc, self.timeouts) if self._guarded else None
         if guard is not None:
