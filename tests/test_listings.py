@@ -96,3 +96,17 @@ def test_a_commit_is_seen_once_the_check_interval_has_passed(
     now[0] += 0.05
     assert listings.check(reader) != version
     assert listings.get(SERIES) is None
+
+
+def test_a_write_of_this_process_is_seen_at_the_next_check(
+    connections: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    """rm -r through the mount, then ls: what was removed is gone at once."""
+    reader, writer = connections
+    listings = Listings(check_every=3600)
+    version = listings.check(reader)
+    listings.keep(SERIES, entries(3), version)
+    writer.execute("INSERT INTO t VALUES (1)")
+    listings.stale()
+    assert listings.check(reader) != version
+    assert listings.get(SERIES) is None

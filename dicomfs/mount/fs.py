@@ -87,13 +87,19 @@ def _open_writer(store: Path) -> IndexWriter | None:
         return None
 
 
+# An instance file as readdir replies with it: name, inode, size, blocks, and the
+# mtime and atime in ns (see _fill), made once per listing, for a kept listing is
+# replied from again by every find.
+_FileReply = tuple[bytes, int, int, int, int, int]
+
+
 @dataclasses.dataclass
 class _Listing:
     """An open directory: its entries, as listed by the first readdir."""
 
     node: Node
     inode: int
-    entries: list[Entry] | None = None
+    entries: list[Any] | None = None  # what _list gives
 
 
 class _Reader(threading.local):
@@ -321,35 +327,48 @@ class DicomOperations(pyfuse3.Operations):
         else:
             self._reply_directories(listing, start_id, token, attr)
 
-    async def _list(self, node: Node) -> list[Entry]:
+    async def _list(self, node: Node) -> list[Any]:
+        """What readdir replies from, kept while the index is unchanged: a series' files
+        as _FileReply rows, any other directory's entries."""
         version = self._listings.check(self._conn())
-        entries = self._listings.get(node)
-        if entries is None:
+        kept = self._listings.get(node)
+        if kept is None:
             if node.kind in _LISTED_ON_THE_LOOP:
                 entries = self._seek(views.list_entries, node)
             else:
                 entries = await self._query(views.list_entries, node)
-            self._listings.keep(node, entries, version)
-        return entries
+            kept = self._file_replies(entries) if views.lists_files(node) else entries
+            self._listings.keep(node, kept, version)
+        return kept
+
+    def _file_replies(self, entries: list[Entry]) -> list[_FileReply]:
+        mounted_at = self._mounted_at  # as _fill says, for a receipt unknown
+        replies = []
+        for name, child, (_, size, received, accessed) in entries:
+            received_ns = int((received or mounted_at) * 1e9)
+            accessed_ns = int(accessed * 1e9) if accessed is not None else received_ns
+            replies.append((name.encode("utf-8"), file_inode(child[1]), size,
+                            (size + 511) // 512, received_ns, accessed_ns))  # fmt: skip
+        return replies
 
     def _reply_files(
-        self, entries: list[Entry], start: int, token: Any, attr: pyfuse3.EntryAttributes
+        self, replies: list[_FileReply], start: int, token: Any, attr: pyfuse3.EntryAttributes
     ) -> None:
         """A series' files, the bulk of every find: what all of them share set once,
-        and no table to keep (their inodes are their row ids)."""
+        the rest made ready when listed, and no table to keep (their inodes are their
+        row ids)."""
         attr.st_mode = self._file_mode
         attr.st_nlink = 1
         attr.attr_timeout = ATTR_TIMEOUT
         reply = pyfuse3.readdir_reply
-        mounted_at = self._mounted_at  # as _fill says, for a receipt unknown
-        for position in range(start, len(entries)):
-            name, child, (_, size, received, accessed) = entries[position]
-            attr.st_ino = file_inode(child[1])
+        for position in range(start, len(replies)):
+            name, inode, size, blocks, modified, accessed = replies[position]
+            attr.st_ino = inode
             attr.st_size = size
-            attr.st_blocks = (size + 511) // 512
-            attr.st_mtime_ns = attr.st_ctime_ns = received_ns = int((received or mounted_at) * 1e9)
-            attr.st_atime_ns = int(accessed * 1e9) if accessed is not None else received_ns
-            if not reply(token, name.encode("utf-8"), attr, position + 1):
+            attr.st_blocks = blocks
+            attr.st_mtime_ns = attr.st_ctime_ns = modified
+            attr.st_atime_ns = accessed
+            if not reply(token, name, attr, position + 1):
                 return
 
     def _reply_directories(
@@ -506,6 +525,8 @@ class DicomOperations(pyfuse3.Operations):
         except Exception:
             log.exception("could not write to the index")
             return False
+        finally:
+            self._listings.stale()  # what this mount changed shows at its next listing
         return True
 
     # --- last access ------------------------------------------------------------------

@@ -19,8 +19,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
-from ..store.views import Entry, Node
+from ..store.views import Node
 
 KEPT_ENTRIES = 200_000  # about 80 MB of entries at most
 CHECK_EVERY = 0.05  # seconds between two reads of the index's version
@@ -36,7 +37,7 @@ class Listings:
         self._limit = limit
         self._check_every = check_every
         self._clock = clock
-        self._kept: dict[Node, list[Entry]] = {}
+        self._kept: dict[Node, list[Any]] = {}
         self._entries = 0
         self._version: int | None = None
         self._checked = 0.0  # when the version was last read (monotonic)
@@ -61,14 +62,19 @@ class Listings:
         assert self._version is not None  # read at the first check
         return self._version
 
+    def stale(self) -> None:
+        """The index has just changed (a write of this process): the next check reads
+        its version whatever the interval."""
+        self._checked = -float("inf")
+
     def clear(self) -> None:
         self._kept.clear()
         self._entries = 0
 
-    def get(self, node: Node) -> list[Entry] | None:
+    def get(self, node: Node) -> list[Any] | None:
         return self._kept.get(node)
 
-    def keep(self, node: Node, entries: list[Entry], version: int) -> None:
+    def keep(self, node: Node, entries: list[Any], version: int) -> None:
         """Keep a listing taken after a check that gave this version, unless a later
         check has seen another since (the listing may then predate that change)."""
         if version == self._version and self._entries + len(entries) <= self._limit:
