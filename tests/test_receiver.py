@@ -25,6 +25,7 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from dicomfs.dicom import corpus
+from dicomfs.net import ingest
 from dicomfs.store import running
 
 from .peers import Serve, dcmtk, free_port, serving
@@ -296,6 +297,62 @@ def test_every_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
     for path in acknowledged:
         original = pydicom.dcmread(path)
         assert stored_dataset(store, original.SOPInstanceUID) == original
+
+
+@pytest.mark.parametrize("step", ingest.STEPS)
+def test_a_crash_at_any_durable_step_shows_no_half_file_and_loses_nothing_acknowledged(
+    step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve dies (SIGKILL, by itself) at one step of storing an instance: before it
+    is fsynced, before its rename, before its directory's fsync and row commit, or
+    before Success goes out. What it leaves and what the restart makes of it."""
+    store, sent = tmp_path / "store", tmp_path / "sent"
+    corpus.write_regular(sent, patients=1, studies=1, series=1, instances=2)
+    first, second = (pydicom.dcmread(path) for path in sorted(sent.rglob("*.dcm")))
+    sources = {ds.SOPInstanceUID: path for ds, path in
+               zip((first, second), sorted(sent.rglob("*.dcm")), strict=True)}  # fmt: skip
+
+    def send(sop: str, port: int) -> subprocess.CompletedProcess[str]:
+        return dcmtk("storescu", "-aec", "DICOMFS", "127.0.0.1", str(port), str(sources[sop]))
+
+    with serving(store) as server:
+        assert send(first.SOPInstanceUID, server.port).returncode == 0  # acknowledged
+    monkeypatch.setenv("DICOMFS_TEST_CRASH_AT", step)
+    crashing = Serve(store)
+    try:
+        assert send(second.SOPInstanceUID, crashing.port).returncode != 0  # no Success
+        assert crashing.process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        crashing.stop()
+    monkeypatch.delenv("DICOMFS_TEST_CRASH_AT")
+
+    def placed() -> dict[str, pydicom.Dataset]:
+        """Every file under a final name in the store, read whole."""
+        found = {}
+        for path in store.rglob("*.dcm"):
+            if ".dicomfs" not in path.relative_to(store).parts:
+                ds = pydicom.dcmread(path)
+                found[ds.SOPInstanceUID] = ds
+        return found
+
+    reached_its_place = step in ("renamed", "committed")
+    in_place = placed()  # as the crash left them: never part of an instance
+    assert set(in_place) == {first.SOPInstanceUID} | (
+        {second.SOPInstanceUID} if reached_its_place else set()
+    )
+    for sop, ds in in_place.items():
+        assert ds == pydicom.dcmread(sources[sop])
+    with serving(store):  # the restart recovers by itself
+        pass
+    assert not any((store / ".dicomfs" / "tmp").iterdir())
+    assert {sop for (sop,) in rows(store, "SELECT sop_uid FROM instances")} == set(in_place)
+    check = subprocess.run([sys.executable, "-m", "dicomfs", "check", "--store", str(store)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    with serving(store) as server:  # the sender tries again, as it will
+        assert send(second.SOPInstanceUID, server.port).returncode == 0
+    assert stored_dataset(store, second.SOPInstanceUID) == second
+    assert stored_dataset(store, first.SOPInstanceUID) == first
 
 
 def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instance(

@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,7 @@ def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWrite
         received.complete()
     except OSError as exc:
         raise Refused(describe(exc)) from exc
+    _step("received")
     return store_received(store, spooled, received.sync, sender, writer)
 
 
@@ -79,6 +81,7 @@ def store_received(
         raise Unreadable(str(exc)) from exc
     finally:
         _wait(syncing)
+    _step("synced")
     rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
     name = os.path.basename(rel)
     with _directory_of(store, rel) as (target, changed):
@@ -87,6 +90,7 @@ def store_received(
             state = store_files.state_at(target, name)
         except OSError as exc:
             raise Refused(describe(exc)) from exc
+        _step("renamed")
         dirs_synced = _in_background(store_files.fsync_all, [target, *changed])
 
         def index(index: Index) -> str | None:
@@ -102,11 +106,23 @@ def store_received(
             raise Refused(f"could not index it: {exc}") from exc
         finally:
             _wait(dirs_synced)
+    _step("committed")
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.
         with contextlib.suppress(OSError):
             store_files.delete_files(store, [previous])
     return Stored(meta, rel, state.size)
+
+
+# The durable steps, in order (see the module's docstring). A test makes the process
+# die at one of them, as a crash would: DICOMFS_TEST_CRASH_AT=synced, say.
+STEPS = ("received", "synced", "renamed", "committed")
+_CRASH_AT = os.environ.get("DICOMFS_TEST_CRASH_AT")
+
+
+def _step(name: str) -> None:
+    if name == _CRASH_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
