@@ -5,6 +5,7 @@ for fit in one; each socket gets quick ACKs, or at least TCP_NODELAY."""
 
 from __future__ import annotations
 
+import copy
 import socket
 import ssl
 from collections.abc import Iterator
@@ -252,3 +253,18 @@ def test_a_tls_socket_stays_itself_with_tcp_nodelay() -> None:
             dimse.quick_ack(assoc)
             assert assoc.dul.socket.socket is tls
             assert tls.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_supported_contexts_copied_for_each_association_are_what_a_deep_copy_gives() -> None:
+    """pynetdicom deep-copies the supported contexts for every association it accepts;
+    ours copy without copying their UIDs, and are otherwise the same, and as separate."""
+    stock = dimse.receiving_ae("DICOMFS", Timeouts()).supported_contexts
+    cheap = dimse.copied_cheaply(stock)
+    copies = copy.deepcopy(cheap)
+    assert copies == copy.deepcopy(stock)
+    assert [c.as_scp for c in copies] == [c.as_scp for c in stock]
+    first = copies[0]
+    first.context_id = 1  # negotiation changes its own copy...
+    first.add_transfer_syntax("1.2.826.0.1.3680043.8.498.999")
+    assert cheap[0].context_id is None  # ...never the contexts of the next association
+    assert cheap[0].transfer_syntax == stock[0].transfer_syntax

@@ -155,8 +155,9 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self._server = self.ae.start_server(
-            (host, port), block=False, evt_handlers=handlers, ssl_context=tls
-        )
+            (host, port), block=False, evt_handlers=handlers, ssl_context=tls,
+            contexts=dimse.copied_cheaply(self.ae.supported_contexts),
+        )  # fmt: skip
         self._server.socket.listen(BACKLOG)  # listening already: this only widens the queue
         log.info("receiving as %s on %s:%d", self.ae.ae_title, host, port)
 
