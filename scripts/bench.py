@@ -24,7 +24,7 @@ from dicomfs.store.views import VIEW_NAMES
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_corpus
-from bench_ingest import bench_ingest
+from bench_ingest import bench_ingest, status_mb
 from bench_pull import bench_pull
 
 PER_PATIENT = 300  # one study of 3 series of 100 instances, as the issue's 1 M corpus
@@ -107,11 +107,6 @@ def mounted(command: list[str], mnt: Path) -> Iterator[subprocess.Popen[bytes]]:
         subprocess.run(["fusermount3", "-u", "-q", str(mnt)], check=False)
 
 
-def rss_mb(proc: subprocess.Popen[bytes]) -> float:
-    status = Path(f"/proc/{proc.pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-
-
 def copy_target() -> Path:
     """Where the copies go: memory (/dev/shm) where there is one, so that the figure is
     the reading, not the disk's writeback of what earlier copies wrote."""
@@ -167,7 +162,7 @@ def bench_mount(store: Path, work: Path) -> None:
         mount_cp = copy_time(through, copies)
         mount_find = shell_time("find", str(mnt / "by-patient"), "-type", "f")
         repeat_find = shell_time("find", str(mnt / "by-patient"), "-type", "f")
-        rss = rss_mb(proc)
+        rss = status_mb(proc.pid, "VmRSS")
     disk_cp = min(disk_cp, copy_time(study, copies))  # again: the best of both sides
     shutil.rmtree(copies)
     n = sum(1 for _ in store.glob("p*/*.dcm"))

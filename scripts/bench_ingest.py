@@ -123,11 +123,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status in MB: VmRSS (now), VmHWM (the peak)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split(f"{field}:")[1].split()[0]) / 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +225,7 @@ def bench_large(work: Path, runs: Path) -> None:
         (folder / ".complete").touch()
     with receiver("dicomfs", runs, True) as (port, aet, pid):
         send([[folder / str(n)] for n in range(4)], port, aet, True)
-        rss = peak_rss_mb(pid)
+        rss = status_mb(pid, "VmHWM")
     shutil.rmtree(runs, ignore_errors=True)
     print(f"  4 associations of one 128 MB instance each: serve's peak RSS {rss:.0f} MB"
           " (goal < 200 MB)")  # fmt: skip

@@ -35,13 +35,19 @@ def connections(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, sqlite3.Co
     writer.close()
 
 
+def keep_a_series(listings: Listings, reader: sqlite3.Connection) -> int:
+    """A readdir's check and keep of one series; the version it was kept at."""
+    version = listings.check(reader)
+    listings.keep(SERIES, entries(3), version)
+    return version
+
+
 def test_a_listing_is_kept_until_another_connection_commits(
     connections: tuple[sqlite3.Connection, sqlite3.Connection],
 ) -> None:
     reader, writer = connections
     listings = Listings(check_every=0)
-    version = listings.check(reader)
-    listings.keep(SERIES, entries(3), version)
+    version = keep_a_series(listings, reader)
     assert listings.check(reader) == version
     assert listings.get(SERIES) == entries(3)
     writer.execute("INSERT INTO t VALUES (1)")  # an instance received, say
@@ -87,8 +93,7 @@ def test_a_commit_is_seen_once_the_check_interval_has_passed(
     reader, writer = connections
     now = [100.0]
     listings = Listings(check_every=0.05, clock=lambda: now[0])
-    version = listings.check(reader)
-    listings.keep(SERIES, entries(3), version)
+    version = keep_a_series(listings, reader)
     writer.execute("INSERT INTO t VALUES (1)")
     now[0] += 0.01
     assert listings.check(reader) == version
@@ -104,8 +109,7 @@ def test_a_write_of_this_process_is_seen_at_the_next_check(
     """rm -r through the mount, then ls: what was removed is gone at once."""
     reader, writer = connections
     listings = Listings(check_every=3600)
-    version = listings.check(reader)
-    listings.keep(SERIES, entries(3), version)
+    version = keep_a_series(listings, reader)
     writer.execute("INSERT INTO t VALUES (1)")
     listings.stale()
     assert listings.check(reader) != version
