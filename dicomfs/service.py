@@ -25,8 +25,8 @@ from .life import expiry
 from .mount import run as mount
 from .mount.fs import MountOptions
 from .net import ingest
-from .net.pdu_guard import Timeouts
 from .net.receiver import Policy, Receiver
+from .net.wire import Timeouts
 from .store import files as store_files
 from .store import running
 from .store.index import Index

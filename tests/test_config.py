@@ -12,8 +12,8 @@ import pytest
 
 from dicomfs import config
 from dicomfs.net import puller
-from dicomfs.net.pdu_guard import Timeouts
 from dicomfs.net.receiver import Receiver
+from dicomfs.net.wire import Timeouts
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -99,8 +99,8 @@ def test_the_receiver_and_the_puller_start_from_the_same_defaults(store: Path) -
     writer = IndexWriter(store)
     try:
         receiver = Receiver(store, writer)
-        assert receiver.ae.ae_title == config.AE_TITLE
+        assert receiver.aet == config.AE_TITLE
         assert receiver.max_associations == config.MAX_ASSOCIATIONS
-        assert receiver.ae.dimse_timeout == config.DIMSE_TIMEOUT
+        assert receiver.timeouts == Timeouts()
     finally:
         writer.close()

@@ -361,9 +361,11 @@ def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instan
     store = tmp_path / "store"
     server = Serve(store)
     senders, logs, readers = [], [], []
+    for number in (1, 2):  # many more than either can send before the stop takes effect
+        corpus.write_regular(tmp_path / f"sent{number}", patients=1, studies=1, series=4,
+                             instances=500, seed=number)  # fmt: skip
     for number in (1, 2):  # two associations open at the stop
         sent = tmp_path / f"sent{number}"
-        corpus.write_regular(sent, patients=1, studies=1, series=2, instances=200, seed=number)
         sender = subprocess.Popen(
             [str(Path("/usr/bin/storescu")), "-v", "-aet", f"SCANNER{number}", "-aec", "DICOMFS",
              "+sd", "+r", "127.0.0.1", str(server.port), str(sent)],
@@ -398,7 +400,7 @@ def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instan
     acknowledged = [pydicom.dcmread(path).SOPInstanceUID for log in logs
                     for path in _acknowledged(log)]  # fmt: skip
     assert len(acknowledged) >= 100
-    assert max(_successes(log) for log in logs) < 400  # stopped before either was done
+    assert max(_successes(log) for log in logs) < 2000  # stopped before either was done
     stored = {str(row[0]) for row in rows(store, "SELECT sop_uid FROM instances")}
     assert set(acknowledged) <= stored
     counted = rows(store, "SELECT calling_aet, sum(instances) FROM audit "

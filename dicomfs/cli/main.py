@@ -775,8 +775,8 @@ def serve_command(
       dicomfs serve --allow-aet BAY3T --allow-aet PACS --allow-address 10.1.0.0/16
     """
     from ..mount import run as mount
-    from ..net.pdu_guard import Timeouts
     from ..net.receiver import Policy
+    from ..net.wire import Timeouts
     from ..service import ExpiryOptions, ReceiverOptions, ServiceError, run
 
     if (tls_cert is None) != (tls_key is None):

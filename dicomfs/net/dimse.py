@@ -9,7 +9,6 @@ a name here, with what the standard says it means.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import socket
@@ -21,7 +20,13 @@ from typing import Any
 
 from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    build_context,
+    build_role,
+)
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -36,7 +41,6 @@ from ..store import files as store_files
 from ..store.index import Sender
 from ..store.writer import IndexWriter
 from . import ingest, spool
-from .pdu_guard import Timeouts
 from .tcp import QuickAckSocket
 
 log = logging.getLogger(__name__)
@@ -100,11 +104,7 @@ CALLING_AET_NOT_RECOGNISED = Rejection(0x01, 0x01, 0x03)  # permanent, by the se
 NOT_ALLOWED = Rejection(0x01, 0x01, 0x01)  # permanent, by the service user: no reason given
 
 
-def reject(assoc: Any, rejection: Rejection) -> None:
-    """Refuse an association request. As pynetdicom does for its own rejections, the
-    reject goes out first, then the association ends."""
-    assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
-    assoc.kill()
+APPLICATION_CONTEXT_NOT_SUPPORTED = Rejection(0x01, 0x01, 0x02)  # permanent, by the user
 
 
 # --- AEs and their presentation contexts ---------------------------------------------------
@@ -139,59 +139,19 @@ COMMON_CLASSES = [
 ]  # fmt: skip
 
 
+# The longest P-DATA-TF we accept: at pynetdicom's default of 16 KB, a 128 KB instance
+# takes eight PDUs, and each costs Python; the spool writes each as it comes.
 MAX_PDU = 1 << 20
 
 
-def receiving_ae(aet: str, timeouts: Timeouts) -> AE:
-    """An AE that accepts C-ECHO, and C-STORE of every storage SOP class in every
-    transfer syntax (an instance is stored as it was sent)."""
-    ae = AE(ae_title=aet)
-    # pynetdicom counts every connection whose thread is alive, those that never sent
-    # a request and those we closed too; the receiver counts its own (see its
-    # MAX_PENDING and --max-associations), so pynetdicom's limit must never refuse.
-    ae.maximum_associations = 1 << 30
-    ae.network_timeout = timeouts.idle  # pynetdicom aborts an idle association
-    ae.dimse_timeout = config.DIMSE_TIMEOUT
-    # How long pynetdicom waits for the request (and for a peer's reply to our abort).
-    ae.acse_timeout = timeouts.request
-    ae.maximum_pdu_size = MAX_PDU
-    ae.add_supported_context(Verification)
+def receiving_contexts() -> list[PresentationContext]:
+    """What the receiver accepts: C-ECHO, and C-STORE of every storage SOP class in
+    every transfer syntax (an instance is stored as it was sent)."""
+    contexts = [build_context(Verification)]
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    return ae
-
-
-class _CopiedCheaply(PresentationContext):
-    """A supported presentation context whose copies share its UIDs.
-
-    pynetdicom deep-copies every supported context for each association it accepts:
-    for every storage SOP class in every transfer syntax, 7,700 UIDs, about 0.1 s of
-    CPU an association, and a scanner may open one per series. A UID is an immutable
-    str, so sharing it is what a deep copy means; everything else is copied as deeply
-    as before."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _CopiedCheaply:
-        clone = _CopiedCheaply.__new__(_CopiedCheaply)
-        for name, value in vars(self).items():
-            if isinstance(value, list) and all(isinstance(item, str) for item in value):
-                value = list(value)
-            elif not isinstance(value, str | int | bool | type(None)):
-                value = copy.deepcopy(value, memo)
-            setattr(clone, name, value)
-        return clone
-
-
-def copied_cheaply(contexts: Iterable[PresentationContext]) -> list[PresentationContext]:
-    """The same supported contexts, as _CopiedCheaply (for AE.start_server)."""
-    cheap: list[PresentationContext] = []
-    for context in contexts:
-        clone = _CopiedCheaply()
-        clone.abstract_syntax = context.abstract_syntax
-        clone.transfer_syntax = list(context.transfer_syntax)
-        clone.scu_role, clone.scp_role = context.scu_role, context.scp_role
-        cheap.append(clone)
-    return cheap
+        contexts.append(build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES))
+    return contexts
 
 
 def requesting_ae(aet: str, contexts: Iterable[Context]) -> AE:
@@ -233,13 +193,6 @@ def quick_ack(assoc: Any) -> None:
 # --- who is asking ---------------------------------------------------------------------
 
 
-def ae_titles(event: Any) -> tuple[str, str]:
-    """(calling, called) AE titles as the peer sent them in its request."""
-    request = event.assoc.requestor.primitive
-    assert request is not None  # set before any handler of ours runs
-    return request.calling_ae_title, request.called_ae_title
-
-
 def username(value: bytes | None) -> str | None:
     """The DICOM username offered (user identity negotiation), or None: an empty or
     blank one, or one with control characters (a NUL, an escape sequence, a line
@@ -248,12 +201,6 @@ def username(value: bytes | None) -> str | None:
     if not text or any(unicodedata.category(ch) == "Cc" for ch in text):
         return None
     return text
-
-
-def sender(event: Any, user: str | None) -> Sender:
-    """Who sent what an event of this association carries, as the index records it."""
-    calling, called = ae_titles(event)
-    return Sender(aet=calling, address=event.assoc.requestor.address, called_aet=called, user=user)
 
 
 # --- C-STORE -------------------------------------------------------------------------------
@@ -301,16 +248,23 @@ class StoreHandler:
         return outcome.status
 
     def _store(self, event: Any, sender: Sender) -> Outcome:
-        try:
-            stored = ingest.store_spooled(self.store, Path(event.dataset_path), sender, self.writer)
-        except Exception as exc:
-            status, reason = refusal(exc)
-            sop = getattr(event.request, "AffectedSOPInstanceUID", "?")
-            log.error("refused %s from %s@%s: %s (status 0x%04X)", sop, sender.aet,
-                      sender.address, reason, status)  # fmt: skip
-            log.debug("why", exc_info=True)
-            return Outcome(status, reason=reason)
-        return Outcome(SUCCESS, stored)
+        def stored() -> ingest.Stored:
+            return ingest.store_spooled(self.store, Path(event.dataset_path), sender, self.writer)
+
+        return store_outcome(stored, getattr(event.request, "AffectedSOPInstanceUID", "?"), sender)
+
+
+def store_outcome(store: Callable[[], ingest.Stored], sop_uid: str, sender: Sender) -> Outcome:
+    """What became of one instance that store() puts into the store; never raises."""
+    try:
+        stored = store()
+    except Exception as exc:
+        status, reason = refusal(exc)
+        log.error("refused %s from %s@%s: %s (status 0x%04X)", sop_uid, sender.aet,
+                  sender.address, reason, status)  # fmt: skip
+        log.debug("why", exc_info=True)
+        return Outcome(status, reason=reason)
+    return Outcome(SUCCESS, stored)
 
 
 def refusal(exc: Exception) -> tuple[int, str]:

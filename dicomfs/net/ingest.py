@@ -53,7 +53,8 @@ class Stored:
 
 
 def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWriter) -> Stored:
-    """Store an instance that pynetdicom has just spooled to disk (see spool.py)."""
+    """Store an instance that pynetdicom has just spooled to disk (see spool.py): one a
+    C-GET of the puller receives."""
     received = spool.SpoolFile.claim(str(spooled))
     if received is None:
         raise Refused("the dataset was not spooled")
@@ -61,7 +62,6 @@ def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWrite
         received.complete()
     except OSError as exc:
         raise Refused(describe(exc)) from exc
-    _step("received")
     return store_received(store, spooled, received.sync, sender, writer)
 
 
@@ -74,6 +74,7 @@ def store_received(
     other overlap: the file's fsync with parsing its header, the directory's fsync
     with the index commit.
     """
+    _step("received")
     syncing = _in_background(sync)
     try:
         meta = read_meta(str(received))

@@ -1,0 +1,363 @@
+"""One association as its acceptor (PS3.8, PS3.7): negotiation, then C-ECHO and C-STORE.
+
+Each association has a thread of its own that reads its peer's PDUs whole, with
+blocking reads and deadlines (wire.py), and writes a C-STORE's data set fragments
+straight into a spool file in the store's tmp directory as they come; the Host (the
+receiver) then stores and indexes the complete file before the peer hears the
+status. The association request is read and the accept encoded with pynetdicom's
+PDU classes and its presentation context negotiation; everything after is ours:
+pynetdicom's own association machinery polls its socket and builds a pydicom
+dataset for every command, which halves what one core receives.
+
+Anything the peer sends out of turn (an unexpected PDU, data on a context never
+accepted, a malformed command) is answered with A-ABORT and a log line; a half-
+received instance leaves no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+    UserIdentityNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+
+from ..store import files as store_files
+from . import commands, dimse, spool, wire
+from .wire import Timeouts
+
+log = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # the DICOM application context (PS3.7 A.2.1)
+MAX_REQUEST_PDU = 256 * 1024  # 128 contexts of a dozen transfer syntaxes each: ~100 KB
+_WRITE_CHUNK = 1 << 20
+
+
+class Host(Protocol):
+    """What an association asks of the receiver it belongs to."""
+
+    def admit(self, association: Association) -> dimse.Rejection | None:
+        """Whether to accept its request (its AE titles and user are known now)."""
+
+    def instance(
+        self, association: Association, request: commands.Request, spooled: Spooled
+    ) -> tuple[int, str]:
+        """Store a complete instance: (status, error comment) for its sender."""
+
+    def ended(self, association: Association) -> None:
+        """Its thread is about to end: nothing more comes from it."""
+
+
+class Spooled:
+    """A C-STORE data set being written to a file in the store's tmp directory, as
+    a Part 10 file. A failed write (a full disk) is kept, not raised: the instance
+    gets a failure status and the association goes on."""
+
+    def __init__(self, directory: Path, request: commands.Request, transfer_syntax: str) -> None:
+        self.fd, self.path = store_files.create_temp(directory, "rx-", ".dcm")
+        self.error: OSError | None = None
+        meta = spool.file_meta(
+            sop_class_uid=request.sop_class,
+            sop_instance_uid=request.sop_instance,
+            transfer_syntax=transfer_syntax,
+        )
+        self.write(b"\x00" * 128 + b"DICM" + meta)
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view and self.error is None:
+            try:
+                view = view[os.write(self.fd, view[:_WRITE_CHUNK]) :]
+            except OSError as exc:
+                self.error = exc
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def discard(self) -> None:
+        """Close it, and remove the file unless it was moved into the store."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class Association:
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: str,
+        host: Host,
+        *,
+        supported: Sequence[PresentationContext],
+        tmp_dir: Path,
+        timeouts: Timeouts,
+        max_pdu: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.address = address
+        self.calling_aet = self.called_aet = ""
+        self.user: str | None = None
+        self.ident: int | None = None  # its thread's
+        self._raw = sock
+        self._host = host
+        self._supported = supported
+        self._tmp_dir = tmp_dir
+        self._timeouts = timeouts
+        self._max_pdu = max_pdu
+        self._tls = tls
+        self._started = time.monotonic()
+        self._contexts: dict[int, str] = {}  # accepted: context ID -> transfer syntax
+        self._connection: wire.Connection | None = None
+        self._lock = threading.Lock()  # one sender at a time; nothing once shut
+        self._shut = False
+        self.requested = threading.Event()  # its request has been read (or it ended)
+        self._thread = threading.Thread(
+            target=self._run, name=f"association-{address}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def shut(self, *, say_abort: bool) -> None:
+        """From any thread: answer nothing more, and close the connection (saying
+        A-ABORT first if say_abort). The association's thread finishes the instance
+        it is storing, if any, without answering it."""
+        with self._lock:
+            self._shut = True
+            connection = self._connection
+        sock = connection.sock if connection else self._raw
+        # One TLS connection must not be written by two threads at once.
+        if say_abort and connection is not None and not isinstance(sock, ssl.SSLSocket):
+            connection.abort(wire.NOT_SPECIFIED)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read
+
+    # --- the association's thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        self.ident = threading.get_ident()
+        spooled: list[Spooled] = []
+        try:
+            connection = self._connect()
+            if connection is not None:
+                try:
+                    if self._negotiate(connection):
+                        self._serve(connection, spooled)
+                except wire.Closed as exc:
+                    if str(exc):
+                        log.warning("closing the connection from %s: %s", self.address, exc)
+                finally:
+                    connection.close()
+        finally:
+            self.requested.set()
+            for left in spooled:  # half-received when the association ended
+                left.discard()
+            self._host.ended(self)
+
+    def _connect(self) -> wire.Connection | None:
+        sock = self._raw
+        if self._tls is not None:
+            try:
+                sock.settimeout(self._request_left())
+                sock = self._tls.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as exc:
+                log.warning(
+                    "closing the connection from %s: no TLS handshake (%s)", self.address, exc
+                )
+                with contextlib.suppress(OSError):
+                    self._raw.close()
+                return None
+        connection = wire.Connection(sock)
+        with self._lock:
+            self._connection = connection
+            shut = self._shut
+        if shut:
+            connection.close()
+            return None
+        return connection
+
+    def _request_left(self) -> float:
+        return max(0.0, self._started + self._timeouts.request - time.monotonic())
+
+    def _negotiate(self, connection: wire.Connection) -> bool:
+        """Read the request, and accept or reject it; True once accepted."""
+        buffer = bytearray()
+        try:
+            left = self._request_left()
+            pdu_type, body = connection.read_pdu(buffer, MAX_REQUEST_PDU, wait=left, take=left)
+        except wire.TimedOut:
+            raise wire.Closed("no complete association request in time") from None
+        if pdu_type != wire.ASSOCIATE_RQ:
+            connection.abort(wire.UNEXPECTED_PDU)
+            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} before an association request")
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(wire.HEADER.pack(pdu_type, len(body)) + bytes(body))
+            primitive = request.to_primitive()
+        except Exception as exc:
+            connection.abort(wire.INVALID_PARAMETER)
+            raise wire.Closed(f"an association request that cannot be read ({exc})") from None
+        self.calling_aet = str(primitive.calling_ae_title or "").strip()
+        self.called_aet = str(primitive.called_ae_title or "").strip()
+        items = primitive.user_information
+        identity = next((i for i in items if isinstance(i, UserIdentityNegotiation)), None)
+        self.user = dimse.username(identity.primary_field) if identity is not None else None
+        self.requested.set()
+        rejection = self._host.admit(self)
+        if rejection is None and str(primitive.application_context_name) != APPLICATION_CONTEXT:
+            rejection = dimse.APPLICATION_CONTEXT_NOT_SUPPORTED
+        if rejection is not None:
+            connection.send_pdu(
+                wire.ASSOCIATE_RJ, bytes([0, rejection.result, rejection.source, rejection.reason])
+            )
+            return False
+        accept = self._accept(primitive)
+        with self._lock:
+            if self._shut:
+                return False
+            connection.send(accept)
+        return True
+
+    def _accept(self, request: A_ASSOCIATE) -> bytes:
+        roles = {
+            UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
+            for item in request.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        }
+        results, role_items = negotiate_as_acceptor(
+            request.presentation_context_definition_list, list(self._supported), roles or None
+        )
+        self._contexts = {
+            int(cx.context_id): str(cx.transfer_syntax[0])
+            for cx in results
+            if cx.result == 0x00 and cx.context_id is not None
+        }
+        accept = A_ASSOCIATE()
+        accept.application_context_name = APPLICATION_CONTEXT
+        accept.calling_ae_title = request.calling_ae_title
+        accept.called_ae_title = request.called_ae_title
+        accept.result, accept.result_source = 0x00, 0x01
+        accept.presentation_context_definition_results_list = results
+        maximum = MaximumLengthNotification()
+        maximum.maximum_length_received = self._max_pdu
+        implementation = ImplementationClassUIDNotification()
+        implementation.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+        accept.user_information = [maximum, implementation, version, *role_items]
+        pdu = A_ASSOCIATE_AC()
+        pdu.from_primitive(accept)
+        return bytes(pdu.encode())
+
+    def _serve(self, connection: wire.Connection, spooled: list[Spooled]) -> None:
+        """P-DATA until the peer releases or aborts the association."""
+        buffer = bytearray(self._max_pdu)
+        command = bytearray()
+        request: commands.Request | None = None
+        context_of_request = 0
+        timeouts = self._timeouts
+        while True:
+            pdu_type, body = connection.read_pdu(
+                buffer, self._max_pdu, wait=timeouts.idle, take=timeouts.pdu
+            )
+            if pdu_type == wire.RELEASE_RQ:
+                with self._lock:
+                    if not self._shut:
+                        connection.send_pdu(wire.RELEASE_RP, bytes(4))
+                return
+            if pdu_type == wire.ABORT:
+                raise wire.Closed("")
+            if pdu_type != wire.P_DATA_TF:
+                connection.abort(wire.UNEXPECTED_PDU)
+                raise wire.Closed(f"an unexpected PDU of type 0x{pdu_type:02X}")
+            try:
+                items = wire.pdvs(body)
+            except ValueError as exc:
+                connection.abort(wire.INVALID_PARAMETER)
+                raise wire.Closed(str(exc)) from None
+            for context_id, control, data in items:
+                if context_id not in self._contexts:
+                    connection.abort(wire.INVALID_PARAMETER)
+                    raise wire.Closed(
+                        f"data on presentation context {context_id}, which was never accepted"
+                    )
+                if control & wire.COMMAND:
+                    if request is not None:
+                        connection.abort(wire.UNEXPECTED_PDU)
+                        raise wire.Closed("a command in the middle of a data set")
+                    command += data
+                    if not control & wire.LAST:
+                        continue
+                    request, context_of_request = self._request(connection, command), context_id
+                    command.clear()
+                    if request.has_data_set:
+                        syntax = self._contexts[context_id]
+                        spooled.append(Spooled(self._tmp_dir, request, syntax))
+                        continue
+                    self._answer(connection, context_id, request, None)
+                    request = None
+                    continue
+                if request is None or context_id != context_of_request:
+                    connection.abort(wire.UNEXPECTED_PDU)
+                    raise wire.Closed("a data set without its command")
+                spooled[-1].write(data)
+                if control & wire.LAST:
+                    self._answer(connection, context_id, request, spooled.pop())
+                    request = None
+
+    def _request(self, connection: wire.Connection, command: bytes | bytearray) -> commands.Request:
+        try:
+            request = commands.read(command)
+        except ValueError as exc:
+            connection.abort(wire.INVALID_PARAMETER)
+            raise wire.Closed(f"a command that cannot be read: {exc}") from None
+        if request.field not in (commands.C_STORE_RQ, commands.C_ECHO_RQ):
+            connection.abort(wire.UNEXPECTED_PDU)
+            raise wire.Closed(f"a command (0x{request.field:04X}) this receiver does not offer")
+        if (request.field == commands.C_STORE_RQ) != request.has_data_set:
+            connection.abort(wire.INVALID_PARAMETER)
+            raise wire.Closed("a C-STORE without a data set, or a C-ECHO with one")
+        return request
+
+    def _answer(
+        self,
+        connection: wire.Connection,
+        context_id: int,
+        request: commands.Request,
+        spooled: Spooled | None,
+    ) -> None:
+        status, comment = 0x0000, ""
+        if spooled is not None:
+            try:
+                status, comment = self._host.instance(self, request, spooled)
+            finally:
+                spooled.discard()
+        response = commands.response(request, status, comment)
+        with self._lock:
+            if not self._shut:
+                connection.send_command(context_id, response)
