@@ -17,7 +17,6 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -74,23 +73,14 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ServiceError("TLS needs both --tls-cert and --tls-key")
-    context = _HandshakeInThread(ssl.PROTOCOL_TLS_SERVER)
+    # Each association does its handshake in its own thread (acceptor.py), within
+    # the deadline of its request: a silent peer holds up nobody else.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ServiceError(f"cannot use {cert} and {key} for TLS: {exc}") from exc
     return context
-
-
-class _HandshakeInThread(ssl.SSLContext):
-    """pynetdicom wraps each accepted connection in its accepting loop: with the
-    handshake done there, one peer that connects and stays silent would hold up every
-    other connection. Done lazily, it happens in the association's own thread, on its
-    first read, within the association request's deadline (pdu_guard)."""
-
-    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        kwargs["do_handshake_on_connect"] = False
-        return super().wrap_socket(sock, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

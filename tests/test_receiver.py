@@ -146,6 +146,7 @@ def test_a_bad_instance_fails_alone_and_the_association_goes_on(server: Serve) -
     del no_uid.StudyInstanceUID
     status = assoc.send_c_store(no_uid)
     assert status.Status == 0xC210
+    assert "no StudyInstanceUID" in status.ErrorComment  # the sender's log says why
     good = corpus.dataset(corpus.Spec())
     assert assoc.send_c_store(good).Status == 0x0000
     assoc.release()

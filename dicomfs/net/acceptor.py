@@ -71,13 +71,16 @@ class Spooled:
     a Part 10 file. A failed write (a full disk) is kept, not raised: the instance
     gets a failure status and the association goes on."""
 
-    def __init__(self, directory: Path, request: commands.Request, transfer_syntax: str) -> None:
-        self.fd, self.path = store_files.create_temp(directory, "rx-", ".dcm")
-        self.error: OSError | None = None
+    def __init__(
+        self, file: tuple[int, str] | OSError, request: commands.Request, syntax: str
+    ) -> None:
+        """file: the one to write (_new_spool_file), or why there is none."""
+        self.fd, self.path = (-1, "") if isinstance(file, OSError) else file
+        self.error = file if isinstance(file, OSError) else None
         meta = spool.file_meta(
             sop_class_uid=request.sop_class,
             sop_instance_uid=request.sop_instance,
-            transfer_syntax=transfer_syntax,
+            transfer_syntax=syntax,
         )
         self.write(b"\x00" * 128 + b"DICM" + meta)
 
@@ -94,10 +97,21 @@ class Spooled:
 
     def discard(self) -> None:
         """Close it, and remove the file unless it was moved into the store."""
+        if self.fd < 0:
+            return
         with contextlib.suppress(OSError):
             os.close(self.fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _new_spool_file(directory: Path) -> tuple[int, str] | OSError:
+    """A file to spool an instance into, or why there is none (a full disk). (Made in
+    the background while the instance comes, it costs more than it saves.)"""
+    try:
+        return store_files.create_temp(directory, "rx-", ".dcm")
+    except OSError as exc:
+        return exc
 
 
 class Association:
@@ -317,7 +331,7 @@ class Association:
                     command.clear()
                     if request.has_data_set:
                         syntax = self._contexts[context_id]
-                        spooled.append(Spooled(self._tmp_dir, request, syntax))
+                        spooled.append(Spooled(_new_spool_file(self._tmp_dir), request, syntax))
                         continue
                     self._answer(connection, context_id, request, None)
                     request = None

@@ -1,0 +1,40 @@
+"""The spool file of one incoming instance, alone (the receiver's tests send real ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+from dicomfs.dicom import corpus
+from dicomfs.net import commands
+from dicomfs.net.acceptor import Spooled, _new_spool_file
+
+REQUEST = commands.Request(commands.C_STORE_RQ, 1, MRImageStorage, "1.2.3.4", has_data_set=True)
+
+
+def test_a_spooled_data_set_is_a_part_10_file_pydicom_reads(tmp_path: Path) -> None:
+    dataset = corpus.dataset(corpus.Spec(sop_uid="1.2.3.4"))
+    encoded = pydicom.filebase.DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(encoded, dataset)
+    spooled = Spooled(_new_spool_file(tmp_path), REQUEST, ExplicitVRLittleEndian)
+    data = encoded.getvalue()
+    spooled.write(data[:100])  # as fragments come
+    spooled.write(memoryview(data)[100:])
+    read = pydicom.dcmread(spooled.path)
+    assert read.file_meta.MediaStorageSOPInstanceUID == "1.2.3.4"
+    assert read.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert read.PixelData == dataset.PixelData
+    spooled.discard()
+    assert not list(tmp_path.iterdir())
+
+
+def test_without_a_file_the_error_is_kept_for_the_status_and_nothing_raises(
+    tmp_path: Path,
+) -> None:
+    spooled = Spooled(_new_spool_file(tmp_path / "gone"), REQUEST, ExplicitVRLittleEndian)
+    assert isinstance(spooled.error, FileNotFoundError)
+    spooled.write(b"more data")  # dropped: the instance is refused when complete
+    spooled.discard()
