@@ -1,8 +1,10 @@
-"""The spool file of one incoming instance, alone (the receiver's tests send real ones)."""
+"""The pieces of one incoming instance, alone (the receiver's tests send real ones)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
@@ -10,6 +12,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from dicomfs.dicom import corpus
 from dicomfs.net import commands
 from dicomfs.net.acceptor import Spooled, _new_spool_file
+from dicomfs.net.receiver import Receiver
+from dicomfs.store.writer import IndexWriter
 
 REQUEST = commands.Request(commands.C_STORE_RQ, 1, MRImageStorage, "1.2.3.4", has_data_set=True)
 
@@ -38,3 +42,24 @@ def test_without_a_file_the_error_is_kept_for_the_status_and_nothing_raises(
     assert isinstance(spooled.error, FileNotFoundError)
     spooled.write(b"more data")  # dropped: the instance is refused when complete
     spooled.discard()
+
+
+def test_a_sop_instance_uid_longer_than_dicom_allows_is_refused_and_not_stored(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    writer = IndexWriter(store)
+    try:
+        receiver = Receiver(store, writer)
+        peer: Any = SimpleNamespace(calling_aet="A", address="127.0.0.1", called_aet="B", user=None)
+        request = commands.Request(
+            commands.C_STORE_RQ, 1, MRImageStorage, "1.2." + "3" * 70, has_data_set=True
+        )
+        spooled = Spooled(_new_spool_file(tmp_path), request, ExplicitVRLittleEndian)
+        spooled.write(b"\x08\x00\x16\x00UI\x02\x00\x31\x00")
+        status, comment = receiver.instance(peer, request, spooled)
+    finally:
+        writer.close()
+    assert (status, comment) == (0xC210, "its SOP Instance UID is longer than 64 characters")
+    assert not list(store.glob("1.*"))

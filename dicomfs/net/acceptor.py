@@ -60,7 +60,8 @@ class Host(Protocol):
     def instance(
         self, association: Association, request: commands.Request, spooled: Spooled
     ) -> tuple[int, str]:
-        """Store a complete instance: (status, error comment) for its sender."""
+        """Store a complete instance: (status, error comment) for its sender. With
+        Success its file has been moved into the store; otherwise it is removed."""
 
     def ended(self, association: Association) -> None:
         """Its thread is about to end: nothing more comes from it."""
@@ -95,14 +96,15 @@ class Spooled:
     def sync(self) -> None:
         os.fsync(self.fd)
 
-    def discard(self) -> None:
-        """Close it, and remove the file unless it was moved into the store."""
+    def discard(self, *, stored: bool = False) -> None:
+        """Close it, and remove the file unless it was stored (moved into the store)."""
         if self.fd < 0:
             return
         with contextlib.suppress(OSError):
             os.close(self.fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if not stored:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 def _new_spool_file(directory: Path) -> tuple[int, str] | OSError:
@@ -365,12 +367,13 @@ class Association:
         request: commands.Request,
         spooled: Spooled | None,
     ) -> None:
-        status, comment = 0x0000, ""
+        status, comment = dimse.SUCCESS, ""  # a C-ECHO's
         if spooled is not None:
+            status = dimse.PROCESSING_FAILURE  # should the host raise
             try:
                 status, comment = self._host.instance(self, request, spooled)
             finally:
-                spooled.discard()
+                spooled.discard(stored=status == dimse.SUCCESS)
         response = commands.response(request, status, comment)
         with self._lock:
             if not self._shut:

@@ -39,6 +39,7 @@ BACKLOG = 128  # connections the kernel holds for us to accept (Python's default
 # At stop, how long the instances under way may take to be stored and counted
 # once their associations are aborted.
 STOP_TIMEOUT = 10.0
+MAX_UID = 64  # characters of a UID (PS3.5 9.1); a longer one is refused, not stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +212,8 @@ class Receiver:
         sender = _sender_of(association)
 
         def stored() -> ingest.Stored:
+            if len(request.sop_instance) > MAX_UID:
+                raise ingest.Unreadable(f"its SOP Instance UID is longer than {MAX_UID} characters")
             if spooled.error is not None:
                 raise ingest.Refused(ingest.describe(spooled.error))
             return ingest.store_received(
