@@ -475,6 +475,27 @@ def test_new_instances_show_in_the_mount_within_two_seconds(tmp_path: Path) -> N
         assert pydicom.dcmread(stored) == pydicom.dcmread(tmp_path / "one.dcm")
 
 
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.mark.parametrize(
+    ("name", "propose"),
+    [("JPEG2000.dcm", "-xw"), ("SC_rgb_rle.dcm", "-xr"), ("MR_small_jpeg_ls_lossless.dcm", "-xt")],
+)
+def test_a_compressed_instance_is_accepted_and_stored_as_the_sender_holds_it(
+    server: Serve, name: str, propose: str
+) -> None:
+    """Real files no one here wrote, in syntaxes storescu cannot decompress: the
+    receiver must accept each syntax proposed, and store the bytes as they came."""
+    sent = pydicom.dcmread(PYDICOM_FILES / name)
+    result = dcmtk("storescu", propose, "-aec", "DICOMFS", "127.0.0.1", str(server.port),
+                   str(PYDICOM_FILES / name))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stored = stored_dataset(server.store, sent.SOPInstanceUID)
+    assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    assert stored.PixelData == sent.PixelData
+
+
 def test_tls(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
