@@ -20,8 +20,6 @@ MAX_ASSOCIATIONS = 16  # served at once; more are refused as transient
 ASSOCIATION_REQUEST_TIMEOUT = 10.0
 PDU_TIMEOUT = 60.0
 IDLE_TIMEOUT = 120.0
-# Seconds a sender may take between the messages of one operation.
-DIMSE_TIMEOUT = 120.0
 # Seconds a peer we call (a pull) may take to accept us, to answer, or between PDUs.
 PEER_TIMEOUT = 30.0
 

@@ -132,7 +132,6 @@ class Association:
         self.address = address
         self.calling_aet = self.called_aet = ""
         self.user: str | None = None
-        self.ident: int | None = None  # its thread's
         self._raw = sock
         self._host = host
         self._supported = supported
@@ -145,7 +144,6 @@ class Association:
         self._connection: wire.Connection | None = None
         self._lock = threading.Lock()  # one sender at a time; nothing once shut
         self._shut = False
-        self.requested = threading.Event()  # its request has been read (or it ended)
         self._thread = threading.Thread(
             target=self._run, name=f"association-{address}", daemon=True
         )
@@ -176,7 +174,6 @@ class Association:
     # --- the association's thread -----------------------------------------------------
 
     def _run(self) -> None:
-        self.ident = threading.get_ident()
         spooled: list[Spooled] = []
         try:
             connection = self._connect()
@@ -187,10 +184,12 @@ class Association:
                 except wire.Closed as exc:
                     if str(exc):
                         log.warning("closing the connection from %s: %s", self.address, exc)
+                except Exception:  # a defect of ours: this association ends, the others go on
+                    log.exception("the association from %s failed", self.address)
+                    connection.abort(wire.NOT_SPECIFIED)
                 finally:
                     connection.close()
         finally:
-            self.requested.set()
             for left in spooled:  # half-received when the association ended
                 left.discard()
             self._host.ended(self)
@@ -243,10 +242,10 @@ class Association:
         items = primitive.user_information
         identity = next((i for i in items if isinstance(i, UserIdentityNegotiation)), None)
         self.user = dimse.username(identity.primary_field) if identity is not None else None
-        self.requested.set()
-        rejection = self._host.admit(self)
-        if rejection is None and str(primitive.application_context_name) != APPLICATION_CONTEXT:
-            rejection = dimse.APPLICATION_CONTEXT_NOT_SUPPORTED
+        if str(primitive.application_context_name) != APPLICATION_CONTEXT:
+            rejection: dimse.Rejection | None = dimse.APPLICATION_CONTEXT_NOT_SUPPORTED
+        else:
+            rejection = self._host.admit(self)
         if rejection is not None:
             connection.send_pdu(
                 wire.ASSOCIATE_RJ, bytes([0, rejection.result, rejection.source, rejection.reason])

@@ -54,7 +54,8 @@ class Connection:
         self.sock = sock
         self._header = bytearray(HEADER.size)
         self._quick_ack = not isinstance(sock, ssl.SSLSocket)  # TLS cannot be asked
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies go at once
+        with contextlib.suppress(OSError):  # a connection gone already fails at its first read
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies go at once
 
     def read_pdu(
         self, buffer: bytearray, limit: int, *, wait: float, take: float
@@ -112,15 +113,15 @@ class Connection:
                 return got
         return got
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, timeout: float = SEND_TIMEOUT) -> None:
         try:
-            self.sock.settimeout(SEND_TIMEOUT)
+            self.sock.settimeout(timeout)
             self.sock.sendall(data)
         except OSError as exc:
             raise Closed("") from exc
 
-    def send_pdu(self, pdu_type: int, body: bytes) -> None:
-        self.send(HEADER.pack(pdu_type, len(body)) + body)
+    def send_pdu(self, pdu_type: int, body: bytes, timeout: float = SEND_TIMEOUT) -> None:
+        self.send(HEADER.pack(pdu_type, len(body)) + body, timeout)
 
     def send_command(self, context_id: int, command: bytes) -> None:
         """A command set alone, as one P-DATA-TF of one PDV."""
@@ -128,9 +129,10 @@ class Connection:
         self.send_pdu(P_DATA_TF, pdv)
 
     def abort(self, reason: int) -> None:
-        """Say A-ABORT (from the service provider) if the connection still takes it."""
+        """Say A-ABORT (from the service provider) if the connection still takes it
+        within a second: a peer that reads nothing must not hold up a stop."""
         with contextlib.suppress(Closed):
-            self.send_pdu(ABORT, bytes([0, 0, 2, reason]))
+            self.send_pdu(ABORT, bytes([0, 0, 2, reason]), timeout=1.0)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
