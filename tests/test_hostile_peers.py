@@ -210,6 +210,25 @@ def test_data_on_a_context_never_accepted_ends_that_association_cleanly(
         assert rows(server.store, "SELECT count(*) FROM instances") == [(1,)]
 
 
+def test_a_command_set_that_never_ends_is_cut_off_before_it_fills_memory(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path / "store") as server:
+        assoc = _association(server)
+        fragment = b"\x00" * 40_000  # a command fragment, never the last: control 0x01
+        pdu = b"\x04\x00" + struct.pack(">L", len(fragment) + 6)
+        pdu += struct.pack(">LBB", len(fragment) + 2, 1, 0x01) + fragment
+        raw = assoc.dul.socket.socket
+        with contextlib.suppress(OSError):
+            for _ in range(100):  # 4 MB of it, if nobody stops it
+                raw.sendall(pdu)
+        wait_until(lambda: not assoc.is_established, seconds=30)
+        assert "a command set longer than 65536 bytes" in server.log.read_text()
+        corpus.write(tmp_path / "good.dcm", corpus.Spec())
+        send_corpus(server, tmp_path / "good.dcm")  # and the receiver goes on
+        assert rows(server.store, "SELECT count(*) FROM instances") == [(1,)]
+
+
 def nested_dataset(sop_uid: str, depth: int) -> bytes:
     """An MR instance (explicit VR little endian) whose ReferencedSeriesSequence nests
     `depth` sequences deep; pydicom itself cannot write one that deep."""

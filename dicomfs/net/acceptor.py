@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # the DICOM application context (PS3.7 A.2.1)
 MAX_REQUEST_PDU = 256 * 1024  # 128 contexts of a dozen transfer syntaxes each: ~100 KB
 _WRITE_CHUNK = 1 << 20
+# A command set is a few hundred bytes; one that keeps growing is a peer filling memory.
+MAX_COMMAND = 64 * 1024
 
 
 class Host(Protocol):
@@ -326,6 +328,9 @@ class Association:
                         connection.abort(wire.UNEXPECTED_PDU)
                         raise wire.Closed("a command in the middle of a data set")
                     command += data
+                    if len(command) > MAX_COMMAND:
+                        connection.abort(wire.INVALID_PARAMETER)
+                        raise wire.Closed(f"a command set longer than {MAX_COMMAND} bytes")
                     if not control & wire.LAST:
                         continue
                     request, context_of_request = self._request(connection, command), context_id
