@@ -69,7 +69,9 @@ def open_fds(server: Serve) -> int:
 
 
 def spooled(server: Serve) -> list[Path]:
-    return list((server.store / ".dicomfs" / "tmp").iterdir())
+    """The spool files that hold data (each association makes its next one ahead,
+    empty, once it has answered an instance)."""
+    return [path for path in (server.store / ".dicomfs" / "tmp").iterdir() if path.stat().st_size]
 
 
 @contextlib.contextmanager

@@ -114,3 +114,27 @@ def test_lean_header_reader_agrees_with_pydicom_on_every_real_file() -> None:
         assert read_meta(str(path)) == slow, path.name
         compared += 1
     assert compared > 60
+
+
+def test_a_header_at_hand_is_read_from_memory_and_agrees_with_the_file(tmp_path: Path) -> None:
+    from dicomfs.dicom.meta import FIRST_READ
+
+    compared = 0
+    for path in sorted(PYDICOM_DATA.glob("*_files/*")):
+        try:
+            from_file = read_meta(str(path))
+        except NotIndexable:
+            continue
+        head = path.read_bytes()[:FIRST_READ]
+        assert read_meta(str(path), head=head) == from_file, path.name
+        compared += 1
+    assert compared > 60
+    # The file is not read at all when its head holds the header...
+    path = tmp_path / "mr.dcm"
+    corpus.write(path, corpus.Spec(patient_name="Head^Only"))
+    head = path.read_bytes()[:FIRST_READ]
+    path.unlink()
+    assert read_meta(str(path), head=head).patient_name == "Head^Only"
+    # ...and is, when the header goes on past it.
+    with pytest.raises(NotIndexable):
+        read_meta(str(path), head=head[:300])

@@ -66,14 +66,21 @@ class InstanceMeta:
     instance_number: int | None
 
 
-def read_meta(path: str, opener: Callable[[str, int], int] | None = None) -> InstanceMeta:
+def read_meta(
+    path: str, opener: Callable[[str, int], int] | None = None, *, head: bytes = b""
+) -> InstanceMeta:
     """Parse the header of one file; raise NotIndexable with a reason.
 
-    opener: how to open path (see open()); the store's never follows a symlink."""
+    opener: how to open path (see open()); the store's never follows a symlink.
+    head: the file's first bytes, if the caller has them at hand (a receiver that
+    has just written them): the file is read only if the header goes on past them."""
     with warnings.catch_warnings():
         # Wrong character sets and odd values warn; we handle them below.
         warnings.simplefilter("ignore")
         try:
+            header = read_header(head, _WANTED) if head else None
+            if header and header.complete:
+                return _to_meta(header.values, header.transfer_syntax, header.media_sop_uid)
             with open(path, "rb", opener=opener) as source:
                 data = source.read(FIRST_READ)
                 header = read_header(data, _WANTED)

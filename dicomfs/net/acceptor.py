@@ -40,6 +40,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
+from ..dicom import meta
 from ..store import files as store_files
 from . import commands, dimse, spool, wire
 from .wire import Timeouts
@@ -77,18 +78,21 @@ class Spooled:
     def __init__(
         self, file: tuple[int, str] | OSError, request: commands.Request, syntax: str
     ) -> None:
-        """file: the one to write (_new_spool_file), or why there is none."""
+        """file: the one to write (SpoolFiles.take), or why there is none."""
         self.fd, self.path = (-1, "") if isinstance(file, OSError) else file
         self.error = file if isinstance(file, OSError) else None
-        meta = spool.file_meta(
+        self.head = bytearray()  # the file's first bytes: its header is read from here
+        file_meta = spool.file_meta(
             sop_class_uid=request.sop_class,
             sop_instance_uid=request.sop_instance,
             transfer_syntax=syntax,
         )
-        self.write(b"\x00" * 128 + b"DICM" + meta)
+        self.write(b"\x00" * 128 + b"DICM" + file_meta)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
+        if len(self.head) < meta.FIRST_READ:
+            self.head += view[: meta.FIRST_READ - len(self.head)]
         while view and self.error is None:
             try:
                 view = view[os.write(self.fd, view[:_WRITE_CHUNK]) :]
@@ -109,13 +113,42 @@ class Spooled:
                 os.unlink(self.path)
 
 
-def _new_spool_file(directory: Path) -> tuple[int, str] | OSError:
-    """A file to spool an instance into, or why there is none (a full disk). (Made in
-    the background while the instance comes, it costs more than it saves.)"""
-    try:
-        return store_files.create_temp(directory, "rx-", ".dcm")
-    except OSError as exc:
-        return exc
+class SpoolFiles:
+    """The files an association's instances are spooled into.
+
+    Making a file waits for the journal when the disk has just been flushed (up to
+    a millisecond): the next file is made once an instance has been answered, while
+    its sender reads and sends the next one, off the path from an instance's last
+    byte to its status. (Made by another thread, it costs more than it saves.)"""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._next: tuple[int, str] | None = None
+
+    def take(self) -> tuple[int, str] | OSError:
+        """A file for the next instance, or why there is none (a full disk)."""
+        made, self._next = self._next, None
+        return made or self._make()
+
+    def prepare(self) -> None:
+        if self._next is None:
+            made = self._make()
+            self._next = made if not isinstance(made, OSError) else None  # take() tries again
+
+    def close(self) -> None:
+        if self._next is not None:
+            fd, path = self._next
+            self._next = None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _make(self) -> tuple[int, str] | OSError:
+        try:
+            return store_files.create_temp(self._directory, "rx-", ".dcm")
+        except OSError as exc:
+            return exc
 
 
 class Association:
@@ -177,12 +210,13 @@ class Association:
 
     def _run(self) -> None:
         spooled: list[Spooled] = []
+        files = SpoolFiles(self._tmp_dir)
         try:
             connection = self._connect()
             if connection is not None:
                 try:
                     if self._negotiate(connection):
-                        self._serve(connection, spooled)
+                        self._serve(connection, files, spooled)
                 except wire.Closed as exc:
                     if str(exc):
                         log.warning("closing the connection from %s: %s", self.address, exc)
@@ -194,6 +228,7 @@ class Association:
         finally:
             for left in spooled:  # half-received when the association ended
                 left.discard()
+            files.close()
             self._host.ended(self)
 
     def _connect(self) -> wire.Connection | None:
@@ -291,9 +326,11 @@ class Association:
         pdu.from_primitive(accept)
         return bytes(pdu.encode())
 
-    def _serve(self, connection: wire.Connection, spooled: list[Spooled]) -> None:
+    def _serve(
+        self, connection: wire.Connection, files: SpoolFiles, spooled: list[Spooled]
+    ) -> None:
         """P-DATA until the peer releases or aborts the association."""
-        buffer = bytearray(self._max_pdu)
+        buffer = bytearray(self._max_pdu + wire.HEADER.size)  # never grown: views of it live on
         command = bytearray()
         request: commands.Request | None = None
         context_of_request = 0
@@ -337,7 +374,7 @@ class Association:
                     command.clear()
                     if request.has_data_set:
                         syntax = self._contexts[context_id]
-                        spooled.append(Spooled(_new_spool_file(self._tmp_dir), request, syntax))
+                        spooled.append(Spooled(files.take(), request, syntax))
                         continue
                     self._answer(connection, context_id, request, None)
                     request = None
@@ -349,6 +386,7 @@ class Association:
                 if control & wire.LAST:
                     self._answer(connection, context_id, request, spooled.pop())
                     request = None
+                    files.prepare()
 
     def _request(self, connection: wire.Connection, command: bytes | bytearray) -> commands.Request:
         try:

@@ -66,18 +66,20 @@ def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWrite
 
 
 def store_received(
-    store: Path, received: Path, sync: Callable[[], None], sender: Sender, writer: IndexWriter
-) -> Stored:
+    store: Path, received: Path, sync: Callable[[], None], sender: Sender, writer: IndexWriter,
+    *, head: bytes = b"",
+) -> Stored:  # fmt: skip
     """Move a complete Part 10 file into the store and index it.
 
-    sync() makes the received file durable. The waits that do not depend on each
+    sync() makes the received file durable; head is its first bytes, if at hand
+    (see read_meta). The waits that do not depend on each
     other overlap: the file's fsync with parsing its header, the directory's fsync
     with the index commit.
     """
     _step("received")
     syncing = _in_background(sync)
     try:
-        meta = read_meta(str(received))
+        meta = read_meta(str(received), head=head)
     except NotIndexable as exc:
         raise Unreadable(str(exc)) from exc
     finally:

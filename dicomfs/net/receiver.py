@@ -105,6 +105,7 @@ class Receiver:
         self._tallies: dict[int, dict[str, _Tally]] = {}
         self._pending: dict[int, Association] = {}  # before their request, oldest first
         self._accepted: dict[int, Association] = {}  # past their request
+        self._senders: dict[int, Sender] = {}  # of the accepted, for the index and the log
         self._stopping = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -195,6 +196,7 @@ class Receiver:
                 stopping = self._stopping
                 if not stopping and len(self._accepted) < self.max_associations:
                     self._accepted[id(association)] = association
+                    self._senders[id(association)] = _sender_of(association)
                     return None
             if stopping:
                 return dimse.STOPPING
@@ -209,7 +211,7 @@ class Receiver:
     def instance(
         self, association: Association, request: commands.Request, spooled: Spooled
     ) -> tuple[int, str]:
-        sender = _sender_of(association)
+        sender = self._senders[id(association)]
 
         def stored() -> ingest.Stored:
             if len(request.sop_instance) > MAX_UID:
@@ -217,8 +219,9 @@ class Receiver:
             if spooled.error is not None:
                 raise ingest.Refused(ingest.describe(spooled.error))
             return ingest.store_received(
-                self.store, Path(spooled.path), spooled.sync, sender, self.writer
-            )
+                self.store, Path(spooled.path), spooled.sync, sender, self.writer,
+                head=bytes(spooled.head),
+            )  # fmt: skip
 
         outcome = dimse.store_outcome(stored, request.sop_instance, sender)
         self._count(association, sender, outcome)
@@ -230,6 +233,7 @@ class Receiver:
             tallies = self._tallies.pop(key, {})
             self._pending.pop(key, None)
             self._accepted.pop(key, None)
+            self._senders.pop(key, None)
         if tallies:
             self._audit(_received(_sender_of(association), tallies))
 

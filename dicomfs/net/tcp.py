@@ -15,6 +15,12 @@ import socket
 from typing import Any
 
 
+def quick_ack(sock: socket.socket) -> None:
+    """Ask for an immediate ACK of what came (re-armed after every read)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
 class QuickAckSocket:
     """A socket wrapper for pynetdicom's transport: everything passes through."""
 
@@ -24,8 +30,7 @@ class QuickAckSocket:
         self._arm()
 
     def _arm(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        quick_ack(self._sock)
 
     def recv(self, size: int) -> bytes:
         data = self._sock.recv(size)

@@ -17,15 +17,18 @@ import struct
 import time
 
 from .. import config
+from . import tcp
 
 HEADER = struct.Struct(">BxL")  # PDU type, reserved, length of the body
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF = 0x01, 0x02, 0x03, 0x04
 RELEASE_RQ, RELEASE_RP, ABORT = 0x05, 0x06, 0x07
 # A-ABORT reasons of the service provider (PS3.8 9.3.8).
 NOT_SPECIFIED, UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x00, 0x01, 0x02, 0x06
+_TIMEVAL = struct.Struct("@ll")
 PDV_HEADER = struct.Struct(">LBB")  # item length, presentation context ID, control header
 COMMAND, LAST = 0x01, 0x02  # bits of a PDV's message control header
 _RECV_CHUNK = 1 << 20
+_TICK = 1.0  # the longest a blocking read waits before it looks at its deadline
 SEND_TIMEOUT = 30.0  # a peer that reads nothing of our answers for this long is gone
 
 
@@ -48,14 +51,26 @@ class TimedOut(Closed):
 
 
 class Connection:
-    """One peer's socket, read a PDU at a time."""
+    """One peer's socket, read a PDU at a time.
+
+    A plain socket is left blocking, with SO_RCVTIMEO and SO_SNDTIMEO as its
+    timeouts: a read is then one recvfrom, where Python's own socket timeout adds a
+    poll and an ioctl to every read, and every system call is a hand-off of the
+    interpreter's lock that the other associations wait for. A read wakes at least
+    once a second to look at its deadline. A TLS socket keeps Python's timeouts.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._header = bytearray(HEADER.size)
-        self._quick_ack = not isinstance(sock, ssl.SSLSocket)  # TLS cannot be asked
+        self._carry = bytearray()  # read past the last PDU: the start of the next one
+        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS cannot be asked to ACK
+        self._tick = 0.0  # SO_RCVTIMEO now (0: not set)
+        self._send_timeout = 0.0  # SO_SNDTIMEO now
         with contextlib.suppress(OSError):  # a connection gone already fails at its first read
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies go at once
+            if self._plain:
+                sock.settimeout(None)
 
     def read_pdu(
         self, buffer: bytearray, limit: int, *, wait: float, take: float
@@ -64,12 +79,14 @@ class Connection:
         first byte within `wait` seconds, the rest within `take` seconds of that.
         Closed if the peer went away, took too long, or sent more than limit."""
         header = memoryview(self._header)
-        try:
-            got = self._recv(header, 0, time.monotonic() + wait, first=True)
-        except TimedOut:
-            raise TimedOut(f"no PDU for {wait:g} s") from None
-        if got == 0:
-            raise Closed("")
+        got = self._take_carry(header)
+        if not got:
+            try:
+                got = self._recv(header, 0, time.monotonic() + wait, first=True)
+            except TimedOut:
+                raise TimedOut(f"no PDU for {wait:g} s") from None
+            if got == 0:
+                raise Closed("")
         deadline = time.monotonic() + take
         try:
             self._recv(header, got, deadline)
@@ -77,25 +94,38 @@ class Connection:
             if length > limit:
                 self.abort(INVALID_PARAMETER)
                 raise Closed(f"a PDU of {length} bytes, more than the {limit} agreed")
-            if len(buffer) < length:
-                buffer.extend(bytes(length - len(buffer)))
-            body = memoryview(buffer)[:length]
-            self._recv(body, 0, deadline)
+            # The body is read with room for the next PDU's header, which saves a
+            # read of its own whenever it has come already.
+            if len(buffer) < length + HEADER.size:
+                buffer.extend(bytes(length + HEADER.size - len(buffer)))
+            room = memoryview(buffer)[: length + HEADER.size]
+            got = self._recv(room, 0, deadline, least=length)
+            self._carry[:] = room[length:got]
         except TimedOut:
             raise TimedOut(f"a PDU took more than {take:g} s") from None
-        return pdu_type, body
+        return pdu_type, room[:length]
 
-    def _recv(self, view: memoryview, got: int, deadline: float, first: bool = False) -> int:
-        """Fill view from got on; with first, return once some bytes came (0 if the
-        peer closed before any)."""
+    def _take_carry(self, header: memoryview) -> int:
+        count = len(self._carry)
+        header[:count] = self._carry
+        self._carry.clear()
+        return count
+
+    def _recv(
+        self, view: memoryview, got: int, deadline: float, *, first: bool = False,
+        least: int | None = None,
+    ) -> int:  # fmt: skip
+        """Fill view from got on (or at least its first `least` bytes); with first,
+        return once some bytes came (0 if the peer closed before any)."""
         sock = self.sock
-        while got < len(view):
+        least = len(view) if least is None else least
+        while got < least:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.abort(NOT_SPECIFIED)
                 raise TimedOut()
             try:
-                sock.settimeout(left)
+                self._wait_at_most(left)
                 count = sock.recv_into(view[got:], min(len(view) - got, _RECV_CHUNK))
             except (TimeoutError, BlockingIOError, InterruptedError):
                 continue  # the deadline decides
@@ -106,18 +136,31 @@ class Connection:
                     return 0
                 raise Closed("the peer closed the connection in the middle of a PDU")
             got += count
-            if self._quick_ack:  # see tcp.py: a sender with Nagle on waits for our ACK
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            if self._plain:
+                tcp.quick_ack(sock)
             if first:
                 return got
         return got
 
+    def _wait_at_most(self, left: float) -> None:
+        """Let the next read block for at most left seconds (less, up to a second)."""
+        if not self._plain:
+            self.sock.settimeout(left)
+            return
+        tick = min(_TICK, left)
+        if not tick / 2 <= self._tick <= tick:
+            _set_timeout(self.sock, socket.SO_RCVTIMEO, tick)
+            self._tick = tick
+
     def send(self, data: bytes, timeout: float = SEND_TIMEOUT) -> None:
         try:
-            self.sock.settimeout(timeout)
+            if not self._plain:
+                self.sock.settimeout(timeout)
+            elif timeout != self._send_timeout:
+                _set_timeout(self.sock, socket.SO_SNDTIMEO, timeout)
+                self._send_timeout = timeout
             self.sock.sendall(data)
-        except OSError as exc:
+        except OSError as exc:  # BlockingIOError: SO_SNDTIMEO passed
             raise Closed("") from exc
 
     def send_pdu(self, pdu_type: int, body: bytes, timeout: float = SEND_TIMEOUT) -> None:
@@ -156,3 +199,9 @@ def pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:
         items.append((context_id, control, body[position + 6 : stop]))
         position = stop
     return items
+
+
+def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """SO_RCVTIMEO or SO_SNDTIMEO (a struct timeval); never 0, which means for ever."""
+    whole, part = divmod(max(seconds, 0.001), 1.0)
+    sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(int(whole), int(part * 1e6)))
