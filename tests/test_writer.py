@@ -118,6 +118,21 @@ def test_a_failing_piece_is_undone_and_reported_to_its_caller_alone(
     assert [n for n in crowd.ran_on if n != 3 and crowd.ran_on[n] == crowd.ran_on[3]]
 
 
+def test_a_caller_alone_whose_work_fails_is_told_and_nothing_of_it_is_committed(
+    store: Path, writer: IndexWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    def half_done(index: Index) -> None:
+        index.record_skipped("half.dcm", FileState(1, 2), "written before the failure")
+        raise ValueError("fails half-way")
+
+    with pytest.raises(ValueError, match="fails half-way"):
+        writer.run(half_done)
+    assert committed(store) == set()  # its transaction was its savepoint: all undone
+    assert "commit failed" not in caplog.text  # its own failure, not the index's
+    writer.run(lambda index: index.record_skipped("next.dcm", FileState(1, 2), "after"))
+    assert committed(store) == {"next.dcm"}
+
+
 def test_the_writer_commits_to_survive_power_loss_and_a_reader_cannot_write(
     writer: IndexWriter, store: Path
 ) -> None:

@@ -72,18 +72,19 @@ def store_received(
     """Move a complete Part 10 file into the store and index it.
 
     sync() makes the received file durable; head is its first bytes, if at hand
-    (see read_meta). The waits that do not depend on each
-    other overlap: the file's fsync with parsing its header, the directory's fsync
-    with the index commit.
+    (see read_meta). The directory's fsync overlaps the index commit. (The file's
+    fsync is made here: what it could overlap, reading the header from memory, costs
+    less than handing it to another thread.)
     """
     _step("received")
-    syncing = _in_background(sync)
     try:
         meta = read_meta(str(received), head=head)
     except NotIndexable as exc:
         raise Unreadable(str(exc)) from exc
-    finally:
-        _wait(syncing)
+    try:
+        sync()
+    except OSError as exc:
+        raise Refused(describe(exc)) from exc
     _step("synced")
     rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
     name = os.path.basename(rel)
@@ -97,9 +98,7 @@ def store_received(
         dirs_synced = _in_background(store_files.fsync_all, [target, *changed])
 
         def index(index: Index) -> str | None:
-            previous = index.instance_by_sop(meta.sop_uid)
-            index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
-            return previous[1] if previous else None
+            return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
 
         try:
             previous = writer.run(index)

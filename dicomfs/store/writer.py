@@ -3,12 +3,14 @@
 Each caller queues its work and waits for the commit lock. Whoever gets the
 lock first commits everything queued by then in one transaction (one fsync)
 and wakes the others whose work it carried; a caller alone pays no thread
-hand-off at all. Each piece of work runs in its own savepoint: one that
-fails is undone and reported to its caller alone.
+hand-off at all. Each piece of work runs in its own savepoint (one alone in
+its transaction needs none): one that fails is undone and reported to its
+caller alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -58,16 +60,20 @@ class IndexWriter:
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         index = self._index
+        alone = len(batch) == 1  # its transaction undoes it: no savepoint needed
         try:
             with index.transaction():
                 for job in batch:
                     try:
-                        with index.savepoint():
+                        with contextlib.nullcontext() if alone else index.savepoint():
                             job.result = job.work(index)
                     except Exception as exc:
                         job.error = exc
-        except Exception as exc:  # the commit itself failed: nothing in the batch happened
-            log.error("index commit failed: %s", exc)
+                        if alone:
+                            raise
+        except Exception as exc:
+            if not (alone and exc is batch[0].error):  # the commit itself failed
+                log.error("index commit failed: %s", exc)
             for job in batch:
                 job.error = job.error or exc
         finally:

@@ -234,8 +234,9 @@ class Index:
         *,
         received_at: float | None = None,
         sender: Sender | None = None,
-    ) -> None:
-        """Insert or update the row of one instance (keyed by SOPInstanceUID)."""
+    ) -> str | None:
+        """Insert or update the row of one instance (keyed by SOPInstanceUID); the path
+        it had until now, if it was indexed already."""
         series_id = self._series_id(meta)
         sender = sender or Sender()
         now = time.time() if received_at is None else received_at
@@ -248,13 +249,11 @@ class Index:
                 (path, meta.sop_uid),
             )
         ]
-        orphans += [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT series FROM instances WHERE sop_uid = ? AND series != ?",
-                (meta.sop_uid, series_id),
-            )
-        ]
+        before = self.conn.execute(
+            "SELECT series, path FROM instances WHERE sop_uid = ?", (meta.sop_uid,)
+        ).fetchone()
+        if before is not None and before[0] != series_id:
+            orphans.append(before[0])
         self.conn.execute(
             """
             INSERT INTO instances (sop_uid, series, sop_class_uid, instance_number,
@@ -282,6 +281,7 @@ class Index:
         self._note_receipt(series_id, now)
         if orphans:
             self._prune(orphans)
+        return str(before[1]) if before is not None else None
 
     def _note_receipt(self, series_id: int, received_at: float) -> None:
         """Widen the series' and study's receipt times to include this instance."""
