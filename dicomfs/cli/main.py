@@ -1242,7 +1242,7 @@ def pull_command(
     show.done()
     click.echo(
         output.printable(
-            f"pulled {progress.fetched} instances from {remote.name} "
+            f"pulled {output.count(progress.fetched, 'instance')} from {remote.name} "
             f"({progress.found} there, {progress.had} were here already)"
         )
     )
@@ -1250,6 +1250,6 @@ def pull_command(
         for instance in missing[:20]:
             line = f"  not fetched: {instance.sop_uid} (series {instance.series_uid})"
             click.echo(output.printable(line), err=True)
-        raise click.ClickException(f"{len(missing)} instances could not be fetched")
+        raise click.ClickException(f"{output.count(len(missing), 'instance')} could not be fetched")
     if progress.found == 0:
         raise click.ClickException(f"{remote.name} has nothing that matches")
