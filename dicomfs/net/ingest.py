@@ -8,20 +8,19 @@ A crash before the commit leaves a complete file that the next start indexes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import errno
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
 from ..store import files as store_files
+from ..store import syncing
 from ..store.index import Index, Sender
 from ..store.writer import IndexWriter
 from . import spool
@@ -30,10 +29,6 @@ from . import spool
 # same instance arrives under other UIDs; files laid out by others are left alone.
 _UID_PART = r"(?:[0-9][0-9.]*|x[0-9a-f]{64}|x[0-9a-f]{8})"  # the 8-hex hashes of old
 _CANONICAL = re.compile(rf"^{_UID_PART}/{_UID_PART}/{_UID_PART}\.dcm$")
-# fsyncs that overlap other work (they release the GIL while they wait): made at first
-# use, ended by shutdown().
-_background: concurrent.futures.ThreadPoolExecutor | None = None
-_background_lock = threading.Lock()
 
 
 class Refused(Exception):
@@ -95,7 +90,7 @@ def store_received(
         except OSError as exc:
             raise Refused(describe(exc)) from exc
         _step("renamed")
-        dirs_synced = _in_background(store_files.fsync_all, [target, *changed])
+        dirs_synced = syncing.fsync_later([target, *changed])
 
         def index(index: Index) -> str | None:
             return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
@@ -142,28 +137,16 @@ def _directory_of(store: Path, rel: str) -> Iterator[tuple[int, list[int]]]:
         store_files.close_all([target, *changed])
 
 
-def _in_background(work: Callable[..., None], *args: object) -> concurrent.futures.Future[None]:
-    global _background
-    with _background_lock:
-        if _background is None:
-            _background = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="fsync")
-        return _background.submit(work, *args)
-
-
 def shutdown() -> None:
-    """Wait for the fsyncs under way and end their threads (a later instance starts
-    them again). For the end of a process, once its receiver has stopped."""
-    global _background
-    with _background_lock:
-        background, _background = _background, None
-    if background is not None:
-        background.shutdown(wait=True)
+    """Wait for the directory fsyncs under way and end their threads. For the end of a
+    process, once its receiver has stopped."""
+    syncing.shutdown()
 
 
-def _wait(future: concurrent.futures.Future[None]) -> None:
+def _wait(wait: Callable[[], None]) -> None:
     """The background fsync's outcome: its failure refuses the instance."""
     try:
-        future.result()
+        wait()
     except OSError as exc:
         raise Refused(describe(exc)) from exc
 
