@@ -24,11 +24,11 @@ ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF = 0x01, 0x02, 0x03, 0x04
 RELEASE_RQ, RELEASE_RP, ABORT = 0x05, 0x06, 0x07
 # A-ABORT reasons of the service provider (PS3.8 9.3.8).
 NOT_SPECIFIED, UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x00, 0x01, 0x02, 0x06
-_TIMEVAL = struct.Struct("@ll")
 PDV_HEADER = struct.Struct(">LBB")  # item length, presentation context ID, control header
 COMMAND, LAST = 0x01, 0x02  # bits of a PDV's message control header
 _RECV_CHUNK = 1 << 20
 _TICK = 1.0  # the longest a blocking read waits before it looks at its deadline
+_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO's and SO_SNDTIMEO's struct timeval
 SEND_TIMEOUT = 30.0  # a peer that reads nothing of our answers for this long is gone
 
 
@@ -69,7 +69,8 @@ class Connection:
         self._send_timeout = 0.0  # SO_SNDTIMEO now
         with contextlib.suppress(OSError):  # a connection gone already fails at its first read
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies go at once
-            if self._plain:
+        if self._plain:
+            with contextlib.suppress(OSError):
                 sock.settimeout(None)
 
     def read_pdu(

@@ -1,0 +1,77 @@
+"""PDUs read whole from a socket, however the bytes come, within their deadlines."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dicomfs.net import wire
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[wire.Connection, socket.socket]]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # real TCP, on loopback
+        peer = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    connection = wire.Connection(ours)
+    yield connection, peer
+    connection.close()
+    peer.close()
+
+
+def pdu(pdu_type: int, body: bytes) -> bytes:
+    return wire.HEADER.pack(pdu_type, len(body)) + body
+
+
+def read(connection: wire.Connection, *, wait: float = 5, take: float = 5) -> tuple[int, bytes]:
+    pdu_type, body = connection.read_pdu(bytearray(), 1 << 20, wait=wait, take=take)
+    return pdu_type, bytes(body)
+
+
+def test_pdus_that_come_in_one_write_are_read_one_by_one(
+    pair: tuple[wire.Connection, socket.socket],
+) -> None:
+    connection, peer = pair
+    first, second, third = b"a" * 1000, b"", b"c" * 7
+    peer.sendall(pdu(wire.P_DATA_TF, first) + pdu(wire.RELEASE_RQ, second) + pdu(0x04, third))
+    assert read(connection) == (wire.P_DATA_TF, first)
+    assert read(connection) == (wire.RELEASE_RQ, second)
+    assert read(connection) == (wire.P_DATA_TF, third)
+
+
+def test_a_pdu_that_comes_a_byte_at_a_time_is_read_whole(
+    pair: tuple[wire.Connection, socket.socket],
+) -> None:
+    connection, peer = pair
+    data = pdu(wire.P_DATA_TF, b"0123456789") + pdu(wire.ABORT, bytes(4))
+
+    def trickle() -> None:
+        for byte in data:
+            peer.sendall(bytes([byte]))
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        assert read(connection) == (wire.P_DATA_TF, b"0123456789")
+        assert read(connection) == (wire.ABORT, bytes(4))
+    finally:
+        sender.join()
+
+
+def test_a_blocking_read_still_keeps_its_deadline(
+    pair: tuple[wire.Connection, socket.socket],
+) -> None:
+    connection, peer = pair
+    peer.sendall(wire.HEADER.pack(wire.P_DATA_TF, 100) + b"only part of it")
+    started = time.monotonic()
+    with pytest.raises(wire.TimedOut, match=r"a PDU took more than 0\.3 s"):
+        read(connection, take=0.3)
+    assert time.monotonic() - started >= 0.3  # not before it
+    assert peer.recv(100) == pdu(wire.ABORT, bytes([0, 0, 2, wire.NOT_SPECIFIED]))  # told why
+    with pytest.raises(wire.TimedOut, match=r"no PDU for 0\.2 s"):
+        read(connection, wait=0.2)
