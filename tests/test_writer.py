@@ -3,6 +3,8 @@ hears so; several callers share a commit; one that fails is undone and told alon
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -133,10 +135,45 @@ def test_a_caller_alone_whose_work_fails_is_told_and_nothing_of_it_is_committed(
     assert committed(store) == {"next.dcm"}
 
 
-def test_the_writer_commits_to_survive_power_loss_and_a_reader_cannot_write(
-    writer: IndexWriter, store: Path
+def test_every_callers_commit_is_flushed_to_disk_before_it_hears_so(
+    writer: IndexWriter, store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # synchronous FULL (2): the row of an acknowledged instance is on disk at commit.
-    assert writer.run(lambda index: index.conn.execute("PRAGMA synchronous").fetchone()) == (2,)
+    wal = os.stat(store / ".dicomfs" / "index.sqlite-wal").st_ino
+    flushed: list[set[str]] = []  # what another connection saw committed at each flush
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        assert os.fstat(fd).st_ino == wal  # the WAL the commits went to
+        flushed.append(committed(store))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    writer.run(lambda index: index.record_skipped("one.dcm", FileState(1, 2), "a test row"))
+    assert flushed == [{"one.dcm"}]  # committed, then flushed, then returned
+    # Several callers at once: each returns only after a flush that came after its
+    # commit, and a flush carries every commit made before it.
+    crowd = Crowd(writer)
+    crowd.run()
+    assert crowd.outcomes == {n: n for n in range(CALLERS)}
+    assert flushed[-1] >= {f"file{n}" for n in range(CALLERS)}
+    assert len(flushed) <= 1 + CALLERS
+
+
+def test_after_a_failed_flush_nothing_more_is_said_to_be_durable(
+    writer: IndexWriter, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.run(lambda index: index.record_skipped("a.dcm", FileState(1, 2), "row"))
+    monkeypatch.undo()  # the disk answers again; the pages it dropped stay dropped
+    with pytest.raises(OSError, match="since a flush failed"):
+        writer.run(lambda index: index.record_skipped("b.dcm", FileState(1, 2), "row"))
+
+
+def test_a_reader_cannot_write(store: Path, writer: IndexWriter) -> None:
+    writer.run(lambda index: index.record_skipped("a.dcm", FileState(1, 2), "row"))
     with Index(store, readonly=True) as reader:
         assert reader.conn.execute("PRAGMA query_only").fetchone() == (1,)

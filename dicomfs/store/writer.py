@@ -1,11 +1,16 @@
-"""Writing the index from many threads at once, with group commit.
+"""Writing the index from many threads at once, with group commit, durably.
 
 Each caller queues its work and waits for the commit lock. Whoever gets the
-lock first commits everything queued by then in one transaction (one fsync)
-and wakes the others whose work it carried; a caller alone pays no thread
-hand-off at all. Each piece of work runs in its own savepoint (one alone in
-its transaction needs none): one that fails is undone and reported to its
-caller alone.
+lock first commits everything queued by then in one transaction and wakes the
+others whose work it carried; a caller alone pays no thread hand-off at all.
+Each piece of work runs in its own savepoint (one alone in its transaction needs
+none): one that fails is undone and reported to its caller alone.
+
+A caller hears that its work is done only once its commit survives power loss:
+the commit goes to the WAL unflushed (synchronous=NORMAL), and the WAL is then
+flushed (fdatasync) outside the commit lock, by the caller or by one whose flush
+came after its commit. So the next batch commits while this one's flush waits for
+the disk, where a synchronous commit held the lock for the whole flush.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,19 +36,27 @@ class _Job(Generic[T]):
     done: bool = False
     result: T | None = None
     error: BaseException | None = None
+    commit: int = 0  # the number of the commit that carried it
 
 
 class IndexWriter:
     def __init__(self, store: Path) -> None:
-        # Every acknowledged instance's row must survive power loss, not only a crash.
-        self._index = Index(store, shared=True, durable=True)
+        self._index = Index(store, shared=True)
         self._pending: list[_Job[Any]] = []
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        self._commits = 0  # made so far (under the commit lock)
+        self._flushed = 0  # of those, known to be on disk (under the flush lock)
+        self._flush_lock = threading.Lock()
+        self._flush_failed: OSError | None = None
+        self._wal = -1  # the WAL, opened after the first commit made sure it exists
 
     def close(self) -> None:
-        with self._commit_lock:
+        with self._commit_lock, self._flush_lock:
             self._index.close()
+            if self._wal >= 0:
+                os.close(self._wal)
+                self._wal = -1
 
     def run(self, work: Callable[[Index], T]) -> T:
         """Run work(index) in a transaction; return its result once committed."""
@@ -56,7 +70,32 @@ class IndexWriter:
                 self._commit(batch)
         if job.error is not None:
             raise job.error
+        self._flush(job.commit)
         return job.result  # type: ignore[return-value]
+
+    def _flush(self, commit: int) -> None:
+        """Return once the commit numbered `commit` is on disk. One fdatasync covers
+        every commit made before it starts: callers that waited for the flush lock
+        find theirs flushed already. The WAL file stays the same while this
+        connection is open (SQLite removes it only with the last connection)."""
+        with self._flush_lock:
+            if self._flush_failed is not None:
+                # The kernel may have dropped the pages it could not write: no later
+                # flush can be trusted to cover them. A restart recovers from the files.
+                raise OSError(self._flush_failed.errno, f"the index cannot be made "
+                              f"durable since a flush failed: {self._flush_failed}")  # fmt: skip
+            if self._flushed >= commit:
+                return
+            target = self._commits  # every commit made by now is in the WAL file
+            if self._wal < 0:
+                self._wal = os.open(f"{self._index.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fdatasync(self._wal)
+            except OSError as exc:
+                log.error("flushing the index failed: %s", exc)
+                self._flush_failed = exc
+                raise
+            self._flushed = target
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         index = self._index
@@ -76,6 +115,10 @@ class IndexWriter:
                 log.error("index commit failed: %s", exc)
             for job in batch:
                 job.error = job.error or exc
+        else:
+            self._commits += 1
+            for job in batch:
+                job.commit = self._commits
         finally:
             for job in batch:
                 job.done = True

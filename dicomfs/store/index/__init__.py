@@ -80,12 +80,11 @@ class StudySummary:
 class Index:
     """A connection to one store's index. Not shared between threads unless `shared`."""
 
-    def __init__(
-        self, store: Path, *, readonly: bool = False, shared: bool = False, durable: bool = False
-    ) -> None:
+    def __init__(self, store: Path, *, readonly: bool = False, shared: bool = False) -> None:
         """shared: usable from several threads, one at a time (the caller locks).
-        durable: each commit survives power loss, not only a crash (the receiver's:
-        an instance is acknowledged once its row is committed)."""
+        A commit survives a crash of the process at once, and power loss once the WAL
+        is flushed: at the next checkpoint, or by the writer (writer.py) before it
+        tells its caller the work is done."""
         self.store = store
         self.path = store / INDEX_DIR / INDEX_FILE
         if readonly:
@@ -112,7 +111,7 @@ class Index:
         self._series_cache: dict[str, tuple[int, tuple[object, ...]]] = {}
         if not readonly:
             _use_wal(conn)
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         elif self.version() > SCHEMA_VERSION:
