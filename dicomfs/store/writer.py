@@ -59,7 +59,8 @@ class IndexWriter:
                 self._wal = -1
 
     def run(self, work: Callable[[Index], T]) -> T:
-        """Run work(index) in a transaction; return its result once committed."""
+        """Run work(index) in a transaction; return its result once committed and on
+        disk."""
         job: _Job[T] = _Job(work)
         with self._pending_lock:
             self._pending.append(job)
