@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -85,12 +86,15 @@ def receiver(kind: str, root: Path, nodelay: bool) -> Iterator[tuple[int, str, i
         args, aet = [sys.executable, "-c", BARE_PYNETDICOM, str(port)], "BARE"
     else:
         args, aet = ["/usr/bin/storescp", "-od", str(target), str(port)], "STORESCP"
+    log = root / f"{kind}-{port}.log"  # beside the run; gone with it unless a send fails
     process = subprocess.Popen(
-        args, env=environment(nodelay), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        args, env=environment(nodelay), stdout=subprocess.DEVNULL, stderr=log.open("w")
     )
     try:
         wait_for_port(port, process)
         yield port, aet, process.pid
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} (sending to {kind}; its log: {log})") from exc
     finally:
         process.terminate()
         try:
@@ -135,6 +139,7 @@ class Workload:
     associations: list[list[Path]]  # the folders each one sends; all at once
     nodelay: bool = True
     goal: str = ">= 1.2x Orthanc"
+    rounds: int = 5
 
     @property
     def count(self) -> int:
@@ -167,17 +172,22 @@ def write_corpora(root: Path) -> list[Workload]:
             "4 associations at once, 1,000 MR instances of 128 KB",
             [mr[2 * n : 2 * n + 2] for n in range(4)],
         ),
-        Workload("1 association, 2,000 small instances", [[root / "small"]], goal="report"),
+        Workload(
+            "1 association, 2,000 small instances", [[root / "small"]], goal="report", rounds=2
+        ),
         Workload(
             "plain storescu (Nagle on), 200 small instances",
             [[root / "plain"]],
             nodelay=False,
             goal=">= 10x Orthanc",
+            rounds=2,
         ),
     ]
 
 
-KINDS = ("storescp", "orthanc", "pynetdicom", "dicomfs")
+# Orthanc and dicomfs run back to back, in turn first, so that they see the same machine:
+# this host's speed drifts by a third within minutes.
+KINDS = ("storescp", "pynetdicom", "orthanc", "dicomfs")
 
 
 def bench_ingest(work: Path) -> None:
@@ -187,30 +197,34 @@ def bench_ingest(work: Path) -> None:
     workloads = write_corpora(work / "ingest-corpus")
     runs = work / "ingest-runs"
     shutil.rmtree(runs, ignore_errors=True)
-    print("ingest with dcmtk storescu, loopback, the best of two runs each:")
+    print("ingest with dcmtk storescu, loopback; rates and ratios are the median of the rounds:")
     for workload in workloads:
-        count = workload.count
-        best = dict.fromkeys(KINDS, float("inf"))
-        cpu = float("inf")
-        for _ in range(2):
-            for kind in KINDS:
+        rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        cpu: list[float] = []
+        for round_number in range(workload.rounds):
+            for kind in KINDS if round_number % 2 == 0 else KINDS[::-1]:
                 with receiver(kind, runs, workload.nodelay) as (port, aet, pid):
                     before = cpu_seconds(pid)
                     seconds = send(workload.associations, port, aet, workload.nodelay)
-                    best[kind] = min(best[kind], seconds)
+                    rates[kind].append(workload.count / seconds)
                     if kind == "dicomfs":
-                        cpu = min(cpu, cpu_seconds(pid) - before)
+                        cpu.append((cpu_seconds(pid) - before) / workload.count)
                 shutil.rmtree(runs, ignore_errors=True)
-        rates = {kind: count / seconds for kind, seconds in best.items()}
-        print(f"  {workload.label}:")
-        for kind, rate in rates.items():
+        print(f"  {workload.label}, {workload.rounds} rounds:")
+        for kind in KINDS:
             note = {"pynetdicom": " (receives, stores nothing)",
                     "storescp": " (no fsync: the ceiling)"}.get(kind, "")  # fmt: skip
-            print(f"    {kind:10} {rate:8.0f} instances/s{note}")
+            print(f"    {kind:10} {statistics.median(rates[kind]):8.0f} instances/s{note}")
+        against = {
+            other: sorted(d / o for d, o in zip(rates["dicomfs"], rates[other], strict=True))
+            for other in ("orthanc", "storescp")
+        }
         print(
-            f"    dicomfs / orthanc {rates['dicomfs'] / rates['orthanc']:5.2f}   "
-            f"dicomfs / storescp {rates['dicomfs'] / rates['storescp']:5.2f}   "
-            f"dicomfs CPU {cpu / count * 1000:.1f} ms an instance   (goal {workload.goal})"
+            f"    dicomfs / orthanc {statistics.median(against['orthanc']):5.2f} "
+            f"(rounds {against['orthanc'][0]:.2f}-{against['orthanc'][-1]:.2f})   "
+            f"dicomfs / storescp {statistics.median(against['storescp']):5.2f}   "
+            f"dicomfs CPU {statistics.median(cpu) * 1000:.1f} ms an instance   "
+            f"(goal {workload.goal})"
         )
     bench_large(work, runs)
 
