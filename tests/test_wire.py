@@ -75,3 +75,13 @@ def test_a_blocking_read_still_keeps_its_deadline(
     assert peer.recv(100) == pdu(wire.ABORT, bytes([0, 0, 2, wire.NOT_SPECIFIED]))  # told why
     with pytest.raises(wire.TimedOut, match=r"no PDU for 0\.2 s"):
         read(connection, wait=0.2)
+
+
+def test_bytes_that_are_no_dicom_pdu_are_refused_at_their_first_six(
+    pair: tuple[wire.Connection, socket.socket],
+) -> None:
+    connection, peer = pair
+    peer.sendall(b"GET / HTTP/1.1\r\nHost: dicomfs\r\n\r\n")  # a browser at the DICOM port
+    with pytest.raises(wire.Closed, match=r"not a DICOM PDU \(type 0x47\)"):
+        read(connection)
+    assert peer.recv(100) == pdu(wire.ABORT, bytes([0, 0, 2, wire.UNRECOGNIZED_PDU]))

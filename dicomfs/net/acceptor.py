@@ -273,7 +273,8 @@ class Association:
             primitive = request.to_primitive()
         except Exception as exc:
             connection.abort(wire.INVALID_PARAMETER)
-            raise wire.Closed(f"an association request that cannot be read ({exc})") from None
+            why = str(exc) or type(exc).__name__
+            raise wire.Closed(f"an association request that cannot be read ({why})") from None
         self.calling_aet = str(primitive.calling_ae_title or "").strip()
         self.called_aet = str(primitive.called_ae_title or "").strip()
         items = primitive.user_information

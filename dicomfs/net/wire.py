@@ -92,9 +92,12 @@ class Connection:
         try:
             self._recv(header, got, deadline)
             pdu_type, length = HEADER.unpack(self._header)
+            if not ASSOCIATE_RQ <= pdu_type <= ABORT:  # not DICOM at all: HTTP, say
+                self.abort(UNRECOGNIZED_PDU)
+                raise Closed(f"not a DICOM PDU (type 0x{pdu_type:02X})")
             if length > limit:
                 self.abort(INVALID_PARAMETER)
-                raise Closed(f"a PDU of {length} bytes, more than the {limit} agreed")
+                raise Closed(f"a PDU of {length} bytes, more than the {limit} allowed")
             # The body is read with room for the next PDU's header, which saves a
             # read of its own whenever it has come already.
             if len(buffer) < length + HEADER.size:
