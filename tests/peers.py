@@ -94,6 +94,12 @@ class Serve:
             return bool(record["pid"] == self.process.pid)
         return False
 
+    def spooled(self) -> list[Path]:
+        """The spool files that hold data: half-received instances. (An association
+        makes its next spool file ahead, empty, once it has answered an instance.)"""
+        spool = self.store / ".dicomfs" / "tmp"
+        return [path for path in spool.iterdir() if path.stat().st_size]
+
     def kill(self) -> None:
         """kill -9: no chance to clean anything up."""
         self.process.send_signal(signal.SIGKILL)

@@ -68,12 +68,6 @@ def open_fds(server: Serve) -> int:
     return len(os.listdir(f"/proc/{server.process.pid}/fd"))
 
 
-def spooled(server: Serve) -> list[Path]:
-    """The spool files that hold data (each association makes its next one ahead,
-    empty, once it has answered an instance)."""
-    return [path for path in (server.store / ".dicomfs" / "tmp").iterdir() if path.stat().st_size]
-
-
 @contextlib.contextmanager
 def connections(port: int, count: int, first_bytes: bytes) -> Iterator[list[socket.socket]]:
     opened = []
@@ -205,7 +199,7 @@ def test_data_on_a_context_never_accepted_ends_that_association_cleanly(
         assert encoded is not None
         assert send_raw_store(assoc, dataset.SOPInstanceUID, encoded, context_id=7) is None
         wait_until(lambda: not assoc.is_established)
-        wait_until(lambda: open_fds(server) <= baseline and not spooled(server))
+        wait_until(lambda: open_fds(server) <= baseline and not server.spooled())
         assert "never accepted" in server.log.read_text()
         corpus.write(tmp_path / "good.dcm", corpus.Spec())
         send_corpus(server, tmp_path / "good.dcm")
@@ -265,7 +259,7 @@ def test_deeply_nested_instances_are_refused_one_by_one_releasing_everything(
             sop_uid = f"1.2.826.0.1.3680043.8.498.4242.{number}"
             status = send_raw_store(assoc, sop_uid, nested_dataset(sop_uid, 2000))
             assert status == 0xC210  # cannot understand
-            assert not spooled(server)  # released at once, not when the association ends
+            assert not server.spooled()  # released at once, not when the association ends
         assert open_fds(server) <= baseline + 2  # the association's own socket, at most
         good = corpus.dataset(corpus.Spec())
         assert assoc.send_c_store(good).Status == 0
