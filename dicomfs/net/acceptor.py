@@ -176,6 +176,7 @@ class Association:
         self._tls = tls
         self._started = time.monotonic()
         self._contexts: dict[int, str] = {}  # accepted: context ID -> transfer syntax
+        self._spooling: Spooled | None = None  # the data set being received, if any
         self._connection: wire.Connection | None = None
         self._lock = threading.Lock()  # one sender at a time; nothing once shut
         self._shut = False
@@ -209,14 +210,13 @@ class Association:
     # --- the association's thread -----------------------------------------------------
 
     def _run(self) -> None:
-        spooled: list[Spooled] = []
         files = SpoolFiles(self._tmp_dir)
         try:
             connection = self._connect()
             if connection is not None:
                 try:
                     if self._negotiate(connection):
-                        self._serve(connection, files, spooled)
+                        self._serve(connection, files)
                 except wire.Closed as exc:
                     if str(exc):
                         log.warning("closing the connection from %s: %s", self.address, exc)
@@ -226,8 +226,8 @@ class Association:
                 finally:
                     connection.close()
         finally:
-            for left in spooled:  # half-received when the association ended
-                left.discard()
+            if self._spooling is not None:  # half-received when the association ended
+                self._spooling.discard()
             files.close()
             self._host.ended(self)
 
@@ -327,9 +327,7 @@ class Association:
         pdu.from_primitive(accept)
         return bytes(pdu.encode())
 
-    def _serve(
-        self, connection: wire.Connection, files: SpoolFiles, spooled: list[Spooled]
-    ) -> None:
+    def _serve(self, connection: wire.Connection, files: SpoolFiles) -> None:
         """P-DATA until the peer releases or aborts the association."""
         buffer = bytearray(self._max_pdu + wire.HEADER.size)  # never grown: views of it live on
         command = bytearray()
@@ -375,17 +373,19 @@ class Association:
                     command.clear()
                     if request.has_data_set:
                         syntax = self._contexts[context_id]
-                        spooled.append(Spooled(files.take(), request, syntax))
+                        self._spooling = Spooled(files.take(), request, syntax)
                         continue
                     self._answer(connection, context_id, request, None)
                     request = None
                     continue
-                if request is None or context_id != context_of_request:
+                spooling = self._spooling
+                if request is None or spooling is None or context_id != context_of_request:
                     connection.abort(wire.UNEXPECTED_PDU)
                     raise wire.Closed("a data set without its command")
-                spooled[-1].write(data)
+                spooling.write(data)
                 if control & wire.LAST:
-                    self._answer(connection, context_id, request, spooled.pop())
+                    self._spooling = None  # _answer stores or removes it
+                    self._answer(connection, context_id, request, spooling)
                     request = None
                     files.prepare()
 
