@@ -15,10 +15,9 @@ import logging
 import os
 import signal
 import ssl
+import threading
 import time
 from pathlib import Path
-
-import trio
 
 from .life import expiry
 from .mount import run as mount
@@ -92,10 +91,9 @@ class ExpiryOptions:
 def sweeper(store: Path, writer: IndexWriter, options: ExpiryOptions) -> mount.Task:
     """A task that expires what is due, and reconciles, every `interval` seconds."""
 
-    async def sweep_forever() -> None:
-        while True:
-            await trio.sleep(options.interval)
-            await trio.to_thread.run_sync(sweep, store, writer, options)
+    def sweep_forever(stop: threading.Event) -> None:
+        while not stop.wait(options.interval):
+            sweep(store, writer, options)
 
     return sweep_forever
 

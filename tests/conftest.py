@@ -20,6 +20,12 @@ PYDICOM_DATA = Path(pydicom.data.__file__).parent
 
 def back_to_v5(conn: sqlite3.Connection) -> None:
     """Take a current index back to schema 5, for tests of upgrades from older ones."""
+    journal = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'changes'"
+                           " OR name LIKE 'changes_%' AND type = 'trigger'").fetchall()  # fmt: skip
+    for (name,) in journal:
+        if name != "changes":
+            conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE changes")
     conn.executescript(
         """DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
            DROP TRIGGER instances_recounted; DROP TABLE series_counts;"""

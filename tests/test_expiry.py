@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
 from dicomfs.cli import timeparse
 from dicomfs.dicom import corpus
@@ -163,19 +161,23 @@ def test_the_sweeper_in_serve_expires_on_its_interval(store: Path) -> None:
     by_series = old_store(store)
     writer = IndexWriter(store)
 
-    async def main() -> None:
-        task = sweeper(store, writer, ExpiryOptions(retention=7 * DAY, interval=300))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(task)
-            await trio.sleep(299)
-            assert series_uids(store) == set(by_series)  # not yet
-            await trio.sleep(2)
-            nursery.cancel_scope.cancel()
+    waits: list[float] = []
 
+    class Intervals:
+        """The sweeper's stop event: each wait is one interval gone by, the third stops."""
+
+        def wait(self, timeout: float) -> bool:
+            waits.append(timeout)
+            if len(waits) == 1:
+                assert series_uids(store) == set(by_series)  # nothing before the first interval
+            return len(waits) == 3
+
+    task = sweeper(store, writer, ExpiryOptions(retention=7 * DAY, interval=300))
     try:
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.1))
+        task(Intervals())  # type: ignore[arg-type]
     finally:
         writer.close()
+    assert waits == [300, 300, 300]
     assert series_uids(store) == set()
 
 

@@ -1,23 +1,79 @@
-"""The pyfuse3 adapter called directly, without a kernel: what each request does."""
+"""The FUSE adapter called directly, without a kernel: what each request answers."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
-from collections.abc import Awaitable
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
-import pyfuse3
+import pydicom
 import pytest
-import trio
 
 from dicomfs.dicom import corpus
-from dicomfs.mount import page
+from dicomfs.mount import kernel, page
 from dicomfs.mount.fs import DicomOperations, MountOptions
 from dicomfs.mount.inodes import ROOT_INODE
+from dicomfs.mount.session import FuseError, Later, Request
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
+
+REQUEST = Request(unique=1, nodeid=0, uid=os.getuid(), gid=os.getgid(), pid=os.getpid())
+
+
+class Stat(NamedTuple):
+    inode: int
+    size: int
+    mode: int
+
+
+def done(answer: Any) -> Any:
+    """What the session would reply: a Later's work is run, as a worker would."""
+    return answer.work() if isinstance(answer, Later) else answer
+
+
+def entry(reply: bytes) -> Stat:
+    fields = kernel.ENTRY_OUT.unpack(reply)
+    return Stat(fields[0], fields[7], fields[15])
+
+
+def attributes(reply: bytes) -> Stat:
+    fields = kernel.ATTR_OUT.unpack(reply)
+    return Stat(fields[3], fields[4], fields[12])
+
+
+def fh_of(reply: bytes) -> int:
+    return int(kernel.OPEN_OUT.unpack(reply)[0])
+
+
+def dirents(batch: bytes) -> list[tuple[bytes, int, int]]:
+    """(name, inode, offset of the next) of each entry in a readdir reply."""
+    found = []
+    at = 0
+    while at < len(batch):
+        inode, offset, length, _ = kernel.DIRENT.unpack_from(batch, at)
+        start = at + kernel.DIRENT.size
+        found.append((bytes(batch[start : start + length]), inode, offset))
+        at = start + length + (-(kernel.DIRENT.size + length) % 8)
+    return found
+
+
+def listing(operations: DicomOperations, inode: int) -> list[tuple[bytes, int]]:
+    """What readdir replies for a directory, read to its end: (name, inode) pairs."""
+    found: list[tuple[bytes, int]] = []
+    offset = 0
+    while batch := dirents(done(operations.readdir(inode, offset, 4096))):
+        found += [(name, number) for name, number, _ in batch]
+        offset = batch[-1][2]
+    return found
+
+
+def errno_of(request: Callable[..., Any], *args: Any) -> int:
+    with pytest.raises(FuseError) as refused:
+        done(request(*args))
+    return refused.value.errno
 
 
 def test_stat_of_index_html_never_renders_the_page(
@@ -35,23 +91,19 @@ def test_stat_of_index_html_never_renders_the_page(
         return render(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(page, "render", counted)
-
-    async def main() -> None:
+    try:
         # Before the first open, its size is not known yet: 0, as for /proc files.
-        attr = await operations.lookup(ROOT_INODE, b"index.html")
-        assert (await operations.getattr(attr.st_ino)).st_size == 0
+        found = entry(operations.lookup(ROOT_INODE, b"index.html"))
+        assert attributes(operations.getattr(found.inode)).size == 0
         assert renders == []
         # An open generates the page; stat then shows the size of that page.
-        info = await operations.open(attr.st_ino, 0, None)
+        fh = fh_of(done(operations.open(found.inode, os.O_RDONLY)))
         assert renders == [1]
-        generated = await operations.read(info.fh, 0, 10_000_000)
-        await operations.release(info.fh)
-        assert (await operations.getattr(attr.st_ino)).st_size == len(generated)
-        assert (await operations.lookup(ROOT_INODE, b"index.html")).st_size == len(generated)
+        generated = done(operations.read(fh, 0, 10_000_000))
+        operations.release(fh)
+        assert attributes(operations.getattr(found.inode)).size == len(generated)
+        assert entry(operations.lookup(ROOT_INODE, b"index.html")).size == len(generated)
         assert renders == [1]
-
-    try:
-        trio.run(main)
     finally:
         operations.close()
 
@@ -64,37 +116,22 @@ def test_a_directory_whose_rows_went_stays_an_empty_directory_until_forgotten(
         reconcile(index, store)
         paths = [row[0] for row in index.conn.execute("SELECT path FROM instances")]
     operations = DicomOperations(store, tmp_path / "mnt", MountOptions(allow_delete=True))
-
-    async def main() -> None:
-        views = await operations.lookup(ROOT_INODE, b"by-patient")
-        patient = await operations.lookup(views.st_ino, b"PATIENT00000_TEST_ID00000")
+    try:
+        views = entry(operations.lookup(ROOT_INODE, b"by-patient"))
+        patient = entry(operations.lookup(views.inode, b"PATIENT00000_TEST_ID00000"))
         with Index(store) as index:
             index.remove_paths(paths)  # deleted, as by rm of its last file
-        with pytest.raises(pyfuse3.FUSEError) as gone:
-            await operations.lookup(views.st_ino, b"PATIENT00000_TEST_ID00000")
-        assert gone.value.errno == errno.ENOENT
-        # The kernel still holds it (rm -r is inside): stat and rmdir still work.
-        attr = await operations.getattr(patient.st_ino)
-        assert stat.S_ISDIR(attr.st_mode)
-        await operations.rmdir(views.st_ino, b"PATIENT00000_TEST_ID00000", None)
-        await operations.forget([(patient.st_ino, 1)])
-        with pytest.raises(pyfuse3.FUSEError) as forgotten:
-            await operations.getattr(patient.st_ino)
-        assert forgotten.value.errno == errno.ENOENT
-
-    try:
-        trio.run(main)
+        assert errno_of(operations.lookup, views.inode, b"PATIENT00000_TEST_ID00000") == (
+            errno.ENOENT
+        )
+        # The kernel still holds it (rm -r is inside): stat, readdir and rmdir still work.
+        assert stat.S_ISDIR(attributes(operations.getattr(patient.inode)).mode)
+        assert listing(operations, patient.inode) == []
+        done(operations.rmdir(views.inode, b"PATIENT00000_TEST_ID00000", REQUEST))
+        operations.forget([(patient.inode, 1)])
+        assert errno_of(operations.getattr, patient.inode) == errno.ENOENT
     finally:
         operations.close()
-
-
-class _Context:
-    """What pyfuse3 passes as ctx: the caller's ids."""
-
-    uid = os.getuid()
-    gid = os.getgid()
-    pid = os.getpid()
-    umask = 0o022
 
 
 def test_each_request_answers_the_errno_a_read_only_tree_of_files_owes(
@@ -105,72 +142,75 @@ def test_each_request_answers_the_errno_a_read_only_tree_of_files_owes(
         reconcile(index, store)
     plain = DicomOperations(store, tmp_path / "mnt", MountOptions())
     deleting = DicomOperations(store, tmp_path / "mnt", MountOptions(allow_delete=True))
-    ctx = _Context()
-
-    async def errno_of(request: Awaitable[object]) -> int:
-        with pytest.raises(pyfuse3.FUSEError) as refused:
-            await request
-        return refused.value.errno
-
-    async def main() -> None:
-        by_uid = await plain.lookup(ROOT_INODE, b"by-uid", ctx)
-        (study,) = [name for name, *_ in await listing(plain, by_uid.st_ino)]
-        study_attr = await plain.lookup(by_uid.st_ino, study, ctx)
-        (series,) = [name for name, *_ in await listing(plain, study_attr.st_ino)]
-        series_attr = await plain.lookup(study_attr.st_ino, series, ctx)
-        first, _ = [name for name, *_ in await listing(plain, series_attr.st_ino)]
-        file_attr = await plain.lookup(series_attr.st_ino, first, ctx)
-        page_attr = await plain.lookup(ROOT_INODE, b"index.html", ctx)
-
-        assert await errno_of(plain.lookup(ROOT_INODE, b"by-nothing", ctx)) == errno.ENOENT
-        assert await errno_of(plain.getattr(10_000_000, ctx)) == errno.ENOENT
-        for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_APPEND):
-            assert await errno_of(plain.open(file_attr.st_ino, flags, ctx)) == errno.EROFS
-        assert await errno_of(plain.open(series_attr.st_ino, os.O_RDONLY, ctx)) == errno.EISDIR
-        assert await errno_of(plain.opendir(file_attr.st_ino, ctx)) == errno.ENOTDIR
-        assert await errno_of(plain.read(999_999, 0, 10)) == errno.EBADF
-        assert await errno_of(plain.mkdir(ROOT_INODE, b"new", 0o755, ctx)) == errno.EROFS
-        assert await errno_of(plain.setattr(file_attr.st_ino, None, None, None, ctx)) == errno.EROFS
-        assert await errno_of(plain.unlink(series_attr.st_ino, first, ctx)) == errno.EROFS
-        assert await errno_of(plain.rmdir(study_attr.st_ino, series, ctx)) == errno.EROFS
-        # With --allow-delete: only instance files go, and a directory only once empty.
-        by_uid = await deleting.lookup(ROOT_INODE, b"by-uid", ctx)
-        study_attr = await deleting.lookup(by_uid.st_ino, study, ctx)
-        assert await errno_of(deleting.unlink(ROOT_INODE, b"index.html", ctx)) == errno.EPERM
-        assert await errno_of(deleting.unlink(by_uid.st_ino, study, ctx)) == errno.EPERM
-        assert await errno_of(deleting.rmdir(by_uid.st_ino, study, ctx)) == errno.ENOTEMPTY
-        assert await errno_of(deleting.unlink(by_uid.st_ino, b"absent", ctx)) == errno.ENOENT
-        # A file opened for reading reads its bytes; index.html too.
-        info = await plain.open(file_attr.st_ino, os.O_RDONLY, ctx)
-        data = await plain.read(info.fh, 0, file_attr.st_size + 10)
-        await plain.release(info.fh)
-        assert len(data) == file_attr.st_size
-        assert bytes(data[128:132]) == b"DICM"
-        info = await plain.open(page_attr.st_ino, os.O_RDONLY, ctx)
-        assert (await plain.read(info.fh, 0, 15)).startswith(b"<!DOCTYPE html>")
-        await plain.release(info.fh)
-
     try:
-        trio.run(main)
+        by_uid = entry(plain.lookup(ROOT_INODE, b"by-uid"))
+        ((study, study_inode),) = listing(plain, by_uid.inode)
+        study_attr = entry(plain.lookup(by_uid.inode, study))
+        assert study_attr.inode == study_inode  # the listing's d_ino is stat's st_ino
+        ((series, _),) = listing(plain, study_attr.inode)
+        series_attr = entry(plain.lookup(study_attr.inode, series))
+        (first, first_inode), _ = listing(plain, series_attr.inode)
+        file_attr = entry(plain.lookup(series_attr.inode, first))
+        assert file_attr.inode == first_inode
+        page_attr = entry(plain.lookup(ROOT_INODE, b"index.html"))
+
+        assert errno_of(plain.lookup, ROOT_INODE, b"by-nothing") == errno.ENOENT
+        assert errno_of(plain.getattr, 10_000_000) == errno.ENOENT
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_APPEND):
+            assert errno_of(plain.open, file_attr.inode, flags, REQUEST) == errno.EROFS
+        assert errno_of(plain.open, series_attr.inode, os.O_RDONLY, REQUEST) == errno.EISDIR
+        assert errno_of(plain.readdir, file_attr.inode, 0, 4096) == errno.ENOTDIR
+        assert errno_of(plain.read, 999_999, 0, 10) == errno.EBADF
+        assert errno_of(plain.unlink, series_attr.inode, first, REQUEST) == errno.EROFS
+        assert errno_of(plain.rmdir, study_attr.inode, series, REQUEST) == errno.EROFS
+        # With --allow-delete: only instance files go, and a directory only once empty.
+        by_uid = entry(deleting.lookup(ROOT_INODE, b"by-uid"))
+        study_attr = entry(deleting.lookup(by_uid.inode, study))
+        assert errno_of(deleting.unlink, ROOT_INODE, b"index.html", REQUEST) == errno.EPERM
+        assert errno_of(deleting.unlink, by_uid.inode, study, REQUEST) == errno.EPERM
+        assert errno_of(deleting.rmdir, by_uid.inode, study, REQUEST) == errno.ENOTEMPTY
+        assert errno_of(deleting.unlink, by_uid.inode, b"absent", REQUEST) == errno.ENOENT
+        # A file opened for reading reads its bytes; index.html too.
+        fh = fh_of(done(plain.open(file_attr.inode, os.O_RDONLY, REQUEST)))
+        data = done(plain.read(fh, 0, file_attr.size + 10))
+        plain.release(fh)
+        assert len(data) == file_attr.size
+        assert bytes(data[128:132]) == b"DICM"
+        fh = fh_of(done(plain.open(page_attr.inode, os.O_RDONLY, REQUEST)))
+        assert done(plain.read(fh, 0, 15)).startswith(b"<!DOCTYPE html>")
+        plain.release(fh)
     finally:
         plain.close()
         deleting.close()
 
 
-async def listing(operations: DicomOperations, inode: int) -> list[tuple[bytes, int]]:
-    """What readdir replies for a directory: (name, inode) pairs."""
-    replies: list[tuple[bytes, int]] = []
-    fh = await operations.opendir(inode, _Context())
-    original = pyfuse3.readdir_reply
-
-    def reply(token: object, name: bytes, attr: pyfuse3.EntryAttributes, next_id: int) -> bool:
-        replies.append((name, attr.st_ino))
-        return True
-
-    pyfuse3.readdir_reply = reply  # type: ignore[assignment]  # needs a kernel request
+def test_a_directory_read_in_several_batches_reads_one_listing(store: Path, tmp_path: Path) -> None:
+    """readdir offsets point into the listing the first batch took: an instance indexed
+    while a directory is being read, whose name sorts first, shifts none of the rest."""
+    corpus.write_regular(store, patients=1, studies=1, series=1, instances=60)
+    with Index(store) as index:
+        reconcile(index, store)
+    operations = DicomOperations(store, tmp_path / "mnt", MountOptions())
     try:
-        await operations.readdir(fh, 0, None)
+        by_uid = entry(operations.lookup(ROOT_INODE, b"by-uid"))
+        ((study, _),) = listing(operations, by_uid.inode)
+        study_inode = entry(operations.lookup(by_uid.inode, study)).inode
+        ((series_name, _),) = listing(operations, study_inode)
+        series_inode = entry(operations.lookup(study_inode, series_name)).inode
+        before = [name for name, _ in listing(operations, series_inode)]
+        batch = dirents(done(operations.readdir(series_inode, 0, 512)))  # a few entries
+
+        one = pydicom.dcmread(next(store.rglob("*.dcm")))
+        one.SOPInstanceUID = f"{one.SOPInstanceUID}.0"  # sorts first among the others
+        one.save_as(store / "late.dcm")
+        with Index(store) as index:
+            reconcile(index, store)
+
+        read: list[bytes] = []
+        while batch:
+            read += [name for name, _, _ in batch]
+            batch = dirents(done(operations.readdir(series_inode, batch[-1][2], 512)))
+        assert read == before  # each entry once, none missed
+        assert len(listing(operations, series_inode)) == 61  # a new listing shows it
     finally:
-        pyfuse3.readdir_reply = original
-    await operations.releasedir(fh)
-    return replies
+        operations.close()

@@ -23,7 +23,6 @@ import pytest
 
 from dicomfs.dicom import corpus
 from dicomfs.life import expiry
-from dicomfs.mount.fs import ATTR_TIMEOUT, ENTRY_TIMEOUT
 from dicomfs.mount.run import is_ready
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
@@ -80,6 +79,14 @@ def _stale(path: Path) -> bool:
 
 def sh(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def files_under(directory: Path) -> list[str]:
+    """What `find -type f` finds, while the index may be changing: for the moment it
+    takes the mount to tell the kernel, a listing the kernel keeps may still name a
+    directory that just went, which find then reports as missing."""
+    found = subprocess.run(["find", str(directory), "-type", "f"], capture_output=True, text=True)
+    return found.stdout.split()
 
 
 @pytest.fixture
@@ -530,9 +537,8 @@ def test_read_one_series_expire_the_rest_everywhere(tmp_path: Path) -> None:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         # Exactly the read series is left, in every view, on disk and in the index.
-        wait_until(lambda: all(
-            len(sh("find", str(mount.path / view), "-type", "f").split()) == 3 for view in VIEWS
-        ), seconds=2)  # fmt: skip
+        wait_until(lambda: all(len(files_under(mount.path / view)) == 3 for view in VIEWS),
+                   seconds=2)  # fmt: skip
         left = {Path(p).name for p in sh("find", str(store / "incoming"), "-type", "f").split()}
         assert len(left) == 3
         assert index_rows(store, "SELECT count(*) FROM instances") == [(3,)]
@@ -564,10 +570,9 @@ def test_a_file_held_open_stays_readable_and_stat_able_after_its_expiry(tmp_path
             finally:
                 writer.close()
             assert not (store / str(path)).exists()
-            wait_until(lambda: f"{sop}.dcm" not in sh("find", str(mount.path / "by-uid")))
-            # Past the kernel's attribute cache (a lower bound): the next fstat and read
-            # must ask the mount again.
-            time.sleep(ATTR_TIMEOUT * 1.5)
+            # Once its listing no longer shows it, the mount has told the kernel that the
+            # file's attributes and pages are stale too: the next fstat and read ask it.
+            wait_until(lambda: f"{sop}.dcm" not in str(files_under(mount.path / "by-uid")))
             assert os.fstat(handle.fileno()).st_size == len(expected)
             assert handle.read() == expected
     finally:
@@ -608,9 +613,8 @@ def test_rm_r_deletes_through_the_index_only_with_allow_delete(tmp_path: Path) -
         (series,) = sorted((mount.path / "by-patient").glob("*/*/*"))[:1]
         sh("rm", "-r", str(series))
         assert not series.exists()
-        wait_until(lambda: all(
-            len(sh("find", str(mount.path / view), "-type", "f").split()) == 9 for view in VIEWS
-        ), seconds=2)  # fmt: skip
+        wait_until(lambda: all(len(files_under(mount.path / view)) == 9 for view in VIEWS),
+                   seconds=2)  # fmt: skip
         assert len(list((store / "incoming").rglob("*.dcm"))) == 9
         audit = subprocess.run(
             [sys.executable, "-m", "dicomfs", "audit", "--store", str(store), "--json",
@@ -702,9 +706,9 @@ def test_rm_r_at_every_level_deletes_everything_below_and_exits_0(tmp_path: Path
 def test_rm_r_at_the_pace_of_a_large_tree_removes_each_directory_it_emptied(
     tmp_path: Path,
 ) -> None:
-    """What rm -r does, on a tree too large to delete within the kernel's entry cache:
-    files first, then each directory, by a name the kernel has let lapse meanwhile,
-    whose rows went with its last file."""
+    """What rm -r does on a large tree: files first, then each directory, by a name the
+    kernel has dropped meanwhile (the mount told it that directory's rows went with its
+    last file), and looks up again."""
     store = tmp_path / "store"
     dated_corpus(store)
     mount = Mount(store, tmp_path / "mnt", "--allow-delete")
@@ -714,7 +718,9 @@ def test_rm_r_at_the_pace_of_a_large_tree_removes_each_directory_it_emptied(
         for directory, _, files in walked:
             for name in files:
                 os.unlink(os.path.join(directory, name))
-        time.sleep(ENTRY_TIMEOUT * 1.5)  # a lower bound: the kernel must ask again
+        # The mount tells the kernel the emptied directories are gone: by-date no longer
+        # lists the year, and the names below it must be looked up again.
+        wait_until(lambda: "2006" not in os.listdir(mount.path / "by-date"))
         for directory, _, _ in walked:  # deepest first, year last
             os.rmdir(directory)
             assert not os.path.exists(directory)  # removed, it is not found any more

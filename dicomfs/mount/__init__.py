@@ -1,1 +1,1 @@
-"""The FUSE mount: the views over the index, and the pyfuse3 adapter that serves them."""
+"""The FUSE mount: the views over the index, served to the kernel by a session of our own."""

@@ -1,17 +1,26 @@
-"""The pyfuse3 adapter: view nodes -> attributes, errors -> errno.
+"""The FUSE adapter: view nodes -> the kernel's replies, errors -> errno.
 
-A protocol adapter only: what the directories hold is store.views' business.
-Listings that may be long, file opens that miss the kernel's cache, and reads that
-would wait for the disk run in worker threads; a lookup, a getattr, and the listing
-of one study or series, a few rows found through an index, run on the loop, where
-a thread hop would cost more than the query.
+A protocol adapter only: what the directories hold is store.views' business, how
+requests come and go is session.py's. Handlers run on the session's reading thread.
+What may wait on the disk or take long is handed to a worker (session.Later): the
+listing of a view, a patient or a day (thousands of entries at a million instances),
+opening a file whose path the kernel has not cached, reading bytes not in the page
+cache, index.html, and every write to the index. A lookup, a getattr and the listing
+of one study or series, a few rows found through an index, run on the reading
+thread, where a hand-off would cost more than the query.
+
+The kernel keeps what it is told for long (TIMEOUT) and keeps each listing itself;
+changes.py tells it what each change to the index makes stale, as it happens.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import sqlite3
@@ -20,10 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
-
-import pyfuse3
-import trio
+from typing import NamedTuple
 
 from ..life import access, expiry
 from ..store import files as store_files
@@ -31,24 +37,30 @@ from ..store import views
 from ..store.index import Index, IndexUnusable
 from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
-from . import nowait, page
-from .inodes import ROOT_INODE, Inodes, file_inode
-from .listings import Listings
+from . import kernel, nowait, page
+from .inodes import FILE_INODES, Inodes, file_inode
+from .session import FuseError, Later, Request
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# Short kernel cache lifetimes: new instances show within two seconds of their commit.
-ENTRY_TIMEOUT = 1.0
-ATTR_TIMEOUT = 1.0
+# How long the kernel may trust a name or attributes without asking again: anything
+# that changes them is told to it as it changes (changes.py), so this only bounds
+# the cost of a change the mount could not see.
+TIMEOUT = 3600.0
+_TIMEOUT = kernel.split_time(TIMEOUT)
+_NEVER = (0, 0)  # index.html: its size is the last generated page's (_page_attributes)
+BLOCK_SIZE = 128 * 1024  # st_blksize: what cp reads at a time
 # How long a directory that rm has emptied through the mount can still be found, empty,
 # after the last deletion below it (rm removes a directory right after emptying it).
 EMPTIED_GRACE = 30.0
 _EMPTY_DIRECTORY = Attributes(True, 0, None, None)  # one whose rows are gone
 # A study's series and a series' files are bounded by one exam and found through an
-# index: listed on the loop, for a thread hop costs more (about 200 us) than the query.
-# Listings of a whole view, a patient or a day may be long: those go to a thread.
-_LISTED_ON_THE_LOOP = frozenset({views.Kind.STUDY, views.Kind.SERIES})
+# index: listed on the reading thread. Listings of a whole view, a patient or a day
+# may be long: those go to a worker.
+_LISTED_AT_ONCE = frozenset({views.Kind.ROOT, views.Kind.STUDY, views.Kind.SERIES})
+KEPT_LISTINGS = 256  # listings being read (readdir offsets point into them)
+_NS = 1_000_000_000
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,32 +99,13 @@ def _open_writer(store: Path) -> IndexWriter | None:
         return None
 
 
-# An instance file as readdir replies with it: name, inode, size, blocks, and the
-# mtime and atime in ns (see _fill), made once per listing, for a kept listing is
-# replied from again by every find.
-_FileReply = tuple[bytes, int, int, int, int, int]
-
-
-@dataclasses.dataclass
-class _Listing:
-    """An open directory: its entries, as listed by the first readdir."""
-
-    node: Node
-    inode: int
-    entries: list[Any] | None = None  # what _list gives
-
-
 class _Reader(threading.local):
     """One read-only index per thread (sqlite3 objects stay in their thread)."""
 
     index: Index | None = None
 
 
-class DicomOperations(pyfuse3.Operations):
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-    enable_acl = False
-
+class DicomOperations:
     def __init__(
         self,
         store: Path,
@@ -120,7 +113,6 @@ class DicomOperations(pyfuse3.Operations):
         options: MountOptions,
         writer: IndexWriter | None = None,
     ) -> None:
-        super().__init__()
         self.store = store
         self._root = os.open(store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.mountpoint = mountpoint
@@ -130,18 +122,31 @@ class DicomOperations(pyfuse3.Operations):
         self.options = options
         self.inodes = Inodes()
         self._local = _Reader()
-        self._limiter = trio.CapacityLimiter(8)
-        self._writing = trio.CapacityLimiter(1)  # the writer's lock does the rest
-        self._dirs: dict[int, _Listing] = {}
-        self._listings = Listings()  # on the loop alone, checked on its connection
+        self._lock = threading.Lock()  # the tables below: the reading thread and workers
         self._files: dict[int, _StoredFile] = {}
+        # inode -> where its instance is, from its first open until the kernel forgets
+        # it or changes.py says it changed: later opens need no query
+        self._known_files: dict[int, views.InstanceFile] = {}
         self._held: dict[int, _Held] = {}  # inode -> its open instance file
-        # directory inode -> when rm last deleted something below it (time.monotonic)
-        self._emptying: dict[int, float] = {}
+        # a directory rm deleted below -> when last (time.monotonic), its parent, its name
+        self._emptying: dict[Node, tuple[float, Node, str]] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
-        self._next_fh = 1
+        self._handles = itertools.count(1)
+        # Listings being read: readdir offsets are (listing number << 32 | position),
+        # so a directory read in several calls reads one listing, however the index
+        # changes meanwhile.
+        self._listings: collections.OrderedDict[int, tuple[bytes, list[int]]] = (
+            collections.OrderedDict()
+        )
+        self._listing_numbers = itertools.count(1)
+        # directory inode -> its entries by name, as last listed: answers the lookups
+        # that follow a listing, until changes.py says the index changed
+        self._listed: collections.OrderedDict[int, dict[str, Entry]] = collections.OrderedDict()
         self._mounted_at = time.time()
+        # Returns once the kernel has been told of the mount's own last change to the
+        # index (changes.Changes.catch_up, set by run.py).
+        self.changed: Callable[[], None] = lambda: None
         # The owner may write, whatever --mode says: cp -r keeps the modes it copies, and
         # a copy must be its copier's to change and delete. The mount itself stays
         # read-only: writes are EROFS, and unlink is EROFS without --allow-delete.
@@ -163,72 +168,52 @@ class DicomOperations(pyfuse3.Operations):
     def _conn(self) -> sqlite3.Connection:
         return self._index().conn
 
-    async def _query(self, func: Callable[..., T], *args: Any) -> T:
-        """Run func(conn, *args) in a worker thread: listings, and anything touching disk."""
-
-        def run() -> T:
-            return func(self._conn(), *args)
-
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
-
-    def _seek(self, func: Callable[..., T], *args: Any) -> T:
-        """Run func(conn, *args) on the loop: only for a few rows found through an index
-        (lookup, getattr), which take microseconds, where a thread hop costs far more."""
-        return func(self._conn(), *args)
-
     def _node(self, inode: int) -> Node:
         node = self.inodes.node_of(inode)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         return node
 
-    def _attributes(self, node: Node, inode: int, found: Attributes) -> pyfuse3.EntryAttributes:
-        return self._fill(self._blank_attributes(), node, inode, found)
-
-    def _blank_attributes(self) -> pyfuse3.EntryAttributes:
-        """The fields every entry shares; readdir fills one of these per entry."""
-        attr = pyfuse3.EntryAttributes()
-        attr.st_uid = self.options.uid
-        attr.st_gid = self.options.gid
-        attr.entry_timeout = ENTRY_TIMEOUT
-        attr.st_blksize = 128 * 1024
-        return attr
-
-    def _fill(
-        self, attr: pyfuse3.EntryAttributes, node: Node, inode: int, found: Attributes
-    ) -> pyfuse3.EntryAttributes:
-        attr.st_ino = inode
-        attr.attr_timeout = ATTR_TIMEOUT
-        if node == views.PAGE:
-            found = self._page_attributes()
-            attr.attr_timeout = 0  # see _page_attributes
-        if found.is_dir:
-            attr.st_mode = self._dir_mode
-            attr.st_nlink = 2
-        else:
-            attr.st_mode = self._file_mode
-            attr.st_nlink = 1
-        attr.st_size = found.size
-        attr.st_blocks = (found.size + 511) // 512
-        # mtime: when received (a directory: the newest receipt inside); atime: the last
-        # read, or the receipt if never read.
+    def _attr(self, inode: int, found: Attributes) -> tuple[int, ...]:
+        """fuse_attr's fields for a node's attributes."""
         received = found.received if found.received is not None else self._mounted_at
-        attr.st_mtime_ns = attr.st_ctime_ns = int(received * 1e9)
-        attr.st_atime_ns = int((found.accessed or received) * 1e9)
-        return attr
+        modified = int(received * 1e9)
+        accessed = int(found.accessed * 1e9) if found.accessed is not None else modified
+        if found.is_dir:
+            mode, links = self._dir_mode, 2
+        else:
+            mode, links = self._file_mode, 1
+        size = found.size
+        return (
+            inode, size, (size + 511) // 512,
+            accessed // _NS, modified // _NS, modified // _NS,
+            accessed % _NS, modified % _NS, modified % _NS,
+            mode, links, self.options.uid, self.options.gid, 0, BLOCK_SIZE, 0,
+        )  # fmt: skip
+
+    def _entry(self, node: Node, inode: int, found: Attributes) -> bytes:
+        entry_s, entry_ns = _TIMEOUT
+        if node == views.PAGE:
+            attr_s, attr_ns = _NEVER
+            found = self._page_attributes()
+        else:
+            attr_s, attr_ns = _TIMEOUT
+        return kernel.ENTRY_OUT.pack(
+            inode, 0, entry_s, attr_s, entry_ns, attr_ns, *self._attr(inode, found)
+        )
 
     def _page_attributes(self) -> Attributes:
         """stat never generates index.html (on a large store that takes minutes): its
         size is that of the last page an open generated, 0 before the first. Reads go to
         the mount whatever the size says (direct_io). The kernel does not cache these
-        (attr_timeout 0), so an fstat after an open shows that open's page: `wc -c`
+        (attribute timeout 0), so an fstat after an open shows that open's page: `wc -c`
         trusts it."""
         return Attributes(False, self._last_page_size, time.time(), None)
 
     def _still_held(self, node: Node, inode: int) -> Attributes:
         """What stat answers for an inode the kernel holds whose rows are gone (expired,
-        deleted): the kernel asks again once its attribute cache lapses, or after an
-        rmdir or unlink inside it, until it forgets the inode.
+        deleted): the kernel asks again once told the rows changed, or after an rmdir
+        or unlink inside it, until it forgets the inode.
 
         POSIX keeps an open file stat-able until its last close, whatever the index
         says. A directory stays, empty, until the kernel forgets it: `rm -r` climbs back
@@ -237,389 +222,355 @@ class DicomOperations(pyfuse3.Operations):
             return _EMPTY_DIRECTORY
         held = self._held.get(inode)
         if held is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         return held.attributes
 
-    def _emptied(self, parent_inode: int, name: str) -> int:
+    def _emptied(self, parent_inode: int, name: str) -> Node:
         """The directory `name` in parent that rm has just emptied through the mount, its
         rows gone with its last file; else ENOENT. rm -r deletes what is below a
-        directory, then removes the directory by the name it looked up, which the kernel
-        may have let lapse meanwhile and ask for again: that name stays, empty, until
-        rmdir removes it (or the kernel forgets it, or EMPTIED_GRACE passes)."""
+        directory, then removes the directory by its name, which the kernel has dropped
+        meanwhile (changes.py told it the rows went) and looks up again: that name stays,
+        empty, until rmdir removes it (or EMPTIED_GRACE passes)."""
+        parent = self.inodes.node_of(parent_inode)
         now = time.monotonic()
-        for inode, last in list(self._emptying.items()):
-            if now - last > EMPTIED_GRACE:
-                del self._emptying[inode]
-            elif self.inodes.place_of(inode) == (parent_inode, name):
-                node = self.inodes.node_of(inode)
-                if node is not None and self._seek(views.attributes, node) is None:
-                    return inode
-        raise pyfuse3.FUSEError(errno.ENOENT)
+        with self._lock:
+            for node, (last, above, called) in list(self._emptying.items()):
+                if now - last > EMPTIED_GRACE:
+                    del self._emptying[node]
+                elif (above, called) == (parent, name):
+                    break
+            else:
+                raise FuseError(errno.ENOENT)
+        if views.attributes(self._conn(), node) is not None:
+            raise FuseError(errno.ENOENT)  # back again, under a name of its own
+        return node
 
     def _emptying_from(self, inode: int) -> None:
         """rm deleted something in this directory: it and the directories above it may
         be emptied, and then removed by rm."""
         now = time.monotonic()
-        while inode != ROOT_INODE:
-            self._emptying[inode] = now
-            place = self.inodes.place_of(inode)
+        for directory in [inode, *self.inodes.ancestors(inode)]:
+            place = self.inodes.place_of(directory)
             if place is None:
-                return
-            inode = place[0]
+                continue
+            node, above = self.inodes.node_of(directory), self.inodes.node_of(place[0])
+            if node is not None and above is not None:
+                with self._lock:
+                    self._emptying[node] = (now, above, place[1])
 
     # --- lookups and attributes -----------------------------------------------------
 
-    async def lookup(
-        self, parent_inode: int, name: bytes, ctx: Any = None
-    ) -> pyfuse3.EntryAttributes:
+    def lookup(self, parent_inode: int, name: bytes, request: Request | None = None) -> bytes:
         parent = self._node(parent_inode)
         wanted = os.fsdecode(name)
-        entry = self._seek(views.lookup, parent, wanted)
+        with self._lock:
+            listed = self._listed.get(parent_inode)
+        entry = listed.get(wanted) if listed is not None else None
         if entry is None:
-            child, found = self._node(self._emptied(parent_inode, wanted)), _EMPTY_DIRECTORY
+            entry = views.lookup(self._conn(), parent, wanted)
+        if entry is None:
+            child, found = self._emptied(parent_inode, wanted), _EMPTY_DIRECTORY
         else:
             child, found = entry.node, entry.attributes
         if child.kind is views.Kind.FILE:
             inode = file_inode(child.row)
         else:
-            inode = self.inodes.looked_up(child)
-            self.inodes.place(inode, parent_inode, wanted)
-        return self._attributes(child, inode, found)
+            inode = self.inodes.looked_up(child, parent_inode, wanted)
+        return self._entry(child, inode, found)
 
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    def getattr(self, inode: int, request: Request | None = None) -> bytes:
         node = self._node(inode)
-        found = self._seek(views.attributes, node)
+        found = views.attributes(self._conn(), node)
         if found is None:
             found = self._still_held(node, inode)
-        return self._attributes(node, inode, found)
+        if node == views.PAGE:
+            found, (attr_s, attr_ns) = self._page_attributes(), _NEVER
+        else:
+            attr_s, attr_ns = _TIMEOUT
+        return kernel.ATTR_OUT.pack(attr_s, attr_ns, 0, *self._attr(inode, found))
 
-    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for inode, count in inode_list:
-            self.inodes.forget(inode, count)
-            if self.inodes.node_of(inode) is None:
-                self._emptying.pop(inode, None)
+    def forget(self, forgets: Sequence[tuple[int, int]]) -> None:
+        for inode, count in forgets:
+            if inode >= FILE_INODES:  # the kernel forgets a file all at once
+                self._known_files.pop(inode, None)
+            else:
+                self.inodes.forget(inode, count)
+
+    def stale_file(self, inode: int) -> None:
+        """changes.py: the instance file changed or went."""
+        self._known_files.pop(inode, None)
+
+    def stale_listings(self) -> None:
+        """changes.py: the index changed; what listings said may no longer hold."""
+        with self._lock:
+            self._listed.clear()
 
     # --- directories ----------------------------------------------------------------
 
-    async def opendir(self, inode: int, ctx: Any) -> int:
+    def readdir(self, inode: int, offset: int, size: int) -> bytes | Later:
+        """A batch of plain entries (name, inode, type). The kernel keeps what it reads
+        (no OPENDIR: see session.py) until changes.py tells it the directory changed."""
+        number, position = offset >> 32, offset & 0xFFFFFFFF
+        with self._lock:
+            listing = self._listings.get(number) if offset else None
+        if listing is not None:
+            return self._batch(number, listing, position, size)
         node = self._node(inode)
         if views.is_file(node):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        # The listing is taken by the first readdir, not here: tools open directories
-        # they never read (find opens each one again to change into it).
-        fh = self._new_fh()
-        self._dirs[fh] = _Listing(node, inode)
-        return fh
+            raise FuseError(errno.ENOTDIR)
+        if node.kind in _LISTED_AT_ONCE:
+            return self._first_batch(node, inode, position, size)
+        return Later(lambda: self._first_batch(node, inode, position, size))
 
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        listing = self._dirs.get(fh)
-        if listing is None:
-            return
-        if listing.entries is None:
-            # Taken once per open: readdir offsets index this snapshot, so they stay
-            # valid however the index changes meanwhile.
-            listing.entries = await self._list(listing.node)
-        attr = self._blank_attributes()  # readdir_reply copies it: one serves every entry
-        if views.lists_files(listing.node):
-            self._reply_files(listing.entries, start_id, token, attr)
-        elif listing.node == views.ROOT:  # the views, and index.html
-            self._reply_any(listing, start_id, token, attr)
+    def _first_batch(self, node: Node, inode: int, position: int, size: int) -> bytes:
+        """List the directory, keep the listing, and answer from position (0, or where
+        a listing the mount no longer keeps had got to)."""
+        number = next(self._listing_numbers)
+        listing = kernel.dirents(self._children(node, inode), number << 32)
+        with self._lock:
+            self._listings[number] = listing
+            while len(self._listings) > KEPT_LISTINGS:
+                self._listings.popitem(last=False)
+        return self._batch(number, listing, position, size)
+
+    def _children(self, node: Node, inode: int) -> list[tuple[int, bytes, int]]:
+        """(inode, name, type) of each entry of the directory, sorted by name. A
+        directory's number is its d_ino, as stat shows it: the table keeps it."""
+        conn = self._conn()
+        if views.lists_files(node):  # the bulk of every find: no table, no node
+            file = kernel.DT_REG
+            return [(FILE_INODES + row, name.encode(), file)
+                    for name, row in views.file_names(conn, node)]  # fmt: skip
+        if node == views.ROOT:
+            entries = views.list_entries(conn, node)
         else:
-            self._reply_directories(listing, start_id, token, attr)
+            entries = [Entry(name, node.child(key), found)
+                       for name, key, found in views.list_children(conn, node)]  # fmt: skip
+        numbers = self.inodes.listed([(child, name) for name, child, _ in entries], inode)
+        self._remember(inode, entries)
+        return [
+            (number, name.encode(), kernel.DT_DIR if found.is_dir else kernel.DT_REG)
+            for number, (name, _, found) in zip(numbers, entries, strict=True)
+        ]
 
-    async def _list(self, node: Node) -> list[Any]:
-        """What readdir replies from, kept while the index is unchanged: a series' files
-        as _FileReply rows, any other directory's entries."""
-        version = self._listings.check(self._conn())
-        kept = self._listings.get(node)
-        if kept is None:
-            if node.kind in _LISTED_ON_THE_LOOP:
-                entries = self._seek(views.list_entries, node)
-            else:
-                entries = await self._query(views.list_entries, node)
-            kept = self._file_replies(entries) if views.lists_files(node) else entries
-            self._listings.keep(node, kept, version)
-        return kept
+    def _remember(self, inode: int, entries: list[Entry]) -> None:
+        """Keep what a listing of directories says of each, for the lookups that follow
+        it (find looks up each directory it lists), until the index changes."""
+        with self._lock:
+            self._listed[inode] = {entry.name: entry for entry in entries}
+            while len(self._listed) > KEPT_LISTINGS:
+                self._listed.popitem(last=False)
 
-    def _file_replies(self, entries: list[Entry]) -> list[_FileReply]:
-        mounted_at = self._mounted_at  # as _fill says, for a receipt unknown
-        replies = []
-        for name, child, (_, size, received, accessed) in entries:
-            received_ns = int((received or mounted_at) * 1e9)
-            accessed_ns = int(accessed * 1e9) if accessed is not None else received_ns
-            replies.append((name.encode("utf-8"), file_inode(child[1]), size,
-                            (size + 511) // 512, received_ns, accessed_ns))  # fmt: skip
-        return replies
-
-    def _reply_files(
-        self, replies: list[_FileReply], start: int, token: Any, attr: pyfuse3.EntryAttributes
-    ) -> None:
-        """A series' files, the bulk of every find: what all of them share set once,
-        the rest made ready when listed, and no table to keep (their inodes are their
-        row ids)."""
-        attr.st_mode = self._file_mode
-        attr.st_nlink = 1
-        attr.attr_timeout = ATTR_TIMEOUT
-        reply = pyfuse3.readdir_reply
-        for position in range(start, len(replies)):
-            name, inode, size, blocks, modified, accessed = replies[position]
-            attr.st_ino = inode
-            attr.st_size = size
-            attr.st_blocks = blocks
-            attr.st_mtime_ns = attr.st_ctime_ns = modified
-            attr.st_atime_ns = accessed
-            if not reply(token, name, attr, position + 1):
-                return
-
-    def _reply_directories(
-        self, listing: _Listing, start: int, token: Any, attr: pyfuse3.EntryAttributes
-    ) -> None:
-        """Directories only (a view's patients, a patient's studies...), thousands at a
-        view's top: what they share set once, the rest as _fill does."""
-        entries = listing.entries
-        assert entries is not None
-        attr.st_mode = self._dir_mode
-        attr.st_nlink = 2
-        attr.st_size = attr.st_blocks = 0
-        attr.attr_timeout = ATTR_TIMEOUT
-        inode_of, counted, place = self.inodes.inode_of, self.inodes.count_lookup, self.inodes.place
-        reply = pyfuse3.readdir_reply
-        parent, mounted_at = listing.inode, self._mounted_at
-        for position in range(start, len(entries)):
-            name, child, (_, _, received, accessed) = entries[position]
-            attr.st_ino = inode = inode_of(child)
-            attr.st_mtime_ns = attr.st_ctime_ns = received_ns = int((received or mounted_at) * 1e9)
-            attr.st_atime_ns = int(accessed * 1e9) if accessed is not None else received_ns
-            if not reply(token, name.encode("utf-8"), attr, position + 1):
-                return
-            counted(inode)
-            place(inode, parent, name)
-
-    def _reply_any(
-        self, listing: _Listing, start: int, token: Any, attr: pyfuse3.EntryAttributes
-    ) -> None:
-        entries = listing.entries
-        assert entries is not None
-        inodes = self.inodes
-        for position in range(start, len(entries)):
-            name, child, found = entries[position]
-            inode = inodes.inode_of(child)
-            self._fill(attr, child, inode, found)
-            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), attr, position + 1):
-                return
-            inodes.count_lookup(inode)
-            if found.is_dir:
-                inodes.place(inode, listing.inode, name)
-
-    async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+    def _batch(
+        self, number: int, listing: tuple[bytes, list[int]], position: int, size: int
+    ) -> bytes:
+        """The entries from position on that fit in size; none once read to the end."""
+        replies, ends = listing
+        start = ends[position - 1] if position else 0
+        stop = bisect.bisect_right(ends, start + size)
+        if stop <= position:  # read to its end: the kernel now has it all
+            with self._lock:
+                self._listings.pop(number, None)
+            return b""
+        return replies[start : ends[stop - 1]]
 
     # --- files ----------------------------------------------------------------------
 
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        node = self._node(inode)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise pyfuse3.FUSEError(errno.EROFS)
-        if not views.is_file(node):
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        if node == views.PAGE:
-            return await self._open_page()
-        info = self._seek(views.file_info, node)
+    def open(self, inode: int, flags: int, request: Request | None = None) -> bytes | Later:
+        if flags & _WRITING:
+            raise FuseError(errno.EROFS)
+        uid = os.getuid() if request is None else request.uid
+        info = self._known_files.get(inode)  # every open of a file after the first
         if info is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            node = self._node(inode)
+            if not views.is_file(node):
+                raise FuseError(errno.EISDIR)
+            if node == views.PAGE:
+                return Later(self._open_page)
+            info = self._file_info(node, inode)
         # Opened now, so that a file expired or replaced while open keeps reading
-        # until it is closed; without a thread hop when the kernel has the path cached.
+        # until it is closed; without a hand-off when the kernel has the path cached.
         # Never through a symlink, never outside the store (see store.open_beneath).
         fd = nowait.open_cached(self._root, info.path, self._open_flags)
-        if fd is None:
-            fd = await self._open_stored(info.path)
-        uid = getattr(ctx, "uid", None)
-        self.accesses.note(info.instance, os.getuid() if uid is None else uid)
-        fh = self._new_fh()
-        self._files[fh] = _StoredFile(fd, info.size, inode)
-        self._hold(inode, info)
-        # The stored file never changes in place (replacement is a rename), so the
-        # kernel may keep its pages between opens.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        if fd is None:  # the worker asks the index afresh: the path known may be stale
+            return Later(lambda: self._open_afresh(inode, uid))
+        return self._opened(fd, inode, info, uid)
 
-    async def _open_stored(self, path: str) -> int:
+    def _file_info(self, node: Node, inode: int) -> views.InstanceFile:
+        info = views.file_info(self._conn(), node)
+        if info is None:
+            raise FuseError(errno.ENOENT)
+        self._known_files[inode] = info
+        return info
+
+    def _open_afresh(self, inode: int, uid: int) -> bytes:
+        info = self._file_info(self._node(inode), inode)
+        return self._opened(self._open_stored(info.path), inode, info, uid)
+
+    def _opened(self, fd: int, inode: int, info: views.InstanceFile, uid: int) -> bytes:
+        self.accesses.note(info.instance, uid)
+        with self._lock:
+            fh = next(self._handles)
+            self._files[fh] = _StoredFile(fd, info.size, inode)
+            held = self._held.get(inode)
+            if held is None:
+                held = self._held[inode] = _Held(info.attributes)
+            held.handles += 1
+        # The stored file never changes in place (replacement is a rename, and
+        # changes.py drops the pages of a replaced instance), so the kernel may keep
+        # its pages between opens.
+        return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_KEEP_CACHE, 0)
+
+    def _open_stored(self, path: str) -> int:
         try:
-            return await trio.to_thread.run_sync(
-                store_files.open_beneath, self._root, path, self._open_flags
-            )
+            return store_files.open_beneath(self._root, path, self._open_flags)
         except FileNotFoundError:
             log.warning("%s was deleted behind the index: dropping its row", path)
-            await self._forget_vanished(path)
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            self._forget_vanished(path)
+            raise FuseError(errno.ENOENT) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 log.warning("%s not served: symbolic links in the store are never followed", path)
-                raise pyfuse3.FUSEError(errno.ELOOP) from None
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+                raise FuseError(errno.ELOOP) from None
+            raise FuseError(exc.errno or errno.EIO) from None
 
-    # pyfuse3 replies from any buffer, though its stub says bytes: a bytearray spares a copy.
-    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
+    def read(self, fh: int, offset: int, size: int) -> bytes | bytearray | Later:
         generated = self._pages.get(fh)
         if generated is not None:
-            return generated[off : off + size]
+            return generated[offset : offset + size]
         stored = self._files.get(fh)
         if stored is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        data = nowait.read_cached(stored.fd, off, size, stored.size)
+            raise FuseError(errno.EBADF)
+        data = nowait.read_cached(stored.fd, offset, size, stored.size)
         if data is not None:
             return data
+        return Later(lambda: self._read_stored(stored.fd, offset, size))
+
+    @staticmethod
+    def _read_stored(fd: int, offset: int, size: int) -> bytes:
         try:
-            return await trio.to_thread.run_sync(
-                os.pread, stored.fd, size, off, limiter=self._limiter
-            )
+            return os.pread(fd, size, offset)
         except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            raise FuseError(exc.errno or errno.EIO) from None
 
-    async def release(self, fh: int) -> None:
-        self._pages.pop(fh, None)
-        stored = self._files.pop(fh, None)
-        if stored is not None:
-            os.close(stored.fd)
-            self._let_go(stored.inode)
+    def release(self, fh: int) -> None:
+        with self._lock:
+            self._pages.pop(fh, None)
+            stored = self._files.pop(fh, None)
+            if stored is None:
+                return
+            held = self._held[stored.inode]
+            held.handles -= 1
+            if not held.handles:
+                del self._held[stored.inode]
+        os.close(stored.fd)
 
-    def _hold(self, inode: int, info: views.InstanceFile) -> None:
-        held = self._held.get(inode)
-        if held is None:
-            held = self._held[inode] = _Held(info.attributes)
-        held.handles += 1
-
-    def _let_go(self, inode: int) -> None:
-        held = self._held[inode]
-        held.handles -= 1
-        if not held.handles:
-            del self._held[inode]
-
-    async def _open_page(self) -> pyfuse3.FileInfo:
-        fh = self._new_fh()
-        self._pages[fh] = await self._render_page()
-        self._last_page_size = len(self._pages[fh])
+    def _open_page(self) -> bytes:
+        generated = page.render(self._index(), self.mountpoint)
+        with self._lock:
+            fh = next(self._handles)
+            self._pages[fh] = generated
+            self._last_page_size = len(generated)
         # direct_io: each open shows the page as generated then, whatever size stat said.
-        return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_DIRECT_IO, 0)
 
-    async def _render_page(self) -> bytes:
-        def render() -> bytes:
-            return page.render(self._index(), self.mountpoint)
-
-        return await trio.to_thread.run_sync(render, limiter=self._limiter)
-
-    async def _forget_vanished(self, path: str) -> None:
+    def _forget_vanished(self, path: str) -> None:
         """Drop the row of a file deleted behind the index, so the views follow."""
 
         def forget(index: Index) -> None:
             if not (self.store / path).exists():  # not replaced meanwhile
                 index.remove_paths([path])
 
-        await self._write(forget)
+        self._write(forget)
 
-    async def _write(self, work: Callable[[Index], None]) -> bool:
+    def _write(self, work: Callable[[Index], None]) -> bool:
         """Run work in the index writer; False (and a log line) if it failed."""
         if self.writer is None:
             return False
         try:
-            await trio.to_thread.run_sync(self.writer.run, work, limiter=self._writing)
+            self.writer.run(work)
         except Exception:
             log.exception("could not write to the index")
             return False
-        finally:
-            self._listings.stale()  # what this mount changed shows at its next listing
         return True
 
     # --- last access ------------------------------------------------------------------
 
-    async def record_accesses(self) -> None:
-        """A task for the mount's nursery: write the accesses noted, every few seconds."""
-        while True:
-            await trio.sleep(access.FLUSH_INTERVAL)
-            await self.flush_accesses()
-
-    async def flush_accesses(self) -> None:
+    def flush_accesses(self) -> None:
         pending = self.accesses.take()
         if pending:
-            await self._write(lambda index: access.record(index, pending))
+            self._write(lambda index: access.record(index, pending))
 
     def close(self) -> None:
         """At unmount: write what is left, and close what this mount opened itself."""
-        pending = self.accesses.take()
-        if pending and self.writer is not None:
-            self.writer.run(lambda index: access.record(index, pending))
+        self.flush_accesses()
         if self._own_writer and self.writer is not None:
             self.writer.close()
+        with self._lock:
+            for stored in self._files.values():
+                os.close(stored.fd)
+            self._files.clear()
         os.close(self._root)
-
-    def _new_fh(self) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        return fh
 
     # --- a read-only file system ----------------------------------------------------
 
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+    def statfs(self) -> bytes:
         st = os.statvfs(self.store)
-        data = pyfuse3.StatvfsData()
-        for field in (
-            "f_bsize",
-            "f_frsize",
-            "f_blocks",
-            "f_bfree",
-            "f_bavail",
-            "f_files",
-            "f_ffree",
-            "f_favail",
-        ):
-            setattr(data, field, getattr(st, field))
-        data.f_namemax = 255
-        return data
-
-    async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    setattr = mknod = mkdir = symlink = rename = link = _read_only
+        return kernel.STATFS_OUT.pack(
+            st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree,
+            st.f_bsize, 255, st.f_frsize,
+        )  # fmt: skip
 
     # --- deleting, with --allow-delete ----------------------------------------------
 
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    def unlink(self, parent_inode: int, name: bytes, request: Request | None = None) -> Later:
         """rm of an instance file deletes the instance (file and row), audited."""
         if not self.options.allow_delete or self.writer is None:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        entry = self._seek(views.lookup, self._node(parent_inode), os.fsdecode(name))
+            raise FuseError(errno.EROFS)
+        parent = self._node(parent_inode)
+        uid = os.getuid() if request is None else request.uid
+        return Later(lambda: self._delete(parent_inode, parent, os.fsdecode(name), uid))
+
+    def _delete(self, parent_inode: int, parent: Node, name: str, uid: int) -> None:
+        entry = views.lookup(self._conn(), parent, name)
         if entry is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         if entry.node.kind is not views.Kind.FILE:
-            raise pyfuse3.FUSEError(errno.EPERM)
-        uid = getattr(ctx, "uid", os.getuid())
+            raise FuseError(errno.EPERM)
         instance = entry.node.row
         paths: list[str] = []
 
         def delete(index: Index) -> None:
             paths.extend(expiry.delete_instance(index, instance, by=access.user_name(uid)))
 
-        if not await self._write(delete):
-            raise pyfuse3.FUSEError(errno.EIO)  # not deleted: rm must not say it was
+        if not self._write(delete):
+            raise FuseError(errno.EIO)  # not deleted: rm must not say it was
         self._emptying_from(parent_inode)
         if paths:
-            await trio.to_thread.run_sync(expiry.finish_deletions, self.writer, self.store, paths)
+            assert self.writer is not None  # _write succeeded
+            expiry.finish_deletions(self.writer, self.store, paths)
+        self.changed()  # every view shows it gone by when rm hears it is
 
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    def rmdir(self, parent_inode: int, name: bytes, request: Request | None = None) -> Later:
         """A directory is virtual: it goes by itself once its files are deleted, so
         rmdir of an empty one succeeds. A view stays, empty, so that `rm -r` of a whole
         view succeeds too."""
         if not self.options.allow_delete:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        wanted = os.fsdecode(name)
-        entry = self._seek(views.lookup, self._node(parent_inode), wanted)
+            raise FuseError(errno.EROFS)
+        parent = self._node(parent_inode)
+        return Later(lambda: self._remove_directory(parent_inode, parent, os.fsdecode(name)))
+
+    def _remove_directory(self, parent_inode: int, parent: Node, wanted: str) -> None:
+        conn = self._conn()
+        entry = views.lookup(conn, parent, wanted)
         if entry is None:  # its last file went: nothing left to remove
-            with contextlib.suppress(pyfuse3.FUSEError):
-                del self._emptying[self._emptied(parent_inode, wanted)]  # now gone for good
+            with contextlib.suppress(FuseError):
+                emptied = self._emptied(parent_inode, wanted)
+                with self._lock:
+                    self._emptying.pop(emptied, None)  # now gone for good
             self._emptying_from(parent_inode)
             return
         if views.is_file(entry.node):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if await self._query(views.list_entries, entry.node):
-            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-
-    create = write = setxattr = removexattr = _read_only
+            raise FuseError(errno.ENOTDIR)
+        if views.list_entries(conn, entry.node):
+            raise FuseError(errno.ENOTEMPTY)

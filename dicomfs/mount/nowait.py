@@ -1,10 +1,11 @@
 """Opening and reading stored files without ever blocking, or not at all.
 
-The mount serves reads on its trio loop when the kernel already holds what is
-asked for: openat2 with RESOLVE_CACHED fails rather than read a directory from
-disk, and preadv2 with RWF_NOWAIT fails rather than wait for the page cache.
-Either failure sends the request to a worker thread, which costs a thread
-hop (hundreds of microseconds) instead of a few.
+The mount serves opens and reads on the thread that reads the kernel's requests
+when the kernel already holds what is asked for: openat2 with RESOLVE_CACHED
+fails rather than read a directory from disk, and preadv2 with RWF_NOWAIT fails
+rather than wait for the page cache. Either failure sends the request to a worker
+thread, which costs a hand-off (tens of microseconds) instead of a few, and keeps
+the requests behind it from waiting on the disk.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running the mount: stale-mount recovery, the trio main loop, clean unmount."""
+"""Running the mount: stale-mount recovery, the session and its threads, clean unmount."""
 
 from __future__ import annotations
 
@@ -12,21 +12,23 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import pyfuse3
-import trio
-
+from ..life import access
 from ..store.writer import IndexWriter
-from . import loop
+from . import changes, session
 from .fs import DicomOperations, MountOptions
 
 log = logging.getLogger(__name__)
 
 FSNAME = "dicomfs"
 YOUNG_THRESHOLD = 50_000  # allocations between two walks of the young (Python: 700)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A task runs beside the mount in a thread of its own until the event is set.
+Task = Callable[[threading.Event], None]
 
 
 class MountError(Exception):
@@ -48,9 +50,7 @@ def is_ready(mountpoint: Path) -> bool:
 
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
-    args = ["fusermount3", "-u", *(["-z"] if lazy else []), str(mountpoint)]
-    # In English whatever the locale: the reason is read below.
-    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    result = session.unmount(mountpoint, lazy=lazy)
     if result.returncode == 0:
         return
     if "Device or resource busy" in result.stderr:
@@ -161,9 +161,6 @@ def prepare(mountpoint: Path) -> None:
         )
 
 
-Task = Callable[[], Awaitable[None]]
-
-
 def run(
     store: Path,
     mountpoint: Path,
@@ -172,46 +169,72 @@ def run(
     writer: IndexWriter | None = None,
     on_mounted: Callable[[], None] | None = None,
 ) -> None:
-    """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM; then unmount cleanly.
+    """Mount in the foreground, beside `tasks`, until SIGINT/SIGTERM or an unmount;
+    then unmount cleanly.
 
     writer: the process's index writer, if it has one; else the mount opens its own.
     on_mounted: called once the mount is up."""
-    # Until trio takes the signals over, SIGTERM must still unwind through the
-    # finally below, or the kernel is left with a dead mount.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    prepare(mountpoint)
-    operations = DicomOperations(store, mountpoint, options, writer)
-    fuse_options = set(pyfuse3.default_options)
+    with _stopped_by_signals():
+        prepare(mountpoint)
+        operations = DicomOperations(store, mountpoint, options, writer)
+        try:
+            fd = session.mount(mountpoint, _fuse_options(options))
+        except session.MountFailed as exc:
+            operations.close()
+            raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
+        fuse = session.Session(fd, operations)
+        follower = changes.Changes(store, operations.inodes, fuse, operations)
+        operations.changed = follower.catch_up
+        reader = threading.Thread(target=_serve, args=(fuse, mountpoint), name="dicomfs-fuse")
+        try:
+            follower.start()
+            reader.start()
+            log.info("mounted %s on %s", store, mountpoint)
+            if on_mounted is not None:
+                on_mounted()
+            settle_the_collector()
+            beside = [
+                follower.follow,
+                _every(access.FLUSH_INTERVAL, operations.flush_accesses, "recording accesses"),
+                *tasks,
+            ]
+            run_until_signal(beside, until=reader)
+        finally:
+            _quietly(unmount, mountpoint, lazy=True)  # a no-op once unmounted
+            if reader.is_alive() or reader.ident is not None:
+                reader.join()
+            fuse.close()
+            operations.close()
+            log.info("unmounted %s", mountpoint)
+
+
+def _fuse_options(options: MountOptions) -> list[str]:
     # The pid in the fsname lets `dicomfs umount` wait for this process to exit.
-    fuse_options |= {f"fsname={FSNAME}:{os.getpid()}", "subtype=dicomfs", "default_permissions"}
-    if not options.allow_delete:
-        fuse_options.add("ro")
+    chosen = [f"fsname={FSNAME}:{os.getpid()}", "subtype=dicomfs", "default_permissions",
+              "nosuid", "nodev", "rw" if options.allow_delete else "ro"]  # fmt: skip
     if options.allow_other:
-        fuse_options.add("allow_other")
-    try:
-        pyfuse3.init(operations, str(mountpoint), fuse_options)
-    except RuntimeError as exc:
-        raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
-    log.info("mounted %s on %s", store, mountpoint)
-    if on_mounted is not None:
-        on_mounted()
-    settle_the_collector()
-    try:
-        run_until_signal([_until_unmounted(mountpoint), operations.record_accesses, *tasks])
-    finally:
-        pyfuse3.close(unmount=True)
-        operations.close()
-        log.info("unmounted %s", mountpoint)
+        chosen.append("allow_other")
+    return chosen
+
+
+def _serve(fuse: session.Session, mountpoint: Path) -> None:
+    fuse.serve()  # returns when the kernel ends the session: an unmount
+    log.info("%s was unmounted: stopping", mountpoint)
+
+
+def _quietly(unmounting: Callable[..., None], *args: object, **kwargs: object) -> None:
+    with contextlib.suppress(MountError):
+        unmounting(*args, **kwargs)
 
 
 def settle_the_collector() -> None:
     """Keep Python's cycle collector off the paths that answer the kernel.
 
     Every few hundred allocations it walks the young objects, and now and then every
-    object the process has: at start tens of thousands (pydicom's, pynetdicom's,
-    trio's). The first listing of a view's thousands of patients took three times as
-    long as the next for that alone. What exists once the mount is up lives as long as
-    the mount: frozen, it is never walked again; and the young are walked every
+    object the process has: at start tens of thousands (pydicom's, pynetdicom's).
+    The first listing of a view's thousands of patients took three times as long as
+    the next for that alone. What exists once the mount is up lives as long as the
+    mount: frozen, it is never walked again; and the young are walked every
     YOUNG_THRESHOLD allocations, by when most of a request's objects are long freed."""
     gc.collect()  # what is garbage already goes first: frozen, it would stay
     gc.freeze()
@@ -219,36 +242,68 @@ def settle_the_collector() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
-def _until_unmounted(mountpoint: Path) -> Task:
-    async def serve_fuse() -> None:
-        await loop.serve()  # returns when the kernel ends the session: an unmount
-        log.info("%s was unmounted: stopping", mountpoint)
+def _every(interval: float, work: Callable[[], None], what: str) -> Task:
+    """A task that does work every interval seconds; a failure is logged, not fatal."""
 
-    return serve_fuse
+    def repeat(stop: threading.Event) -> None:
+        while not stop.wait(interval):
+            try:
+                work()
+            except Exception:
+                log.exception("%s failed; it is tried again", what)
 
-
-def run_until_signal(tasks: Sequence[Task]) -> None:
-    """Run the tasks in one trio nursery until SIGINT or SIGTERM, or until one of them
-    returns: each runs for good, but the mount's ends with the mount, and then the
-    process has nothing left to do."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):  # a signal before the loop was up
-        trio.run(_serve, tasks)
+    return repeat
 
 
-async def _serve(tasks: Sequence[Task]) -> None:
-    async with trio.open_nursery() as nursery:
-        for task in tasks:
-            nursery.start_soon(_ending_all, task, nursery.cancel_scope)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                return
+class _Stop(BaseException):
+    """SIGINT or SIGTERM: unwind the main thread to its clean stop."""
 
 
-async def _ending_all(task: Task, everything: trio.CancelScope) -> None:
-    await task()
-    everything.cancel()
+def _raise_stop(signum: int, frame: object) -> None:
+    for ignored in STOP_SIGNALS:  # the stop must not be cut short by a second signal
+        signal.signal(ignored, signal.SIG_IGN)
+    raise _Stop
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM end what runs inside (nested: the outermost wins), at once in
+    the main thread; the stop itself is never cut short by another one."""
+    if signal.getsignal(signal.SIGTERM) is _raise_stop:
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except _Stop:
+        pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_until_signal(tasks: Sequence[Task], until: threading.Thread | None = None) -> None:
+    """Run the tasks, each in a thread, until SIGINT or SIGTERM (or until `until`
+    ends: the mount's reader, when the file system is unmounted); then stop them and
+    wait for them to finish what they were doing."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=task, args=(stop,), daemon=True) for task in tasks]
+    try:
+        with _stopped_by_signals():
+            for thread in threads:
+                thread.start()
+            # A signal to this thread ends the wait at once; one that reached another
+            # thread is seen here when the wait times out.
+            while until is None or until.is_alive():
+                if until is None:
+                    stop.wait(0.25)
+                else:
+                    until.join(0.25)
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
 
 
 def background_log(mountpoint: Path) -> Path:

@@ -253,6 +253,81 @@ CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON i
 """
 
 
+def _schema_v7(db: sqlite_utils.Database) -> None:
+    """A journal of what changed in the tree, kept by triggers, so that each mount
+    tells the kernel what it caches of it is stale."""
+    db.executescript(CHANGES + CHANGE_TRIGGERS)
+
+
+# Shared with schema.py. Rows are written by the triggers below, whoever writes the
+# index, and read by every mount (mount/changes.py). The journal keeps its newest
+# CHANGES_KEPT rows at least: a mount that falls further behind starts afresh.
+CHANGES_KEPT = 65536
+# A read is told to the mounts when it is the first, or an hour after the last one
+# they were told of, as relatime does for a disk's atime: a series copied again and
+# again keeps the kernel's cache, and its atime lags its last read by an hour at most.
+ATIME_STEP = 3600
+CHANGES = """
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY,               -- the order of the changes
+    study INTEGER,                         -- the study changed (NULL if unknown)
+    series INTEGER,                        -- its series changed; NULL: the study itself
+    instance INTEGER,                      -- this instance changed or went; NULL: one came
+    times_only INTEGER NOT NULL DEFAULT 0  -- only its access time changed
+);
+"""
+_STUDY_OF = "(SELECT study FROM series WHERE id = {}.series)"
+_NEW_FILE = "INSERT INTO changes (study, series) VALUES ({study}, NEW.series);".format(
+    study=_STUDY_OF.format("NEW")
+)
+_CHANGED_FILE = """
+    INSERT INTO changes (study, series, instance) VALUES ({study}, {row}.series, {row}.id);
+"""
+_STUDY_CHANGED = "INSERT INTO changes (study) VALUES ({}.study);"
+_SERIES_CHANGED = "INSERT INTO changes (study, series) VALUES ({row}.study, {row}.id);"
+_SERIES_NAMED = ("study", "dir_name", "modality_dir", "station_dir", "number_dir")
+_STUDY_NAMED = ("patient", "dir_name", "day_dir", "uid_dir", "first_received")
+_FILE_SHOWN = ("series", "file_name", "path", "size", "mtime_ns", "received_at")
+
+
+def _differs(columns: tuple[str, ...]) -> str:
+    return " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in columns)
+
+
+CHANGE_TRIGGERS = f"""
+CREATE TRIGGER changes_file_in AFTER INSERT ON instances BEGIN {_NEW_FILE} END;
+CREATE TRIGGER changes_file_out AFTER DELETE ON instances
+    BEGIN {_CHANGED_FILE.format(study=_STUDY_OF.format("OLD"), row="OLD")} END;
+CREATE TRIGGER changes_file_changed AFTER UPDATE OF {", ".join(_FILE_SHOWN)} ON instances
+    WHEN {_differs(_FILE_SHOWN)} BEGIN
+        {_CHANGED_FILE.format(study=_STUDY_OF.format("OLD"), row="OLD")}
+        {_CHANGED_FILE.format(study=_STUDY_OF.format("NEW"), row="NEW")}
+    END;
+CREATE TRIGGER changes_file_read AFTER UPDATE OF last_access ON instances
+    WHEN OLD.last_access IS NULL OR NEW.last_access >= OLD.last_access + {ATIME_STEP} BEGIN
+        INSERT INTO changes (study, series, instance, times_only)
+            VALUES ({_STUDY_OF.format("NEW")}, NEW.series, NEW.id, 1);
+    END;
+CREATE TRIGGER changes_series_in AFTER INSERT ON series
+    BEGIN {_STUDY_CHANGED.format("NEW")} {_SERIES_CHANGED.format(row="NEW")} END;
+CREATE TRIGGER changes_series_out AFTER DELETE ON series
+    BEGIN {_STUDY_CHANGED.format("OLD")} {_SERIES_CHANGED.format(row="OLD")} END;
+CREATE TRIGGER changes_series_renamed AFTER UPDATE OF {", ".join(_SERIES_NAMED)} ON series
+    WHEN {_differs(_SERIES_NAMED)} BEGIN
+        {_STUDY_CHANGED.format("OLD")} {_STUDY_CHANGED.format("NEW")}
+        {_SERIES_CHANGED.format(row="OLD")}
+    END;
+CREATE TRIGGER changes_study_in AFTER INSERT ON studies
+    BEGIN INSERT INTO changes (study) VALUES (NEW.id); END;
+CREATE TRIGGER changes_study_out AFTER DELETE ON studies
+    BEGIN INSERT INTO changes (study) VALUES (OLD.id); END;
+CREATE TRIGGER changes_study_renamed AFTER UPDATE OF {", ".join(_STUDY_NAMED)} ON studies
+    WHEN {_differs(_STUDY_NAMED)} BEGIN INSERT INTO changes (study) VALUES (NEW.id); END;
+CREATE TRIGGER changes_pruned AFTER INSERT ON changes WHEN NEW.seq % 1024 = 0
+    BEGIN DELETE FROM changes WHERE seq <= NEW.seq - {CHANGES_KEPT}; END;
+"""
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6,
+    _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6, _schema_v7,
 ]  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from .migrations import COUNTING_TRIGGERS, MIGRATIONS, SERIES_COUNTS
+from .migrations import CHANGE_TRIGGERS, CHANGES, COUNTING_TRIGGERS, MIGRATIONS, SERIES_COUNTS
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -172,7 +172,11 @@ CREATE TABLE reads (
     day TEXT NOT NULL,
     PRIMARY KEY (series_uid, uid, day)
 ) WITHOUT ROWID;
+
+-- What changed in the tree, for the mounts (mount/changes.py), kept by triggers.
 """
+    + CHANGES
+    + CHANGE_TRIGGERS
 )
 
 

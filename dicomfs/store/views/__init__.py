@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from . import by_date, by_modality, by_patient, by_received, by_uid
 from .levels import (
@@ -25,6 +25,7 @@ from .levels import (
     Key,
     Kind,
     Level,
+    Listed,
     Node,
     View,
     directory,
@@ -92,6 +93,31 @@ def list_entries(conn: sqlite3.Connection, node: Node) -> list[Entry]:
     entries = _entries(conn, node, None)
     entries.sort(key=lambda entry: entry.name)
     return entries
+
+
+def list_children(conn: sqlite3.Connection, node: Node) -> list[Listed]:
+    """list_entries without a node for each entry: (name, key in the level below,
+    attributes), sorted by name. A series' hundreds of files are listed for each
+    directory a find walks; the node of the one wanted is node.child(key)."""
+    if node == ROOT:
+        return [(name, child.key, found) for name, child, found in _root_entries(conn)]
+    lists = node.level.lists
+    children = [] if lists is None else lists(conn, node.key, None)
+    children.sort(key=_by_name)
+    return children
+
+
+def file_names(conn: sqlite3.Connection, node: Node) -> list[tuple[str, int]]:
+    """The names and row ids of a series directory's files, sorted by name: what
+    readdir shows of them."""
+    names_of = node.level.file_names
+    if names_of is not None:
+        return names_of(conn, node.key)
+    return [(name, cast(int, key[-1])) for name, key, _ in list_children(conn, node)]
+
+
+def _by_name(listed: Listed) -> str:
+    return listed[0]
 
 
 def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Entry | None:

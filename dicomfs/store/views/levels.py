@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from ...dicom import names
 
@@ -42,6 +42,7 @@ class Attributes(NamedTuple):  # a tuple: readdir makes one per entry
 
 Listed = tuple[str, Key, Attributes]  # an entry's name, its key in the level below, its stat
 Lister = Callable[[sqlite3.Connection, Key, str | None], list[Listed]]
+FileNamer = Callable[[sqlite3.Connection, Key], list[tuple[str, int]]]  # (name, row id)
 Times = Callable[[Key], tuple[str, tuple[object, ...]]]  # SQL of (newest receipt, access)
 
 
@@ -55,6 +56,9 @@ class Level:
     # How study_paths names an entry of this level without listing its parent:
     name_of: Callable[[Key], str] | None = None  # the key is the name (a date, a modality)
     base_of: Callable[[sqlite3.Connection, Key], str] | None = None  # else: narrow by this
+    # A series' files by name alone, sorted: what a find reads of them, a query its
+    # index answers without the rows. None: the listing's names.
+    file_names: FileNamer | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -239,6 +243,18 @@ def series_files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list
     )
 
 
+def series_file_names(conn: sqlite3.Connection, key: Key) -> list[tuple[str, int]]:
+    """series_files' names and row ids, sorted, from the index on (series, file_name)
+    alone, unless two files share a name (then series_files says how each is named)."""
+    found = conn.execute(
+        "SELECT file_name, id FROM instances WHERE series = ? ORDER BY file_name", key[-1:]
+    ).fetchall()
+    if any(found[i][0] == found[i - 1][0] for i in range(1, len(found))):
+        listed = sorted(series_files(conn, key, None))
+        return [(name, cast(int, child[-1])) for name, child, _ in listed]
+    return found
+
+
 def study_times(key: Key) -> tuple[str, Key]:
     return "SELECT last_received, last_access FROM studies WHERE id = ?", key[-1:]
 
@@ -255,5 +271,7 @@ def study_dir_name(conn: sqlite3.Connection, key: Key) -> str:
 # Every store-wide summary: what a view's top directory shows.
 ALL_TIMES = "SELECT max(last_received), max(last_access) FROM studies"
 
-SERIES = Level(Kind.SERIES, series_files, series_times)  # every view's but by-uid's
+SERIES = Level(
+    Kind.SERIES, series_files, series_times, file_names=series_file_names
+)  # but by-uid's
 FILES = Level(Kind.FILE)
