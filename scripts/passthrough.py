@@ -1,12 +1,11 @@
-"""A bare read-only pyfuse3 mirror of a directory: the floor of pyfuse3 as it is used.
+"""A bare read-only pyfuse3 mirror of a directory: the floor of a stock pyfuse3 loop.
 
 The benchmark copies and lists through it beside dicomfs, so that the mount's figures can be
-read against what the library costs by itself. It does what the kernel needs and nothing
-more: inodes by path, attributes from lstat, listings from scandir, reads with pread.
+read against what that library, which dicomfs used before it spoke the FUSE protocol
+itself, costs by itself. It does what the kernel needs and nothing more: inodes by path,
+attributes from lstat, listings from scandir, reads with pread.
 
-    python scripts/passthrough.py SOURCE MOUNTPOINT [--lean]
-
---lean runs it with dicomfs's own session loop (dicomfs.mount.loop), to measure that too.
+    python scripts/passthrough.py SOURCE MOUNTPOINT
 """
 
 from __future__ import annotations
@@ -123,17 +122,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("mountpoint", type=Path)
-    parser.add_argument("--lean", action="store_true", help="dicomfs's own session loop")
     args = parser.parse_args()
     options = set(pyfuse3.default_options) | {"fsname=passthrough", "ro"}
     pyfuse3.init(Mirror(args.source.resolve()), str(args.mountpoint), options)
     try:
-        if args.lean:
-            from dicomfs.mount import loop
-
-            trio.run(loop.serve)
-        else:
-            trio.run(pyfuse3.main)
+        trio.run(pyfuse3.main)
     except KeyboardInterrupt:
         pass
     finally:

@@ -90,9 +90,20 @@ def assert_not_served(path: Path) -> None:
 def test_a_stored_file_replaced_by_a_symlink_is_not_served(mounted: Mount, outside: Path) -> None:
     first, second = (str(rel) for (rel,) in rows(mounted.store, "SELECT path FROM instances")[:2])
     path = through_mount(mounted, first)
-    assert path.read_bytes() == (mounted.store / first).read_bytes()  # in the caches now
+    stored = (mounted.store / first).read_bytes()
+    assert path.read_bytes() == stored  # in the caches now
     subprocess.run(["ln", "-sf", str(outside / "shadow"), str(mounted.store / first)], check=True)
-    assert_not_served(path)
+    # A file the mount has opened before is opened again after the kernel hears yes:
+    # the kernel may still read what it kept of it, never what the link points to, and
+    # once it drops that, the reads are refused.
+    with path.open("rb") as handle:
+        assert handle.read() == stored
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        handle.seek(0)
+        with pytest.raises(OSError, match="symbolic links") as refused:
+            handle.read()
+        assert refused.value.errno == errno.ELOOP
+    assert_not_served(path)  # and a new open is refused at once
     # A directory of the store swapped for a link to a copy outside: not served either.
     directory = (mounted.store / second).parent
     shutil.move(directory, outside / "moved")

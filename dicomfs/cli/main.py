@@ -277,7 +277,7 @@ def use_store(store: Path, *, create: bool = False) -> Path:
         if source != ParameterSource.DEFAULT and not create:
             raise click.ClickException(_no_store(store, source, "create" in ctx.params))
         try:
-            store.mkdir(parents=True)
+            store.mkdir(parents=True, exist_ok=True)  # another command may make it meanwhile
             if source == ParameterSource.DEFAULT:
                 Index(store).close()  # every command can use it at once, finding it empty
         except OSError as exc:

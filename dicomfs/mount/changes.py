@@ -99,8 +99,13 @@ class Changes:
                     self._rounds += 1
                     self._round_done.notify_all()
         finally:
-            if self._index is not None:
-                self._index.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the index connection, in the thread that checked."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
     def catch_up(self, timeout: float = 5.0) -> None:
         """Return once the kernel has been told of every change committed before this

@@ -39,7 +39,7 @@ from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
 from . import kernel, nowait, page
 from .inodes import FILE_INODES, Inodes, file_inode
-from .session import FuseError, Later, Request
+from .session import FuseError, Later, Request, Then
 
 log = logging.getLogger(__name__)
 
@@ -376,18 +376,21 @@ class DicomOperations:
 
     # --- files ----------------------------------------------------------------------
 
-    def open(self, inode: int, flags: int, request: Request | None = None) -> bytes | Later:
+    def open(self, inode: int, flags: int, request: Request | None = None) -> bytes | Later | Then:
         if flags & _WRITING:
             raise FuseError(errno.EROFS)
         uid = os.getuid() if request is None else request.uid
-        info = self._known_files.get(inode)  # every open of a file after the first
-        if info is None:
-            node = self._node(inode)
-            if not views.is_file(node):
-                raise FuseError(errno.EISDIR)
-            if node == views.PAGE:
-                return Later(self._open_page)
-            info = self._file_info(node, inode)
+        known = self._known_files.get(inode)
+        if known is not None:  # opened before: the kernel hears first, the file is opened next
+            fh = next(self._handles)
+            return Then(kernel.OPEN_OUT.pack(fh, kernel.FOPEN_KEEP_CACHE, 0),
+                        lambda: self._open_behind(fh, inode, known, uid))  # fmt: skip
+        node = self._node(inode)
+        if not views.is_file(node):
+            raise FuseError(errno.EISDIR)
+        if node == views.PAGE:
+            return Later(self._open_page)
+        info = self._file_info(node, inode)
         # Opened now, so that a file expired or replaced while open keeps reading
         # until it is closed; without a hand-off when the kernel has the path cached.
         # Never through a symlink, never outside the store (see store.open_beneath).
@@ -408,18 +411,39 @@ class DicomOperations:
         return self._opened(self._open_stored(info.path), inode, info, uid)
 
     def _opened(self, fd: int, inode: int, info: views.InstanceFile, uid: int) -> bytes:
+        # The stored file never changes in place (replacement is a rename, and
+        # changes.py drops the pages of a replaced instance), so the kernel may keep
+        # its pages between opens.
+        return kernel.OPEN_OUT.pack(self._handle(fd, inode, info, uid), kernel.FOPEN_KEEP_CACHE, 0)
+
+    def _handle(
+        self, fd: int, inode: int, info: views.InstanceFile, uid: int, fh: int | None = None
+    ) -> int:
+        """A new handle (or fh) of the instance file open as fd (-errno: it could not be)."""
         self.accesses.note(info.instance, uid)
         with self._lock:
-            fh = next(self._handles)
+            if fh is None:
+                fh = next(self._handles)
             self._files[fh] = _StoredFile(fd, info.size, inode)
             held = self._held.get(inode)
             if held is None:
                 held = self._held[inode] = _Held(info.attributes)
             held.handles += 1
-        # The stored file never changes in place (replacement is a rename, and
-        # changes.py drops the pages of a replaced instance), so the kernel may keep
-        # its pages between opens.
-        return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_KEEP_CACHE, 0)
+        return fh
+
+    def _open_behind(self, fh: int, inode: int, info: views.InstanceFile, uid: int) -> None:
+        """Open the file of a handle the kernel already has, before it can ask anything
+        of it: one whose path the mount knows from an earlier open (so found in the
+        kernel's dentry cache, unless memory ran short). A file gone meanwhile reads
+        as missing."""
+        fd = nowait.open_cached(self._root, info.path, self._open_flags)
+        if fd is None:
+            try:
+                fd = self._open_stored(info.path)
+            except FuseError as exc:
+                self._known_files.pop(inode, None)
+                fd = -exc.errno  # what its reads say, those the kernel's cache cannot answer
+        self._handle(fd, inode, info, uid, fh)
 
     def _open_stored(self, path: str) -> int:
         try:
@@ -441,6 +465,8 @@ class DicomOperations:
         stored = self._files.get(fh)
         if stored is None:
             raise FuseError(errno.EBADF)
+        if stored.fd < 0:
+            raise FuseError(-stored.fd)  # gone or a link by when _open_behind opened it
         data = nowait.read_cached(stored.fd, offset, size, stored.size)
         if data is not None:
             return data
@@ -463,7 +489,8 @@ class DicomOperations:
             held.handles -= 1
             if not held.handles:
                 del self._held[stored.inode]
-        os.close(stored.fd)
+        if stored.fd >= 0:
+            os.close(stored.fd)
 
     def _open_page(self) -> bytes:
         generated = page.render(self._index(), self.mountpoint)
@@ -508,7 +535,8 @@ class DicomOperations:
             self.writer.close()
         with self._lock:
             for stored in self._files.values():
-                os.close(stored.fd)
+                if stored.fd >= 0:
+                    os.close(stored.fd)
             self._files.clear()
         os.close(self._root)
 

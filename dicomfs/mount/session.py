@@ -44,6 +44,7 @@ MAX_PAGES = 256  # 1 MiB a READ or READDIR, the kernel's most
 WORKERS = 8  # requests that may wait at once (a cold read, a long listing)
 SPIN = 0.0005  # seconds a request is awaited without sleeping (see Session._next)
 RELEASES_HELD = 32  # RELEASEs put off while other requests wait (see Session._release)
+RELEASE_AFTER = 0.00003  # seconds with no request before the RELEASEs put off are done
 INIT_FLAGS = kernel.ASYNC_READ | kernel.PARALLEL_DIROPS | kernel.MAX_PAGES
 
 
@@ -74,6 +75,14 @@ class Later(NamedTuple):
     work: Callable[[], Any]
 
 
+class Then(NamedTuple):
+    """A handler's answer, and work to do right after it is sent, before the next
+    request is read: what the caller need not wait for."""
+
+    answer: bytes
+    after: Callable[[], None]
+
+
 class Operations(Protocol):
     """What the session asks of the file system. Names are bytes; a handler raises
     FuseError for an errno, or returns Later for work that may block."""
@@ -81,7 +90,7 @@ class Operations(Protocol):
     def lookup(self, parent: int, name: bytes, request: Request) -> bytes | Later: ...
     def forget(self, forgets: Sequence[tuple[int, int]]) -> None: ...
     def getattr(self, inode: int, request: Request) -> bytes | Later: ...
-    def open(self, inode: int, flags: int, request: Request) -> bytes | Later: ...
+    def open(self, inode: int, flags: int, request: Request) -> bytes | Later | Then: ...
     def read(self, fh: int, offset: int, size: int) -> Any: ...
     def release(self, fh: int) -> None: ...
     def readdir(self, inode: int, offset: int, size: int) -> bytes | Later: ...
@@ -197,17 +206,20 @@ class Session:
         of requests (`cp -r` opens the next file a hundred microseconds after the
         last), the next one is taken at once, where a thread that slept would pay
         for waking up, its core's too, twice the time the answer takes. Then it waits."""
-        ready, spin = self._waiting.poll, self.spin
+        ready, clock = self._waiting.poll, time.monotonic
         while True:
-            if self._releases and not ready(0):
-                self._release_held()
             if not ready(0):  # a poll, not a failed read: no exception, no strerror
-                deadline = time.monotonic() + spin
+                idle = clock()
                 while not ready(0):
-                    if time.monotonic() >= deadline:
+                    now = clock()
+                    if self._releases and now - idle >= RELEASE_AFTER:
+                        self._release_held()
+                    elif now - idle >= self.spin:
+                        self._release_held()
                         ready()
                         break
-                    os.sched_yield()
+                    else:
+                        os.sched_yield()
             try:
                 return os.readv(self.fd, [buffer])
             except (BlockingIOError, InterruptedError):
@@ -279,9 +291,13 @@ class Session:
                 raise
 
     def _answer(self, request: Request, answer: Any) -> None:
-        """Reply with a handler's answer: bytes, a buffer, None (nothing), or Later."""
-        if type(answer) is Later:
+        """Reply with a handler's answer: bytes, a buffer, None (nothing), Later or Then."""
+        kind = type(answer)
+        if kind is Later:
             self._pool.submit(self._work, request.unique, answer.work)
+        elif kind is Then:
+            self.reply(request.unique, answer.answer)
+            answer.after()
         else:
             self.reply(request.unique, b"" if answer is None else answer)
 
@@ -324,8 +340,8 @@ class Session:
 
     def _release(self, request: Request, body: memoryview) -> None:
         """Nobody waits for a RELEASE (the kernel sends it after close() returned): it
-        is done once no other request is waiting, so that the OPEN of the next file,
-        which a cp -r sends right after it, is not answered after it."""
+        is done once no request has come for RELEASE_AFTER, so that the OPEN of the next
+        file, which a cp -r sends microseconds after it, is not answered after it."""
         (fh,) = kernel.RELEASE_IN.unpack_from(body)
         self._releases.append((request.unique, fh))
         if len(self._releases) >= RELEASES_HELD:
