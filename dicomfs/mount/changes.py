@@ -53,30 +53,17 @@ class Memory(Protocol):
     def stale_listings(self) -> None: ...
 
 
-class _Nothing:
-    def stale_file(self, inode: int) -> None:
-        pass
-
-    def stale_listings(self) -> None:
-        pass
-
-
 class Changes:
-    def __init__(
-        self,
-        store: Path,
-        inodes: Inodes,
-        kernel: Kernel,
-        memory: Memory | None = None,
-    ) -> None:
+    def __init__(self, store: Path, inodes: Inodes, kernel: Kernel, memory: Memory) -> None:
         self.store = store
         self.inodes = inodes
         self.kernel = kernel
-        self.memory = memory or _Nothing()
+        self.memory = memory
         self._index: Index | None = None
         self._seen = 0
         self._wake = threading.Event()
         self._rounds = 0  # checks done
+        self._checking = False  # a check is under way
         self._round_done = threading.Condition()
 
     def start(self) -> None:
@@ -90,12 +77,15 @@ class Changes:
         try:
             while not stop.is_set():
                 self._wake.wait(CHECK_EVERY)
-                self._wake.clear()
+                with self._round_done:
+                    self._wake.clear()
+                    self._checking = True
                 try:
                     self.check()
                 except Exception:
                     log.exception("following the index's changes failed; it is tried again")
                 with self._round_done:
+                    self._checking = False
                     self._rounds += 1
                     self._round_done.notify_all()
         finally:
@@ -112,7 +102,8 @@ class Changes:
         call: a check that began after it has ended. For the mount's own changes (rm),
         whose caller expects every view to show them when it returns."""
         with self._round_done:
-            wanted = self._rounds + 2  # the round under way may have read before the commit
+            # A check under way may have read the journal before the commit: the next.
+            wanted = self._rounds + (2 if self._checking else 1)
             self._wake.set()
             self._round_done.wait_for(lambda: self._rounds >= wanted, timeout)
 

@@ -59,6 +59,7 @@ _EMPTY_DIRECTORY = Attributes(True, 0, None, None)  # one whose rows are gone
 # may be long: those go to a worker.
 _LISTED_AT_ONCE = frozenset({views.Kind.ROOT, views.Kind.STUDY, views.Kind.SERIES})
 KEPT_LISTINGS = 256  # listings being read (readdir offsets point into them)
+KNOWN_FILES = 100_000  # files opened whose paths are kept (about 20 MB)
 _NS = 1_000_000_000
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
@@ -403,7 +404,10 @@ class DicomOperations:
         info = views.file_info(self._conn(), node)
         if info is None:
             raise FuseError(errno.ENOENT)
-        self._known_files[inode] = info
+        with self._lock:
+            self._known_files[inode] = info
+            if len(self._known_files) > KNOWN_FILES:  # the oldest goes
+                del self._known_files[next(iter(self._known_files))]
         return info
 
     def _open_afresh(self, inode: int, uid: int) -> bytes:

@@ -9,10 +9,11 @@ because what the mount needs most is what a library's loop did not let it ask fo
   (FOPEN_CACHE_DIR) until the mount invalidates them; FLUSH is answered ENOSYS, after
   which the kernel no longer sends one at each close;
 - one request, one read and one write: no scheduler between them. A request is read
-  by one thread and answered by it; work that may wait on the disk or take long (a
-  listing of thousands, a file not in the page cache, the index.html page, a write
-  to the index) is handed to a pool of worker threads, which answer it themselves,
-  so that the requests behind it are not held up.
+  by one thread and answered by it (see _next for how it waits, and _release and
+  Then for what is put off until after the answer); work that may wait on the disk
+  or take long (a listing of thousands, a file not in the page cache, the index.html
+  page, a write to the index) is handed to a pool of worker threads, which answer it
+  themselves, so that the requests behind it are not held up.
 
 The mount is made as libfuse makes it without root: fusermount3 (setuid root, from
 the fuse3 package) opens /dev/fuse, mounts it and passes the descriptor back over a
@@ -85,7 +86,8 @@ class Then(NamedTuple):
 
 class Operations(Protocol):
     """What the session asks of the file system. Names are bytes; a handler raises
-    FuseError for an errno, or returns Later for work that may block."""
+    FuseError for an errno, returns Later for work that may block, or Then for work
+    the caller need not wait for."""
 
     def lookup(self, parent: int, name: bytes, request: Request) -> bytes | Later: ...
     def forget(self, forgets: Sequence[tuple[int, int]]) -> None: ...
@@ -297,7 +299,10 @@ class Session:
             self._pool.submit(self._work, request.unique, answer.work)
         elif kind is Then:
             self.reply(request.unique, answer.answer)
-            answer.after()
+            try:
+                answer.after()
+            except Exception:  # answered already: nothing to tell the kernel
+                log.exception("what follows an answer to a FUSE request failed")
         else:
             self.reply(request.unique, b"" if answer is None else answer)
 
