@@ -189,7 +189,7 @@ def bench_mount(store: Path, work: Path) -> None:
     )
     print(
         f"  the same through a bare pyfuse3 mirror             {disk_cp / mirror_cp:5.2f}"
-        f"  (the library's floor; {mirror_cp:.3f} s)"
+        f"  (a stock pyfuse3 loop; {mirror_cp:.3f} s)"
     )
     print(
         f"  first find by-patient -type f, mount/disk       {mount_find / disk_find:6.1f}x"
