@@ -87,6 +87,25 @@ def test_every_listed_name_is_found_by_lookup_and_nothing_else(store: Path) -> N
     assert seen > files
 
 
+def test_a_series_files_by_name_alone_are_its_listing_s(store: Path) -> None:
+    """What readdir shows of a series (its index alone) is what the listing names, with
+    look-alike names told apart the same way."""
+    corpus.write_awkward(store / "gen")
+    corpus.write_regular(store / "incoming", patients=2, studies=1, series=2, instances=3)
+    for sop in ("1.2.3.9.1", "1.2.3.9.2"):  # two files numbered 1 in one series
+        spec = corpus.Spec(study_uid="1.2.3", series_uid="1.2.3.9", sop_uid=sop, instance_number=1)
+        corpus.write(store / f"{sop}.dcm", spec)
+    with Index(store) as index:
+        reconcile(index, store)
+        series = [child for *_, child in walk(index.conn, views.ROOT) if views.lists_files(child)]
+        shared = 0
+        for child in series:
+            listed = [(name, key[-1]) for name, key, _ in views.list_children(index.conn, child)]
+            assert views.file_names(index.conn, child) == listed
+            shared += any("~" in name for name, _ in listed)
+    assert shared  # files that share a name in a series are told apart
+
+
 def test_listing_with_attributes_agrees_with_attributes_one_by_one(store: Path) -> None:
     corpus.write_regular(store, patients=2, studies=1, series=2, instances=3)
     with Index(store) as index:

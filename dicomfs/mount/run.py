@@ -201,7 +201,7 @@ def run(
             run_until_signal(beside, until=reader)
         finally:
             _quietly(unmount, mountpoint, lazy=True)  # a no-op once unmounted
-            if reader.is_alive() or reader.ident is not None:
+            if reader.ident is not None:  # started
                 reader.join()
             fuse.close()
             operations.close()
@@ -218,8 +218,12 @@ def _fuse_options(options: MountOptions) -> list[str]:
 
 
 def _serve(fuse: session.Session, mountpoint: Path) -> None:
-    fuse.serve()  # returns when the kernel ends the session: an unmount
-    log.info("%s was unmounted: stopping", mountpoint)
+    try:
+        fuse.serve()  # returns when the kernel ends the session: an unmount
+    except Exception:
+        log.exception("the FUSE session failed: stopping")
+    else:
+        log.info("%s was unmounted: stopping", mountpoint)
 
 
 def _quietly(unmounting: Callable[..., None], *args: object, **kwargs: object) -> None:

@@ -97,10 +97,8 @@ def list_entries(conn: sqlite3.Connection, node: Node) -> list[Entry]:
 
 def list_children(conn: sqlite3.Connection, node: Node) -> list[Listed]:
     """list_entries without a node for each entry: (name, key in the level below,
-    attributes), sorted by name. A series' hundreds of files are listed for each
-    directory a find walks; the node of the one wanted is node.child(key)."""
-    if node == ROOT:
-        return [(name, child.key, found) for name, child, found in _root_entries(conn)]
+    attributes), sorted by name, for a find lists thousands; the node of the one
+    wanted is node.child(key). Not for the root, whose entries are of several views."""
     lists = node.level.lists
     children = [] if lists is None else lists(conn, node.key, None)
     children.sort(key=_by_name)

@@ -271,7 +271,6 @@ def study_dir_name(conn: sqlite3.Connection, key: Key) -> str:
 # Every store-wide summary: what a view's top directory shows.
 ALL_TIMES = "SELECT max(last_received), max(last_access) FROM studies"
 
-SERIES = Level(
-    Kind.SERIES, series_files, series_times, file_names=series_file_names
-)  # but by-uid's
+# Every view's series but by-uid's, whose files are named by their UIDs.
+SERIES = Level(Kind.SERIES, series_files, series_times, file_names=series_file_names)
 FILES = Level(Kind.FILE)
