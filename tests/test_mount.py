@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -480,6 +481,36 @@ def test_sigterm_unmounts_cleanly_and_a_stale_mount_is_cleared(tmp_path: Path) -
         assert sh("ls", str(tmp_path / "mnt")).split() == sorted([*VIEWS, "index.html"])
     finally:
         assert again.stop() == 0
+
+
+def test_a_stop_while_the_mount_is_busy_and_held_is_prompt_and_clean(tmp_path: Path) -> None:
+    """SIGTERM while a find walks the mount and a shell sits in one of its directories:
+    the mount goes at once (the shell is left in a directory that no longer answers),
+    with nothing in the log but its two lines."""
+    store = tmp_path / "store"
+    corpus.write_regular(store, patients=4, studies=2, series=2, instances=5)
+    with Index(store) as index:
+        reconcile(index, store)
+    mount = Mount(store, tmp_path / "mnt")
+    holder = subprocess.Popen(["sleep", "600"], cwd=mount.path / "by-uid")
+    walker = subprocess.Popen(
+        ["sh", "-c", f"while true; do find {mount.path} -type f >/dev/null 2>&1; done"]
+    )
+    try:
+        wait_until(lambda: len(files_under(mount.path / "by-patient")) == 80)
+        mount.process.send_signal(signal.SIGTERM)
+        mount.process.wait(timeout=30)  # not held up by the shell's directory
+        assert not os.path.ismount(mount.path)
+        said = mount.process.stderr.read()  # type: ignore[union-attr]
+        assert said.splitlines() == [
+            f"mounted {store} on {mount.path}; Ctrl-C unmounts",
+            f"unmounted {mount.path}",
+        ], said
+    finally:
+        for process in (walker, holder):
+            process.kill()
+            process.wait()
+        mount.stop()
 
 
 def test_a_large_instance_reads_back_exactly_in_every_view(tmp_path: Path) -> None:

@@ -185,7 +185,10 @@ def run(
         fuse = session.Session(fd, operations)
         follower = changes.Changes(store, operations.inodes, fuse, operations)
         operations.changed = follower.catch_up
-        reader = threading.Thread(target=_serve, args=(fuse, mountpoint), name="dicomfs-fuse")
+        unmounted = threading.Event()
+        reader = threading.Thread(
+            target=_serve, args=(fuse, mountpoint, unmounted), name="dicomfs-fuse"
+        )
         try:
             follower.start()
             reader.start()
@@ -198,9 +201,10 @@ def run(
                 _every(access.FLUSH_INTERVAL, operations.flush_accesses, "recording accesses"),
                 *tasks,
             ]
-            run_until_signal(beside, until=reader)
+            run_until_signal(beside, until=unmounted)
         finally:
             _quietly(unmount, mountpoint, lazy=True)  # a no-op once unmounted
+            fuse.stop()  # a process inside the mount keeps it until the session ends
             if reader.ident is not None:  # started
                 reader.join()
             fuse.close()
@@ -217,13 +221,15 @@ def _fuse_options(options: MountOptions) -> list[str]:
     return chosen
 
 
-def _serve(fuse: session.Session, mountpoint: Path) -> None:
+def _serve(fuse: session.Session, mountpoint: Path, ended: threading.Event) -> None:
     try:
         fuse.serve()  # returns when the kernel ends the session: an unmount
     except Exception:
         log.exception("the FUSE session failed: stopping")
     else:
         log.info("%s was unmounted: stopping", mountpoint)
+    finally:
+        ended.set()
 
 
 def _quietly(unmounting: Callable[..., None], *args: object, **kwargs: object) -> None:
@@ -286,10 +292,13 @@ def _stopped_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run_until_signal(tasks: Sequence[Task], until: threading.Thread | None = None) -> None:
-    """Run the tasks, each in a thread, until SIGINT or SIGTERM (or until `until`
-    ends: the mount's reader, when the file system is unmounted); then stop them and
-    wait for them to finish what they were doing."""
+def run_until_signal(tasks: Sequence[Task], until: threading.Event | None = None) -> None:
+    """Run the tasks, each in a thread, until SIGINT or SIGTERM (or until `until` is
+    set: by the mount's reader, when the file system is unmounted); then stop them and
+    wait for them to finish what they were doing.
+
+    The wait is on an event, never a thread's join: a join that a signal interrupts
+    may take the thread for ended (CPython 3.11's bpo-45274 mend)."""
     stop = threading.Event()
     threads = [threading.Thread(target=task, args=(stop,), daemon=True) for task in tasks]
     try:
@@ -298,11 +307,9 @@ def run_until_signal(tasks: Sequence[Task], until: threading.Thread | None = Non
                 thread.start()
             # A signal to this thread ends the wait at once; one that reached another
             # thread is seen here when the wait times out.
-            while until is None or until.is_alive():
-                if until is None:
-                    stop.wait(0.25)
-                else:
-                    until.join(0.25)
+            awaited = stop if until is None else until
+            while not awaited.wait(0.25):
+                pass
     finally:
         stop.set()
         for thread in threads:

@@ -144,8 +144,11 @@ class Session:
         self.spin = spin
         self._releases: list[tuple[int, int]] = []  # (unique, fh) of RELEASEs not yet done
         os.set_blocking(fd, False)
+        self._stopping = False
+        self._wake, self._waker = os.pipe()  # stop() wakes the wait for a request
         self._waiting = select.poll()
         self._waiting.register(fd, select.POLLIN)
+        self._waiting.register(self._wake, select.POLLIN)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "dicomfs-fuse")
         self._handlers: dict[int, Callable[[Request, memoryview], None]] = {
             Op.LOOKUP: self._lookup,
@@ -210,6 +213,8 @@ class Session:
         for waking up, its core's too, twice the time the answer takes. Then it waits."""
         ready, clock = self._waiting.poll, time.monotonic
         while True:
+            if self._stopping:
+                return 0
             if not ready(0):  # a poll, not a failed read: no exception, no strerror
                 idle = clock()
                 while not ready(0):
@@ -252,10 +257,20 @@ class Session:
             ),
         )  # fmt: skip
 
+    def stop(self) -> None:
+        """From another thread: end serve() after the request under way. Once closed,
+        the session's end makes the kernel refuse what the mount still had to answer:
+        a process that holds a file or directory of a lazily unmounted mount does not
+        keep the daemon running."""
+        self._stopping = True
+        os.write(self._waker, b"!")
+
     def close(self) -> None:
         """After the loop: wait for the workers' last answers, then let the kernel go."""
         self._pool.shutdown(wait=True)
         os.close(self.fd)
+        os.close(self._wake)
+        os.close(self._waker)
 
     # --- answering ----------------------------------------------------------------------
 
