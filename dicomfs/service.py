@@ -58,7 +58,8 @@ def recover(store: Path) -> None:
             leftover.unlink(missing_ok=True)
             removed += 1
     if removed:
-        log.warning("removed %d half-received files left by a crash", removed)
+        what = "1 half-received file" if removed == 1 else f"{removed} half-received files"
+        log.warning("removed %s left by a crash", what)
     with Index(store) as index:
         report = reconcile(index, store)
     log.info(

@@ -192,3 +192,18 @@ def test_a_dataset_that_was_not_spooled_is_refused(store: Path, writer: IndexWri
         ingest.store_spooled(store, path, SENDER, writer)
     assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
     assert rows(store) == {}
+
+
+def test_a_series_another_process_expired_is_made_again_when_it_comes_back(
+    store: Path, writer: IndexWriter
+) -> None:
+    """The receiver remembers a series' row between its instances; a series that
+    `dicomfs expire` (another process) deleted meanwhile is written afresh, not refused."""
+    store_it(store, received(store, SPEC), writer)
+    with Index(store) as other, other.transaction():  # as another process would
+        (series,) = other.conn.execute("SELECT id FROM series").fetchone()
+        other.doom_series(series)
+    again = dataclasses.replace(SPEC, sop_uid=f"{SPEC.sop_uid}.2")
+    stored = store_it(store, received(store, again, "rx-2.dcm"), writer)
+    assert again.sop_uid in rows(store)
+    assert stored.path in rows(store).values()

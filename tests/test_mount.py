@@ -610,6 +610,39 @@ def test_a_file_held_open_stays_readable_and_stat_able_after_its_expiry(tmp_path
         mount.stop()
 
 
+def test_a_file_read_through_its_expiry_lends_nothing_to_the_instances_after_it(
+    tmp_path: Path,
+) -> None:
+    """The kernel keeps a file open through its expiry, and what it read of it. The
+    instances that come next are other files: never shown with those bytes."""
+    store = tmp_path / "store"
+    old_corpus(store)
+    mount = Mount(store, tmp_path / "mnt")
+    try:
+        (held,) = sorted((mount.path / "by-uid").glob("*/*/*.dcm"))[-1:]
+        with held.open("rb") as handle:
+            writer = IndexWriter(store)
+            try:
+                expiry.expire(writer, store, time.time() + 30 * DAY, 7 * DAY, by="test")
+            finally:
+                writer.close()
+            wait_until(lambda: files_under(mount.path / "by-uid") == [])
+            handle.read()  # read after its expiry: the kernel keeps these pages
+        corpus.write_regular(store / "later", patients=2, studies=1, series=2, instances=3, seed=2)
+        with Index(store) as index:
+            reconcile(index, store)
+        wait_until(lambda: len(files_under(mount.path / "by-uid")) == 12)
+        for path in (mount.path / "by-uid").glob("*/*/*.dcm"):
+            with Index(store, readonly=True) as index:
+                sop = path.name.removesuffix(".dcm")
+                (stored,) = index.conn.execute(
+                    "SELECT path FROM instances WHERE sop_uid = ?", (sop,)
+                ).fetchone()
+            assert path.read_bytes() == (store / stored).read_bytes(), path
+    finally:
+        mount.stop()
+
+
 def test_killing_the_mount_before_the_flush_loses_no_instance(tmp_path: Path) -> None:
     store = tmp_path / "store"
     old_corpus(store)
@@ -811,7 +844,7 @@ def test_mounting_over_a_directory_that_holds_files_is_refused(tmp_path: Path) -
     busy.mkdir()
     (busy / "thesis.tex").write_text("mine")
     (busy / "figures").mkdir()
-    expected = (f"Error: {busy} is not empty: mounting there would hide its 2 files; "
+    expected = (f"Error: {busy} is not empty: mounting there would hide its 2 entries; "
                 "choose an empty directory")  # fmt: skip
     with unmounted_after(busy):
         assert one_line_error(dicomfs("mount", "--store", str(store), str(busy))) == expected

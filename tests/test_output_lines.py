@@ -54,7 +54,7 @@ def test_many_skipped_files_are_summed_up_by_reason_after_the_first_fifty(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "0 indexed, 0 unchanged, 0 removed, 65 skipped (/data/dicom)"
     assert len(lines) == 1 + output.MAX_SKIPPED_SHOWN + 1
-    assert lines[-1] == ("  ... and 15 more skipped (60 not a DICOM file, "
+    assert lines[-1] == ("  ... and 15 more skipped (10 not a DICOM file, "
                          "5 duplicate SOPInstanceUID); --json lists them all")  # fmt: skip
 
 

@@ -40,6 +40,9 @@ def shape(db: sqlite_utils.Database) -> dict[str, object]:
             for name in db.table_names()
         },
         "triggers": sorted((trigger.name, trigger.table) for trigger in db.triggers),
+        "never reusing row ids": sorted(
+            name for name in db.table_names() if "AUTOINCREMENT" in db[name].schema.upper()
+        ),
     }
 
 
@@ -51,6 +54,51 @@ def test_a_new_index_and_a_migrated_one_have_the_same_schema(tmp_path: Path) -> 
     schema.create(made)
     assert shape(made) == shape(migrated)
     assert made.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+def test_an_upgrade_to_7_keeps_every_row_and_a_row_id_is_never_given_twice(store: Path) -> None:
+    """Version 7 makes the tree's tables anew (AUTOINCREMENT): their rows, and the rows
+    that refer to them, must all survive; and the id of a row deleted is not given to
+    the next one, as the mount names files and directories by row id."""
+    path = store / INDEX_DIR / INDEX_FILE
+    path.parent.mkdir(mode=0o700)
+    old = sqlite_utils.Database(sqlite3.connect(path))
+    for migration in migrations.MIGRATIONS[:6]:
+        migration(old)
+    old.executescript(
+        """
+        INSERT INTO patients VALUES (1, 'P1', 'P1', 'DOE^J', '', 'doe j', 'DOE_J_P1');
+        INSERT INTO patient_words VALUES ('doe', 1), ('j', 1);
+        INSERT INTO studies (id, study_uid, patient, study_date, study_time, description,
+            accession, dir_name, day_dir, uid_dir) VALUES
+            (1, '1.2', 1, '20040101', '', 'Brain', 'A1', 'd', '20040101.DAY', '1.2.UID');
+        INSERT INTO series (id, series_uid, study, modality, station_name, series_number,
+            description, dir_name, modality_dir, station_dir, number_dir) VALUES
+            (1, '1.2.3', 1, 'MR', 'S', 1, 'T1', 's', 'MR0000.MOD', 'S.STA', '000001.SER');
+        INSERT INTO instances (id, sop_uid, series, sop_class_uid, instance_number,
+            transfer_syntax, file_name, path, size, mtime_ns, received_at) VALUES
+            (1, '1.2.3.1', 1, '1.2.840', 1, '1.2.840.10008.1.2.1', 'a', 'a', 10, 1, 1),
+            (2, '1.2.3.2', 1, '1.2.840', 2, '1.2.840.10008.1.2.1', 'b', 'b', 10, 1, 1);
+        PRAGMA user_version = 6;
+        """
+    )
+    old.conn.close()
+    with Index(store) as index:  # upgraded on opening
+        conn = index.conn
+        assert index.version() == schema.SCHEMA_VERSION
+        assert conn.execute("SELECT id, sop_uid FROM instances ORDER BY id").fetchall() == [
+            (1, "1.2.3.1"), (2, "1.2.3.2")
+        ]  # fmt: skip
+        assert conn.execute("SELECT count(*) FROM patient_words").fetchone() == (2,)
+        assert conn.execute("SELECT instances FROM series_counts").fetchone() == (2,)
+        with index.transaction():
+            index.remove_paths(["b"])  # the newest row goes
+            conn.execute(
+                """INSERT INTO instances (sop_uid, series, sop_class_uid, transfer_syntax,
+                   file_name, path, size, mtime_ns, received_at)
+                   VALUES ('1.2.3.3', 1, '1.2.840', '1.2.840.10008.1.2.1', 'c', 'c', 1, 1, 1)"""
+            )
+        assert conn.execute("SELECT id FROM instances WHERE sop_uid = '1.2.3.3'").fetchone() == (3,)
 
 
 def test_index_makes_a_new_store_from_the_current_schema(store: Path) -> None:

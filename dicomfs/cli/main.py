@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -316,6 +317,15 @@ def use_mountpoint(mountpoint: Path) -> Path:
 
     if mount.is_stale(mountpoint) or os.path.isdir(mountpoint):
         return mountpoint.absolute()  # a mount left by a crash is cleared when mounting
+    try:
+        os.lstat(mountpoint)
+    except PermissionError:  # another user's FUSE mount refuses even a stat
+        raise click.ClickException(
+            f"cannot use {mountpoint}: permission denied (another user's mount, or a "
+            "directory you may not enter)"
+        ) from None
+    except OSError:
+        pass
     if os.path.lexists(mountpoint):
         raise click.ClickException(f"mount point {mountpoint} is not a directory")
     source = click.get_current_context().get_parameter_source("mountpoint")
@@ -376,6 +386,13 @@ def open_index(store: Path, *, create: bool = False) -> Index:
         return Index(store, readonly=not create)
     except (IndexUnusable, UnsafeStore) as exc:
         raise click.ClickException(str(exc)) from exc
+    except PermissionError as exc:
+        raise click.ClickException(
+            f"cannot read the store {store}: {exc.strerror} ({exc.filename}); "
+            "a store is its owner's and its group's alone"
+        ) from exc
+    except sqlite3.OperationalError as exc:
+        raise click.ClickException(f"cannot open the index of {store}: {exc}") from exc
 
 
 @main.command("index", context_settings=CONTEXT)

@@ -96,7 +96,8 @@ def print_index_report(report: Report, store: Path) -> None:
         click.echo(printable(f"  skipped {path}: {reason}"))
     hidden = len(report.skipped) - MAX_SKIPPED_SHOWN
     if hidden > 0:
-        reasons = Counter(reason.split(" of ")[0] for _, reason in report.skipped)
+        hidden_ones = report.skipped[MAX_SKIPPED_SHOWN:]
+        reasons = Counter(reason.split(" of ")[0] for _, reason in hidden_ones)
         summary = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
         click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 

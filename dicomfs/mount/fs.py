@@ -38,7 +38,7 @@ from ..store.index import Index, IndexUnusable
 from ..store.views import Attributes, Entry, Node
 from ..store.writer import IndexWriter
 from . import kernel, nowait, page
-from .inodes import FILE_INODES, Inodes, file_inode
+from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
 from .session import FuseError, Later, Request, Then
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class DicomOperations:
         self._emptying: dict[Node, tuple[float, Node, str]] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
         self._last_page_size = 0
+        self._last_page_at: float | None = None  # when: the mount's start, until an open
         self._handles = itertools.count(1)
         # Listings being read: readdir offsets are (listing number << 32 | position),
         # so a directory read in several calls reads one listing, however the index
@@ -208,8 +209,8 @@ class DicomOperations:
         size is that of the last page an open generated, 0 before the first. Reads go to
         the mount whatever the size says (direct_io). The kernel does not cache these
         (attribute timeout 0), so an fstat after an open shows that open's page: `wc -c`
-        trusts it."""
-        return Attributes(False, self._last_page_size, time.time(), None)
+        trusts it. Its mtime is when that page was generated (the mount's start before)."""
+        return Attributes(False, self._last_page_size, self._last_page_at, None)
 
     def _still_held(self, node: Node, inode: int) -> Attributes:
         """What stat answers for an inode the kernel holds whose rows are gone (expired,
@@ -335,13 +336,19 @@ class DicomOperations:
         return self._batch(number, listing, position, size)
 
     def _children(self, node: Node, inode: int) -> list[tuple[int, bytes, int]]:
-        """(inode, name, type) of each entry of the directory, sorted by name. A
-        directory's number is its d_ino, as stat shows it: the table keeps it."""
+        """(inode, name, type) of each entry of the directory, "." and ".." first, then
+        sorted by name. A directory's number is its d_ino, as stat shows it: the table
+        keeps it."""
+        place = self.inodes.place_of(inode)
+        dots = [
+            (inode, b".", kernel.DT_DIR),
+            (place[0] if place else ROOT_INODE, b"..", kernel.DT_DIR),
+        ]
         conn = self._conn()
         if views.lists_files(node):  # the bulk of every find: no table, no node
             file = kernel.DT_REG
-            return [(FILE_INODES + row, name.encode(), file)
-                    for name, row in views.file_names(conn, node)]  # fmt: skip
+            return dots + [(FILE_INODES + row, name.encode(), file)
+                           for name, row in views.file_names(conn, node)]  # fmt: skip
         if node == views.ROOT:
             entries = views.list_entries(conn, node)
         else:
@@ -349,7 +356,7 @@ class DicomOperations:
                        for name, key, found in views.list_children(conn, node)]  # fmt: skip
         numbers = self.inodes.listed([(child, name) for name, child, _ in entries], inode)
         self._remember(inode, entries)
-        return [
+        return dots + [
             (number, name.encode(), kernel.DT_DIR if found.is_dir else kernel.DT_REG)
             for number, (name, _, found) in zip(numbers, entries, strict=True)
         ]
@@ -453,8 +460,9 @@ class DicomOperations:
         try:
             return store_files.open_beneath(self._root, path, self._open_flags)
         except FileNotFoundError:
-            log.warning("%s was deleted behind the index: dropping its row", path)
-            self._forget_vanished(path)
+            if self._index().indexes_path(path):  # not just expired or deleted by dicomfs
+                log.warning("%s was deleted behind the index: dropping its row", path)
+                self._forget_vanished(path)
             raise FuseError(errno.ENOENT) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
@@ -501,7 +509,7 @@ class DicomOperations:
         with self._lock:
             fh = next(self._handles)
             self._pages[fh] = generated
-            self._last_page_size = len(generated)
+            self._last_page_size, self._last_page_at = len(generated), time.time()
         # direct_io: each open shows the page as generated then, whatever size stat said.
         return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_DIRECT_IO, 0)
 

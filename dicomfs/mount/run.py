@@ -58,6 +58,10 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
             f"{mountpoint} is busy: a process has a file or directory open there; "
             f"`fuser -vm {mountpoint}` shows which"
         )
+    if "not found in /etc/mtab" in result.stderr:  # fusermount3's word for not yours
+        raise MountError(
+            f"{mountpoint} was mounted by another user: only they or root can unmount it"
+        )
     raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
 
 
@@ -154,9 +158,9 @@ def prepare(mountpoint: Path) -> None:
     except OSError as exc:
         raise MountError(f"cannot mount on {mountpoint}: {exc.strerror}") from exc
     if held:
-        files = "1 file" if held == 1 else f"{held} files"
+        entries = "1 entry" if held == 1 else f"{held} entries"
         raise MountError(
-            f"{mountpoint} is not empty: mounting there would hide its {files}; "
+            f"{mountpoint} is not empty: mounting there would hide its {entries}; "
             "choose an empty directory"
         )
 
@@ -223,11 +227,12 @@ def _fuse_options(options: MountOptions) -> list[str]:
 
 def _serve(fuse: session.Session, mountpoint: Path, ended: threading.Event) -> None:
     try:
-        fuse.serve()  # returns when the kernel ends the session: an unmount
+        fuse.serve()  # returns when the kernel ends the session (an unmount), or stop()
     except Exception:
         log.exception("the FUSE session failed: stopping")
     else:
-        log.info("%s was unmounted: stopping", mountpoint)
+        if not fuse.stopped:
+            log.info("%s was unmounted: stopping", mountpoint)
     finally:
         ended.set()
 

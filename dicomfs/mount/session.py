@@ -257,6 +257,11 @@ class Session:
             ),
         )  # fmt: skip
 
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() ended the session (else the kernel did: an unmount)."""
+        return self._stopping
+
     def stop(self) -> None:
         """From another thread: end serve() after the request under way. Once closed,
         the session's end makes the kernel refuse what the mount still had to answer:

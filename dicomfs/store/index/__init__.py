@@ -107,8 +107,11 @@ class Index:
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
         # series UID -> (row id, every patient/study/series value it was written with):
-        # files of one series repeat them, so most instances skip three look-ups.
+        # files of one series repeat them, so most instances skip three look-ups. Kept
+        # while no other connection commits (data_version): another process may have
+        # deleted the series meanwhile (dicomfs expire).
         self._series_cache: dict[str, tuple[int, tuple[object, ...]]] = {}
+        self._cached_at_version: int | None = None
         if not readonly:
             _use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -152,15 +155,25 @@ class Index:
     def _migrate(self) -> None:
         if self.version() > SCHEMA_VERSION:
             raise IndexUnusable(self._too_new())
-        while self.version() < SCHEMA_VERSION:
-            with self.transaction():
-                # Read again under the lock: another process may have migrated meanwhile.
-                number = self.version()
-                if number == 0 and not self.db.table_names():
-                    schema.create(self.db)  # a new index: made as it is now, at once
-                elif number < SCHEMA_VERSION:
-                    MIGRATIONS[number](self.db)
-                    self.conn.execute(f"PRAGMA user_version = {number + 1}")
+        if self.version() == SCHEMA_VERSION:
+            return
+        # A migration may make a table anew: with foreign keys on, dropping the old one
+        # would delete every row that refers to it.
+        self.conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            while self.version() < SCHEMA_VERSION:
+                with self.transaction():
+                    # Read again under the lock: another process may have migrated meanwhile.
+                    number = self.version()
+                    if number == 0 and not self.db.table_names():
+                        schema.create(self.db)  # a new index: made as it is now, at once
+                    elif number < SCHEMA_VERSION:
+                        MIGRATIONS[number](self.db)
+                        if self.conn.execute("PRAGMA foreign_key_check").fetchone():
+                            raise IndexUnusable(f"{self.path}: a row lost what it refers to")
+                        self.conn.execute(f"PRAGMA user_version = {number + 1}")
+        finally:
+            self.conn.execute("PRAGMA foreign_keys = ON")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -215,6 +228,13 @@ class Index:
             "SELECT id, path, mtime_ns FROM instances WHERE sop_uid = ?", (sop_uid,)
         ).fetchone()
         return (row[0], row[1], row[2]) if row else None
+
+    def indexes_path(self, path: str) -> bool:
+        """Whether a row names this file."""
+        return (
+            self.conn.execute("SELECT 1 FROM instances WHERE path = ?", (path,)).fetchone()
+            is not None
+        )
 
     def record_skipped(self, path: str, state: FileState, reason: str) -> None:
         self.conn.execute(
@@ -462,6 +482,10 @@ class Index:
         return int(row[0])
 
     def _series_id(self, meta: InstanceMeta) -> int:
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        if version != self._cached_at_version:
+            self._series_cache.clear()
+            self._cached_at_version = version
         signature = _parent_values(meta)
         cached = self._series_cache.get(meta.series_uid)
         if cached and cached[1] == signature:

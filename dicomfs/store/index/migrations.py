@@ -254,9 +254,106 @@ CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON i
 
 
 def _schema_v7(db: sqlite_utils.Database) -> None:
-    """A journal of what changed in the tree, kept by triggers, so that each mount
-    tells the kernel what it caches of it is stale."""
-    db.executescript(CHANGES + CHANGE_TRIGGERS)
+    """Row ids never given twice, and a journal of what changed in the tree, kept by
+    triggers, so that each mount tells the kernel what it caches of it is stale.
+
+    Each table of the tree is made anew with AUTOINCREMENT and its rows copied; the
+    caller has foreign keys off, or dropping a table would delete what refers to it."""
+    conn = db.conn
+    for name, columns in TREE_TABLES.items():
+        names = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({name})"))
+        conn.execute(f"CREATE TABLE {name}_v7 {columns}")
+        conn.execute(f"INSERT INTO {name}_v7 ({names}) SELECT {names} FROM {name}")
+        conn.execute(f"DROP TABLE {name}")  # its indexes and triggers with it
+        conn.execute(f"ALTER TABLE {name}_v7 RENAME TO {name}")
+    db.executescript(TREE_INDEXES + COUNTING_TRIGGERS + CHANGES + CHANGE_TRIGGERS)
+
+
+# Shared with schema.py: the tree of patients, studies, series and instances. The
+# mount names its files and directories by their row ids (a file's inode is its
+# instance's row id), and a kernel may hold a name after its row is gone: a row id is
+# never given twice (AUTOINCREMENT). A patient is one (PatientID, PatientName) pair:
+# DICOM has no better patient key.
+TREE_TABLES = {
+    "patients": """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_key TEXT NOT NULL UNIQUE,      -- PatientID + NUL + PatientName
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,            -- decoded with the file's charset
+    birth_date TEXT NOT NULL,
+    name_folded TEXT NOT NULL,             -- lower-case, accents removed, for search
+    dir_name TEXT NOT NULL                 -- by-patient name before disambiguation
+)""",
+    "studies": """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL UNIQUE,
+    patient INTEGER NOT NULL REFERENCES patients(id),
+    study_date TEXT NOT NULL,              -- YYYYMMDD or ''
+    study_time TEXT NOT NULL,
+    description TEXT NOT NULL,
+    accession TEXT NOT NULL,
+    dir_name TEXT NOT NULL,                -- by-patient: 20040609_Brain
+    day_dir TEXT NOT NULL,                 -- by-modality: 20040609.DAY
+    uid_dir TEXT NOT NULL,                 -- by-modality: <uid>.UID
+    first_received REAL,                   -- these three summarise its series
+    last_received REAL,                    -- (derived.py): directory times,
+    last_access REAL                       -- by-received
+)""",
+    "series": """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid TEXT NOT NULL UNIQUE,
+    study INTEGER NOT NULL REFERENCES studies(id),
+    modality TEXT NOT NULL,
+    station_name TEXT NOT NULL,
+    series_number INTEGER,
+    description TEXT NOT NULL,
+    dir_name TEXT NOT NULL,                -- by-patient: 000002_T1_axial
+    modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
+    station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
+    number_dir TEXT NOT NULL,              -- by-modality: 000002.SER
+    last_received REAL,                    -- these two summarise its instances
+    last_access REAL                       -- (derived.py): directory times, expiry
+)""",
+    "instances": """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_uid TEXT NOT NULL UNIQUE,
+    series INTEGER NOT NULL REFERENCES series(id),
+    sop_class_uid TEXT NOT NULL,
+    instance_number INTEGER,
+    transfer_syntax TEXT NOT NULL,
+    file_name TEXT NOT NULL,               -- in the views: 000007.dcm
+    path TEXT NOT NULL UNIQUE,             -- relative to the store
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    received_at REAL NOT NULL,             -- unix time it entered the store
+    last_access REAL,                      -- unix time of the last read, NULL if never
+    sender_aet TEXT,                       -- calling AE title (receiver)
+    sender_address TEXT,                   -- peer IP address (receiver)
+    called_aet TEXT,                       -- our AE title as called (receiver)
+    sender_user TEXT                       -- DICOM user identity (receiver)
+)""",
+}
+TREE_INDEXES = """
+CREATE INDEX patients_patient_id ON patients(patient_id);
+CREATE INDEX patients_dir_name ON patients(dir_name);
+CREATE INDEX patients_patient_id_nocase ON patients(patient_id COLLATE NOCASE);
+CREATE INDEX studies_patient ON studies(patient, dir_name);
+CREATE INDEX studies_date ON studies(study_date);
+CREATE INDEX studies_accession ON studies(accession);
+CREATE INDEX studies_uid_dir ON studies(uid_dir);
+CREATE INDEX studies_first_received ON studies(first_received);
+CREATE INDEX studies_accession_nocase ON studies(accession COLLATE NOCASE);
+CREATE INDEX series_study ON series(study, dir_name);
+CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
+CREATE INDEX series_last_access ON series(last_access);
+CREATE INDEX series_last_received ON series(last_received);
+CREATE INDEX instances_series ON instances(series, file_name);
+CREATE INDEX instances_received_at ON instances(received_at);
+"""
+TREE = (
+    "".join(f"CREATE TABLE {name} {columns};\n" for name, columns in TREE_TABLES.items())
+    + TREE_INDEXES
+)
 
 
 # Shared with schema.py. Rows are written by the triggers below, whoever writes the

@@ -9,89 +9,20 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from .migrations import CHANGE_TRIGGERS, CHANGES, COUNTING_TRIGGERS, MIGRATIONS, SERIES_COUNTS
+from .migrations import (
+    CHANGE_TRIGGERS,
+    CHANGES,
+    COUNTING_TRIGGERS,
+    MIGRATIONS,
+    SERIES_COUNTS,
+    TREE,
+)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CURRENT = (
-    """
--- One row per (PatientID, PatientName) pair: DICOM has no better patient key.
-CREATE TABLE patients (
-    id INTEGER PRIMARY KEY,
-    patient_key TEXT NOT NULL UNIQUE,      -- PatientID + NUL + PatientName
-    patient_id TEXT NOT NULL,
-    patient_name TEXT NOT NULL,            -- decoded with the file's charset
-    birth_date TEXT NOT NULL,
-    name_folded TEXT NOT NULL,             -- lower-case, accents removed, for search
-    dir_name TEXT NOT NULL                 -- by-patient name before disambiguation
-);
-CREATE INDEX patients_patient_id ON patients(patient_id);
-CREATE INDEX patients_dir_name ON patients(dir_name);
-CREATE INDEX patients_patient_id_nocase ON patients(patient_id COLLATE NOCASE);
-
-CREATE TABLE studies (
-    id INTEGER PRIMARY KEY,
-    study_uid TEXT NOT NULL UNIQUE,
-    patient INTEGER NOT NULL REFERENCES patients(id),
-    study_date TEXT NOT NULL,              -- YYYYMMDD or ''
-    study_time TEXT NOT NULL,
-    description TEXT NOT NULL,
-    accession TEXT NOT NULL,
-    dir_name TEXT NOT NULL,                -- by-patient: 20040609_Brain
-    day_dir TEXT NOT NULL,                 -- by-modality: 20040609.DAY
-    uid_dir TEXT NOT NULL,                 -- by-modality: <uid>.UID
-    first_received REAL,                   -- these three summarise its series
-    last_received REAL,                    -- (derived.py): directory times,
-    last_access REAL                       -- by-received
-);
-CREATE INDEX studies_patient ON studies(patient, dir_name);
-CREATE INDEX studies_date ON studies(study_date);
-CREATE INDEX studies_accession ON studies(accession);
-CREATE INDEX studies_uid_dir ON studies(uid_dir);
-CREATE INDEX studies_first_received ON studies(first_received);
-CREATE INDEX studies_accession_nocase ON studies(accession COLLATE NOCASE);
-
-CREATE TABLE series (
-    id INTEGER PRIMARY KEY,
-    series_uid TEXT NOT NULL UNIQUE,
-    study INTEGER NOT NULL REFERENCES studies(id),
-    modality TEXT NOT NULL,
-    station_name TEXT NOT NULL,
-    series_number INTEGER,
-    description TEXT NOT NULL,
-    dir_name TEXT NOT NULL,                -- by-patient: 000002_T1_axial
-    modality_dir TEXT NOT NULL,            -- by-modality: MR0000.MOD
-    station_dir TEXT NOT NULL,             -- by-modality: BWOW1.STA
-    number_dir TEXT NOT NULL,              -- by-modality: 000002.SER
-    last_received REAL,                    -- these two summarise its instances
-    last_access REAL                       -- (derived.py): directory times, expiry
-);
-CREATE INDEX series_study ON series(study, dir_name);
-CREATE INDEX series_by_modality ON series(modality_dir, station_dir, study);
-CREATE INDEX series_last_access ON series(last_access);
-CREATE INDEX series_last_received ON series(last_received);
-
-CREATE TABLE instances (
-    id INTEGER PRIMARY KEY,
-    sop_uid TEXT NOT NULL UNIQUE,
-    series INTEGER NOT NULL REFERENCES series(id),
-    sop_class_uid TEXT NOT NULL,
-    instance_number INTEGER,
-    transfer_syntax TEXT NOT NULL,
-    file_name TEXT NOT NULL,               -- in the views: 000007.dcm
-    path TEXT NOT NULL UNIQUE,             -- relative to the store
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    received_at REAL NOT NULL,             -- unix time it entered the store
-    last_access REAL,                      -- unix time of the last read, NULL if never
-    sender_aet TEXT,                       -- calling AE title (receiver)
-    sender_address TEXT,                   -- peer IP address (receiver)
-    called_aet TEXT,                       -- our AE title as called (receiver)
-    sender_user TEXT                       -- DICOM user identity (receiver)
-);
-CREATE INDEX instances_series ON instances(series, file_name);
-CREATE INDEX instances_received_at ON instances(received_at);
-
+    TREE
+    + """
 -- What each series holds, by sender, counted by the triggers below: a study's summary.
 """
     + SERIES_COUNTS
