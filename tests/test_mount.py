@@ -584,6 +584,16 @@ def test_read_one_series_expire_the_rest_everywhere(tmp_path: Path) -> None:
         mount.stop()
 
 
+def expire_everything(store: Path) -> None:
+    """Expire, as another process would, every series: a `now` a month ahead makes each
+    one due, however soon the mount records a read of it."""
+    writer = IndexWriter(store)
+    try:
+        expiry.expire(writer, store, time.time() + 30 * DAY, 7 * DAY, by="test")
+    finally:
+        writer.close()
+
+
 def test_a_file_held_open_stays_readable_and_stat_able_after_its_expiry(tmp_path: Path) -> None:
     store = tmp_path / "store"
     old_corpus(store)
@@ -593,13 +603,7 @@ def test_a_file_held_open_stays_readable_and_stat_able_after_its_expiry(tmp_path
         (held,) = (mount.path / "by-uid").glob(f"*/*/{sop}.dcm")
         expected = (store / str(path)).read_bytes()
         with held.open("rb") as handle:
-            # Expired by another process: its file and row are gone. A `now` a month
-            # ahead makes every series due, however soon the mount records this open.
-            writer = IndexWriter(store)
-            try:
-                expiry.expire(writer, store, time.time() + 30 * DAY, 7 * DAY, by="test")
-            finally:
-                writer.close()
+            expire_everything(store)  # its file and row are gone
             assert not (store / str(path)).exists()
             # Once its listing no longer shows it, the mount has told the kernel that the
             # file's attributes and pages are stale too: the next fstat and read ask it.
@@ -621,11 +625,7 @@ def test_a_file_read_through_its_expiry_lends_nothing_to_the_instances_after_it(
     try:
         (held,) = sorted((mount.path / "by-uid").glob("*/*/*.dcm"))[-1:]
         with held.open("rb") as handle:
-            writer = IndexWriter(store)
-            try:
-                expiry.expire(writer, store, time.time() + 30 * DAY, 7 * DAY, by="test")
-            finally:
-                writer.close()
+            expire_everything(store)
             wait_until(lambda: files_under(mount.path / "by-uid") == [])
             handle.read()  # read after its expiry: the kernel keeps these pages
         corpus.write_regular(store / "later", patients=2, studies=1, series=2, instances=3, seed=2)
