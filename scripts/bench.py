@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_corpus
 from bench_ingest import bench_ingest, status_mb
 from bench_pull import bench_pull
+from bench_qr import bench_qr
 
 PER_PATIENT = 300  # one study of 3 series of 100 instances, as the 1 M corpus
 REALISTIC = range(99_999, 100_000)  # a patient number the corpus never reaches
@@ -231,12 +232,12 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
     parser.add_argument(
         "--only",
-        choices=["index", "mount", "find", "ingest", "pull"],
+        choices=["index", "mount", "find", "ingest", "pull", "qr"],
         action="append",
         help="run only these",
     )
     args = parser.parse_args()
-    only = set(args.only or ["index", "mount", "find", "ingest", "pull"])
+    only = set(args.only or ["index", "mount", "find", "ingest", "pull", "qr"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -252,6 +253,9 @@ def main() -> None:
             bench_ingest(work)
         if "pull" in only:
             bench_pull(work)
+        if "qr" in only:
+            large = work / "store"
+            bench_qr(work, large if (large / ".dicomfs").exists() else None)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

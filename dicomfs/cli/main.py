@@ -772,12 +772,18 @@ def serve_command(
     gid: int | None,
     file_mode: int,
 ) -> None:
-    """Receive DICOM from scanners and PACS, and mount the views, in one process.
+    """Receive DICOM from scanners and PACS, answer workstations' queries and
+    retrievals, and mount the views, in one process.
 
     Answers C-ECHO and C-STORE of every storage SOP class. Each instance is
     written, fsynced, renamed into the store and indexed before the sender
     hears Success; who sent it (calling AE title, address, called AE title,
     DICOM username) is recorded with it and in the audit trail.
+
+    On the same port and AE title it answers C-FIND, C-GET and C-MOVE (Patient
+    and Study Root) from the index, for 3D Slicer, Weasis or a PACS; a C-MOVE
+    goes only to a peer named with dicomfs remote add ... --move-destination.
+    The --allow-* and --require-user options decide who may ask, too.
 
     At start, files half-received before a crash are removed and the index is
     brought in step with the store. Every --sweep-interval, series untouched for
@@ -857,7 +863,9 @@ def _log_as_service() -> None:
 )
 @click.option(
     "--event",
-    type=click.Choice(["received", "rejected", "read", "deleted", "pulled"]),
+    type=click.Choice(
+        ["received", "rejected", "read", "deleted", "pulled", "queried", "retrieved"]
+    ),
     default=None,
     help="Only this kind of record.",
 )
@@ -1084,11 +1092,13 @@ def check_command(store: Path, repair: bool) -> None:
 
 @main.group("remote", context_settings=CONTEXT)
 def remote_group() -> None:
-    """Named DICOM peers (scanners, PACS) to pull from: add, list, remove.
+    """Named DICOM peers: scanners and PACS to pull from, and the workstations and PACS
+    that `serve` sends to when they ask for a C-MOVE (--move-destination).
 
     \b
     Examples:
       dicomfs remote add bay3t BAY3T@10.1.2.3:104
+      dicomfs remote add slicer SLICER@10.1.2.40:11112 --move-destination
       dicomfs remote list
       dicomfs remote remove bay3t
     """
@@ -1119,27 +1129,46 @@ def _known_peers(store: Path) -> dict[str, remotes.Remote]:
 @store_option
 @click.argument("name", callback=_peer_name)
 @click.argument("address", metavar="AET@HOST:PORT", callback=_peer_address)
-def remote_add(store: Path, name: str, address: remotes.Remote) -> None:
+@click.option(
+    "--move-destination",
+    is_flag=True,
+    help="A workstation or PACS that may ask `serve` for a C-MOVE to its AE title: the "
+    "instances go to HOST:PORT. C-MOVE to any AE title not named so is refused.",
+)
+def remote_add(store: Path, name: str, address: remotes.Remote, move_destination: bool) -> None:
     """Add (or replace) the peer NAME at AET@HOST:PORT ([...] around an IPv6 address).
 
     \b
     Examples:
       dicomfs remote add bay3t BAY3T@10.1.2.3:104
       dicomfs remote add pacs PACS@[fd00::4]:104
+      dicomfs remote add slicer SLICER@10.1.2.40:11112 --move-destination
     """
-    remote = dataclasses.replace(address, name=name)
+    remote = dataclasses.replace(address, name=name, move_destination=move_destination)
     store = use_store(store)
     known = _known_peers(store)
+    same_aet = [other for other in known.values() if other.name != name and
+                other.move_destination and other.aet == remote.aet]  # fmt: skip
+    if move_destination and same_aet:
+        raise click.ClickException(
+            f"{same_aet[0].name} is the move destination {remote.aet!r} already: a C-MOVE "
+            f"names only an AE title, so one peer has it (dicomfs remote remove "
+            f"{same_aet[0].name} first)"
+        )
     before = known.get(name)
     known[name] = remote
     remotes.save(store, known)
     if before is None:
-        said = f"added {name}: {remote}"
+        said = f"added {name}: {_described(remote)}"
     elif before == remote:
-        said = f"{name} is {remote} already: unchanged"
+        said = f"{name} is {_described(remote)} already: unchanged"
     else:
-        said = f"replaced {name}: was {before}, now {remote}"
+        said = f"replaced {name}: was {_described(before)}, now {_described(remote)}"
     click.echo(output.printable(said))
+
+
+def _described(remote: remotes.Remote) -> str:
+    return f"{remote}, a move destination" if remote.move_destination else str(remote)
 
 
 @remote_group.command("list", context_settings=CONTEXT)
@@ -1153,7 +1182,7 @@ def remote_list(store: Path) -> None:
     """
     known = _known_peers(use_store(store))
     for name, remote in sorted(known.items()):
-        click.echo(output.printable(f"{name}  {remote}"))
+        click.echo(output.printable(f"{name}  {_described(remote)}"))
     if not known:
         click.echo("no peers yet (dicomfs remote add NAME AET@HOST:PORT)", err=True)
 

@@ -1,4 +1,5 @@
-"""Last access: reads through the mount, batched in memory, written every few seconds.
+"""Last access: reads through the mount, batched in memory, written every few seconds
+(and the instances a C-MOVE or C-GET sent, written when it ends).
 
 Opening an instance file is an access of it (listing and stat are not). The
 mount notes each one here, in memory; a flush writes the newest access of each
@@ -38,18 +39,33 @@ class AccessLog:
 
 def record(index: Index, accesses: dict[int, tuple[float, int]]) -> None:
     """Write a batch of accesses (inside the caller's transaction)."""
-    conn = index.conn
+    series_of = widen(index, {instance: when for instance, (when, _) in accesses.items()})
     newest_by_series: dict[int, float] = {}
     readers: set[tuple[int, int, str]] = set()  # (series, uid, day)
     for instance, (when, uid) in accesses.items():
-        series = lifecycle.widen_access(conn, instance, when)
+        series = series_of.get(instance)
         if series is None:
             continue  # deleted since it was read
         newest_by_series[series] = max(when, newest_by_series.get(series, 0))
         readers.add((series, uid, time.strftime("%Y-%m-%d", time.localtime(when))))
+    _audit_first_reads(index, readers, newest_by_series)
+
+
+def widen(index: Index, accesses: dict[int, float]) -> dict[int, int]:
+    """Make each time the last access of its instance, series and study where it is
+    newer (inside the caller's transaction); the series of each instance still there.
+    A read through the mount and an instance a retrieval sent are both accesses."""
+    conn = index.conn
+    series_of: dict[int, int] = {}
+    newest_by_series: dict[int, float] = {}
+    for instance, when in accesses.items():
+        series = lifecycle.widen_access(conn, instance, when)
+        if series is not None:  # else deleted since
+            series_of[instance] = series
+            newest_by_series[series] = max(when, newest_by_series.get(series, 0))
     for series, when in newest_by_series.items():
         lifecycle.widen_series_access(conn, series, when)
-    _audit_first_reads(index, readers, newest_by_series)
+    return series_of
 
 
 def _audit_first_reads(

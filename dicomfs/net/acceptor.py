@@ -1,10 +1,13 @@
-"""One association as its acceptor (PS3.8, PS3.7): negotiation, then C-ECHO and C-STORE.
+"""One association as its acceptor (PS3.8, PS3.7): negotiation, then C-ECHO, C-STORE,
+C-FIND, C-GET and C-MOVE.
 
 Each association has a thread of its own that reads its peer's PDUs whole, with
 blocking reads and deadlines (wire.py), and writes a C-STORE's data set fragments
 straight into a spool file in the store's tmp directory as they come; the Host (the
 receiver) then stores and indexes the complete file before the peer hears the
-status. The association request is read and the accept encoded with pynetdicom's
+status. A C-FIND's matches and a retrieval's sub-operations are sent by this thread
+too, one at a time, and it reads a C-CANCEL between two of them. The association
+request is read and the accept encoded with pynetdicom's
 PDU classes and its presentation context negotiation; everything after is ours:
 pynetdicom's own association machinery polls its socket and builds a pydicom
 dataset for every command, which halves what one core receives.
@@ -23,11 +26,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -40,9 +43,10 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
+from .. import config
 from ..dicom import meta
 from ..store import files as store_files
-from . import commands, dimse, spool, wire
+from . import commands, dimse, outgoing, queries, requester, retrieve, spool, wire
 from .wire import Timeouts
 
 log = logging.getLogger(__name__)
@@ -50,8 +54,9 @@ log = logging.getLogger(__name__)
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # the DICOM application context (PS3.7 A.2.1)
 MAX_REQUEST_PDU = 256 * 1024  # 128 contexts of a dozen transfer syntaxes each: ~100 KB
 _WRITE_CHUNK = 1 << 20
-# A command set is a few hundred bytes; one that keeps growing is a peer filling memory.
-MAX_COMMAND = 64 * 1024
+# A query's identifier is a few kilobytes: one that keeps growing is a peer filling memory.
+MAX_IDENTIFIER = 1024 * 1024
+QUERYING = (commands.C_FIND_RQ, *commands.RETRIEVALS)  # requests with an identifier
 
 
 class Host(Protocol):
@@ -65,6 +70,24 @@ class Host(Protocol):
     ) -> tuple[int, str]:
         """Store a complete instance: (status, error comment) for its sender. With
         Success its file has been moved into the store; otherwise it is removed."""
+
+    def find(
+        self, association: Association, request: commands.Request, identifier: bytes, syntax: str
+    ) -> Iterator[bytes]:
+        """The matches of a C-FIND's identifier, each encoded in syntax; raises
+        queries.Refused to answer a failure status instead."""
+
+    def retrieval(
+        self, association: Association, request: commands.Request, identifier: bytes, syntax: str
+    ) -> retrieve.Job:
+        """What a C-MOVE or C-GET sends, and to where; raises queries.Refused to answer
+        a failure status instead. The caller ends it with retrieved()."""
+
+    def retrieved(
+        self, association: Association, job: retrieve.Job, progress: retrieve.Progress
+    ) -> None:
+        """A retrieval is over, whole or not (the association may have ended): record
+        what it sent, and release what the job holds."""
 
     def ended(self, association: Association) -> None:
         """Its thread is about to end: nothing more comes from it."""
@@ -176,8 +199,11 @@ class Association:
         self._tls = tls
         self._started = time.monotonic()
         self._contexts: dict[int, str] = {}  # accepted: context ID -> transfer syntax
+        self._offers: list[outgoing.Offer] = []  # where the peer takes C-STOREs (C-GET)
+        self._peer_max_pdu = 0  # the longest PDU the peer takes (0: no limit)
         self._spooling: Spooled | None = None  # the data set being received, if any
         self._connection: wire.Connection | None = None
+        self._outbound: wire.Connection | None = None  # a C-MOVE's, to its destination
         self._lock = threading.Lock()  # one sender at a time; nothing once shut
         self._shut = False
         self._thread = threading.Thread(
@@ -199,7 +225,9 @@ class Association:
         it is storing, if any, without answering it."""
         with self._lock:
             self._shut = True
-            connection = self._connection
+            connection, outbound = self._connection, self._outbound
+        if outbound is not None:
+            outbound.close()  # wakes a wait for the destination's response
         sock = connection.sock if connection else self._raw
         # One TLS connection must not be written by two threads at once.
         if say_abort and connection is not None and not isinstance(sock, ssl.SSLSocket):
@@ -279,6 +307,10 @@ class Association:
         self.called_aet = str(primitive.called_ae_title or "").strip()
         items = primitive.user_information
         identity = next((i for i in items if isinstance(i, UserIdentityNegotiation)), None)
+        self._peer_max_pdu = next(
+            (i.maximum_length_received or 0 for i in items
+             if isinstance(i, MaximumLengthNotification)), 0
+        )  # fmt: skip
         self.user = dimse.username(identity.primary_field) if identity is not None else None
         if str(primitive.application_context_name) != APPLICATION_CONTEXT:
             rejection: dimse.Rejection | None = dimse.APPLICATION_CONTEXT_NOT_SUPPORTED
@@ -305,11 +337,15 @@ class Association:
         results, role_items = negotiate_as_acceptor(
             request.presentation_context_definition_list, list(self._supported), roles or None
         )
-        self._contexts = {
-            int(cx.context_id): str(cx.transfer_syntax[0])
-            for cx in results
-            if cx.result == 0x00 and cx.context_id is not None
-        }
+        _in_requesters_order(results, request.presentation_context_definition_list,
+                             self._supported)  # fmt: skip
+        accepted = [cx for cx in results if cx.result == 0x00 and cx.context_id is not None]
+        self._contexts = {cx.context_id or 0: str(cx.transfer_syntax[0]) for cx in accepted}
+        self._offers = [
+            outgoing.Offer(cx.context_id or 0, str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            for cx in accepted
+            if cx.as_scu  # the peer took the SCP role for it (PS3.4 C.4.3.3)
+        ]
         accept = A_ASSOCIATE()
         accept.application_context_name = APPLICATION_CONTEXT
         accept.calling_ae_title = request.calling_ae_title
@@ -331,6 +367,7 @@ class Association:
         """P-DATA until the peer releases or aborts the association."""
         buffer = bytearray(self._max_pdu + wire.HEADER.size)  # never grown: views of it live on
         command = bytearray()
+        identifier = bytearray()  # a C-FIND's or retrieval's, read whole before it is answered
         request: commands.Request | None = None
         context_of_request = 0
         timeouts = self._timeouts
@@ -364,22 +401,41 @@ class Association:
                         connection.abort(wire.UNEXPECTED_PDU)
                         raise wire.Closed("a command in the middle of a data set")
                     command += data
-                    if len(command) > MAX_COMMAND:
+                    if len(command) > wire.MAX_COMMAND:
                         connection.abort(wire.INVALID_PARAMETER)
-                        raise wire.Closed(f"a command set longer than {MAX_COMMAND} bytes")
+                        raise wire.Closed(f"a command set longer than {wire.MAX_COMMAND} bytes")
                     if not control & wire.LAST:
                         continue
                     request, context_of_request = self._request(connection, command), context_id
                     command.clear()
-                    if request.has_data_set:
+                    if request.field == commands.C_CANCEL_RQ:
+                        request = None  # what it cancels has been answered whole already
+                    elif request.field in QUERYING:
+                        identifier.clear()
+                    elif request.has_data_set:
                         syntax = self._contexts[context_id]
                         self._spooling = Spooled(files.take(), request, syntax)
-                        continue
-                    self._answer(connection, context_id, request, None)
-                    request = None
+                    else:
+                        self._answer(connection, context_id, request, None)
+                        request = None
+                    continue
+                if request is None or context_id != context_of_request:
+                    connection.abort(wire.UNEXPECTED_PDU)
+                    raise wire.Closed("a data set without its command")
+                if request.field in QUERYING:
+                    identifier += data
+                    if len(identifier) > MAX_IDENTIFIER:
+                        connection.abort(wire.INVALID_PARAMETER)
+                        raise wire.Closed(f"an identifier longer than {MAX_IDENTIFIER} bytes")
+                    if control & wire.LAST:
+                        if request.field == commands.C_FIND_RQ:
+                            self._find(connection, context_id, request, bytes(identifier))
+                        else:
+                            self._retrieve(connection, context_id, request, bytes(identifier))
+                        request = None
                     continue
                 spooling = self._spooling
-                if request is None or spooling is None or context_id != context_of_request:
+                if spooling is None:
                     connection.abort(wire.UNEXPECTED_PDU)
                     raise wire.Closed("a data set without its command")
                 spooling.write(data)
@@ -395,13 +451,160 @@ class Association:
         except ValueError as exc:
             connection.abort(wire.INVALID_PARAMETER)
             raise wire.Closed(f"a command that cannot be read: {exc}") from None
-        if request.field not in (commands.C_STORE_RQ, commands.C_ECHO_RQ):
+        offered = (commands.C_STORE_RQ, commands.C_ECHO_RQ, commands.C_CANCEL_RQ, *QUERYING)
+        if request.field not in offered:
             connection.abort(wire.UNEXPECTED_PDU)
-            raise wire.Closed(f"a command (0x{request.field:04X}) this receiver does not offer")
-        if (request.field == commands.C_STORE_RQ) != request.has_data_set:
+            raise wire.Closed(f"a command (0x{request.field:04X}) this node does not offer")
+        with_data = request.field in (commands.C_STORE_RQ, *QUERYING)
+        if with_data != request.has_data_set:
             connection.abort(wire.INVALID_PARAMETER)
-            raise wire.Closed("a C-STORE without a data set, or a C-ECHO with one")
+            raise wire.Closed(
+                "a C-STORE, C-FIND, C-GET or C-MOVE without a data set, or another with one"
+            )
         return request
+
+    def _find(
+        self, connection: wire.Connection, context_id: int, request: commands.Request,
+        identifier: bytes,
+    ) -> None:  # fmt: skip
+        """Each match as it is found (pending), then the final status; a C-CANCEL from
+        the requester ends the matches early."""
+        status, comment = dimse.SUCCESS, ""
+        try:
+            found = self._host.find(self, request, identifier, self._contexts[context_id])
+            for match in found:
+                if self._cancel_asked(connection, request):
+                    status = dimse.CANCEL
+                    break
+                pending = commands.response(request, dimse.PENDING, data_set=True)
+                with self._sending():
+                    connection.send_message(context_id, pending, self._peer_max_pdu, data=match)
+        except queries.Refused as exc:
+            status, comment = exc.status, str(exc)
+        final = commands.response(request, status, comment)
+        with self._sending():
+            connection.send_command(context_id, final)
+
+    def _retrieve(
+        self, connection: wire.Connection, context_id: int, request: commands.Request,
+        identifier: bytes,
+    ) -> None:  # fmt: skip
+        """A C-GET's or C-MOVE's sub-operations, a pending response after each, and the
+        final status with the UIDs of the instances that failed."""
+        syntax = self._contexts[context_id]
+        implicit, little = syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
+
+        def respond(
+            status: int, progress: retrieve.Progress | None, comment: str = "", hold: bool = False
+        ) -> None:
+            final = status != dimse.PENDING
+            failed = None
+            if final and progress is not None:
+                failed = retrieve.failed_identifier(progress, implicit, little)
+            counts = progress.counts(final=final) if progress is not None else None
+            response = commands.response(
+                request, status, comment, data_set=failed is not None, counts=counts
+            )
+            with self._sending():
+                connection.send_message(
+                    context_id, response, self._peer_max_pdu, data=failed, hold=hold
+                )
+
+        try:
+            job = self._host.retrieval(self, request, identifier, syntax)
+        except queries.Refused as exc:
+            respond(exc.status, None, str(exc))
+            return
+        progress = retrieve.Progress(remaining=len(job.items))
+        try:
+            if job.destination is None:  # C-GET: to the requester, on this association
+                delivery = outgoing.Delivery(
+                    connection, self._offers, job.root, self._peer_max_pdu,
+                    timeout=self._timeouts.idle, gate=self._sending, cancels=request.message_id,
+                )  # fmt: skip
+                # Each pending response goes ahead of the next instance, in one write.
+                pending = lambda p: respond(dimse.PENDING, p, hold=True)  # noqa: E731
+                try:
+                    retrieve.run(job, progress, delivery.deliver, pending, delivery.cancelled)
+                finally:
+                    delivery.close()
+            else:
+                self._move(connection, job, progress, request, respond)
+        finally:
+            self._host.retrieved(self, job, progress)
+        respond(progress.status(), progress, progress.comment)
+
+    def _move(
+        self, connection: wire.Connection, job: retrieve.Job, progress: retrieve.Progress,
+        request: commands.Request, respond: Callable[[int, retrieve.Progress], None],
+    ) -> None:  # fmt: skip
+        """A C-MOVE's sub-operations, over an association to its destination."""
+        assert job.destination is not None
+        wanted = requester.contexts_for((i.sop_class, i.transfer_syntax) for i in job.items)
+        try:
+            outbound = requester.associate(job.destination, job.aet, wanted)
+        except requester.Unreachable as exc:
+            log.warning("C-MOVE from %s@%s: %s", self.calling_aet, self.address, exc)
+            progress.unable(job, str(exc))
+            return
+        with self._lock:
+            self._outbound = outbound.connection
+            shut = self._shut
+        if shut:
+            outbound.connection.close()
+            raise wire.Closed("")
+        with outbound:
+            delivery = outgoing.Delivery(
+                outbound.connection, outbound.offers, job.root, outbound.max_pdu,
+                timeout=config.PEER_TIMEOUT, move_originator=self.calling_aet,
+                move_originator_id=request.message_id, lost_fails=True,
+            )  # fmt: skip
+            try:
+                retrieve.run(job, progress, delivery.deliver,
+                             lambda p: respond(dimse.PENDING, p),
+                             lambda: self._cancel_asked(connection, request))  # fmt: skip
+            finally:
+                delivery.close()
+                with self._lock:
+                    self._outbound = None
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """Held while sending to the peer; Closed once the association is shut."""
+        with self._lock:
+            if self._shut:
+                raise wire.Closed("")
+            yield
+
+    def _cancel_asked(self, connection: wire.Connection, request: commands.Request) -> bool:
+        """Whether the requester has cancelled the request being answered (reading
+        only what has come already)."""
+        return connection.waiting() and self._cancelled(connection, request)
+
+    def _cancelled(self, connection: wire.Connection, request: commands.Request) -> bool:
+        """Read what the requester sent while its C-FIND or C-MOVE was answered: a
+        C-CANCEL of it (True), or the end of the association."""
+        buffer = bytearray()
+        timeouts = self._timeouts
+        pdu_type, body = connection.read_pdu(
+            buffer, self._max_pdu, wait=timeouts.pdu, take=timeouts.pdu
+        )
+        if pdu_type == wire.ABORT:
+            raise wire.Closed("")
+        if pdu_type != wire.P_DATA_TF:
+            connection.abort(wire.UNEXPECTED_PDU)
+            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} while a request was answered")
+        try:
+            items = wire.pdvs(body)
+            commands_in = [data for _, control, data in items if control & wire.COMMAND]
+            cancel = commands.read(commands_in[0]) if commands_in else None
+        except ValueError as exc:
+            connection.abort(wire.INVALID_PARAMETER)
+            raise wire.Closed(str(exc)) from None
+        if cancel is None or cancel.field != commands.C_CANCEL_RQ:
+            connection.abort(wire.UNEXPECTED_PDU)
+            raise wire.Closed("a request while another was answered (no asynchronous operations)")
+        return cancel.responding_to == request.message_id
 
     def _answer(
         self,
@@ -421,3 +624,21 @@ class Association:
         with self._lock:
             if not self._shut:
                 connection.send_command(context_id, response)
+
+
+def _in_requesters_order(
+    results: list[PresentationContext], requested: list[PresentationContext],
+    supported: Sequence[PresentationContext],
+) -> None:  # fmt: skip
+    """Accept, in each context, the first transfer syntax the requester offers that we
+    support (pynetdicom takes the first of ours): the requester's preference, which
+    for a C-GET's storage contexts is the syntax it wants the instances in."""
+    offered = {cx.context_id: cx.transfer_syntax for cx in requested}
+    ours = {cx.abstract_syntax: cx.transfer_syntax for cx in supported}
+    for cx in results:
+        if cx.result != 0x00:
+            continue
+        mine = ours.get(cx.abstract_syntax, [])
+        first = next((syntax for syntax in offered.get(cx.context_id, []) if syntax in mine), None)
+        if first is not None:
+            cx.transfer_syntax = [first]

@@ -29,6 +29,9 @@ from pynetdicom import (
 )
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 SUCCESS = 0x0000
 PENDING = 0xFF00  # a match (C-FIND) or sub-operations under way (C-MOVE, C-GET): more follow
 PENDING_WITH_WARNING = 0xFF01  # a C-FIND match, some optional keys not supported
+CANCEL = 0xFE00  # the requester cancelled what it asked (C-CANCEL)
 SUB_OPERATIONS_FAILED = 0xB000  # warning: some sub-operations failed, the others succeeded
 PROCESSING_FAILURE = 0x0110  # failure: an error of the side that answers, not of the request
 SOP_CLASS_NOT_SUPPORTED = 0x0122  # refused: the service is not offered (to this AE title)
@@ -110,8 +114,11 @@ APPLICATION_CONTEXT_NOT_SUPPORTED = Rejection(0x01, 0x01, 0x02)  # permanent, by
 # --- AEs and their presentation contexts ---------------------------------------------------
 
 FIND_MODEL = StudyRootQueryRetrieveInformationModelFind
+QUERY_MODELS = (PatientRootQueryRetrieveInformationModelFind, FIND_MODEL)  # what we answer
 MOVE_MODEL = StudyRootQueryRetrieveInformationModelMove
 GET_MODEL = StudyRootQueryRetrieveInformationModelGet
+MOVE_MODELS = (PatientRootQueryRetrieveInformationModelMove, MOVE_MODEL)  # what we answer
+GET_MODELS = (PatientRootQueryRetrieveInformationModelGet, GET_MODEL)
 # A requested context: an abstract syntax alone (pynetdicom's default transfer
 # syntaxes), or with the transfer syntaxes offered for it.
 Context = str | tuple[str, list[str]]
@@ -145,12 +152,18 @@ MAX_PDU = 1 << 20
 
 
 def receiving_contexts() -> list[PresentationContext]:
-    """What the receiver accepts: C-ECHO, and C-STORE of every storage SOP class in
-    every transfer syntax (an instance is stored as it was sent)."""
+    """What the receiver accepts: C-ECHO; C-FIND, C-MOVE and C-GET in the patient and
+    study root information models; and every storage SOP class in every transfer
+    syntax (an instance is stored as it was sent), in either role: the peer's C-STORE
+    to us, or (when the peer asks for the SCP role, for a C-GET) ours to it."""
     contexts = [build_context(Verification)]
-    for context in AllStoragePresentationContexts:
-        assert context.abstract_syntax is not None
-        contexts.append(build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES))
+    for model in (*QUERY_MODELS, *MOVE_MODELS, *GET_MODELS):
+        contexts.append(build_context(model, UNCOMPRESSED))
+    for storage in AllStoragePresentationContexts:
+        assert storage.abstract_syntax is not None
+        context = build_context(storage.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        context.scu_role = context.scp_role = True
+        contexts.append(context)
     return contexts
 
 

@@ -1,4 +1,5 @@
-"""The DICOM receiver: C-ECHO and C-STORE of every storage SOP class, on one port.
+"""The DICOM node: C-ECHO and C-STORE of every storage SOP class, and C-FIND, C-MOVE
+and C-GET over the index, on one port.
 
 A thread accepts connections; each association then runs in its own thread
 (acceptor.py). Each instance is answered with Success only once it is durable and
@@ -14,19 +15,22 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .. import config
+from ..life import access
 from ..store import files as store_files
-from ..store.index import Sender, audit
+from ..store.index import Index, IndexUnusable, Sender, audit
 from ..store.writer import IndexWriter
-from . import commands, dimse, ingest
+from . import commands, dimse, ingest, queries, remotes, retrieve
 from .acceptor import Association, Spooled
+from .remotes import Remote
 from .wire import Timeouts
 
 log = logging.getLogger(__name__)
@@ -106,6 +110,8 @@ class Receiver:
         self._pending: dict[int, Association] = {}  # before their request, oldest first
         self._accepted: dict[int, Association] = {}  # past their request
         self._senders: dict[int, Sender] = {}  # of the accepted, for the index and the log
+        self._queries: dict[int, list[int]] = {}  # association -> [C-FINDs, their matches]
+        self._readers: dict[int, Index] = {}  # association -> its read-only index (queries)
         self._stopping = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -227,15 +233,128 @@ class Receiver:
         self._count(association, sender, outcome)
         return outcome.status, outcome.reason
 
+    def find(
+        self, association: Association, request: commands.Request, identifier: bytes, syntax: str
+    ) -> Iterator[bytes]:
+        if request.sop_class not in dimse.QUERY_MODELS:
+            raise queries.Refused(
+                dimse.SOP_CLASS_NOT_SUPPORTED, f"no C-FIND in {request.sop_class}"
+            )
+        index = self._reader(association)
+        found = 0
+        try:
+            for match in queries.matches(index.conn, identifier, syntax, self.aet):
+                found += 1
+                yield match
+        finally:
+            with self._lock:
+                asked = self._queries.setdefault(id(association), [0, 0])
+                asked[0] += 1
+                asked[1] += found
+
+    def retrieval(
+        self, association: Association, request: commands.Request, identifier: bytes, syntax: str
+    ) -> retrieve.Job:
+        try:
+            return self._retrieval(association, request, identifier, syntax)
+        except queries.Refused as exc:
+            moving = request.field == commands.C_MOVE_RQ
+            sender = _sender_of(association)
+            self._audit([audit.Record(
+                "retrieved", outcome=f"refused: {exc}", calling_aet=sender.aet,
+                address=sender.address, called_aet=sender.called_aet, user=sender.user,
+                detail=f"C-MOVE to {request.move_destination}" if moving else "C-GET",
+            )])  # fmt: skip
+            raise
+
+    def _retrieval(
+        self, association: Association, request: commands.Request, identifier: bytes, syntax: str
+    ) -> retrieve.Job:
+        moving = request.field == commands.C_MOVE_RQ
+        if request.sop_class not in (dimse.MOVE_MODELS if moving else dimse.GET_MODELS):
+            service = "C-MOVE" if moving else "C-GET"
+            raise queries.Refused(
+                dimse.SOP_CLASS_NOT_SUPPORTED, f"no {service} in {request.sop_class}"
+            )
+        destination = self._destination(association, request) if moving else None
+        items = queries.retrievable(self._reader(association).conn, identifier, syntax)
+        root = os.open(self.store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return retrieve.Job(items, destination, root, self.aet)
+
+    def _destination(self, association: Association, request: commands.Request) -> Remote:
+        """The peer a C-MOVE sends to; refused unless the lab named it one."""
+        aet = request.move_destination
+        try:
+            destination = remotes.move_destination(self.store, aet)
+        except remotes.BadRemote as exc:
+            raise queries.Refused(queries.UNABLE_TO_PROCESS, str(exc)) from None
+        if destination is None:
+            log.warning("refused a C-MOVE from %s@%s to %r: no move destination has that AE "
+                        "title; name one with: dicomfs remote add NAME %s@HOST:PORT "
+                        "--move-destination", association.calling_aet, association.address,
+                        aet, aet or "AET")  # fmt: skip
+            raise queries.Refused(
+                dimse.MOVE_DESTINATION_UNKNOWN, f"no move destination {aet!r} here"
+            )
+        return destination
+
+    def retrieved(
+        self, association: Association, job: retrieve.Job, progress: retrieve.Progress
+    ) -> None:
+        os.close(job.root)
+        sender = _sender_of(association)
+        service = "C-GET" if job.destination is None else "C-MOVE"
+        to = job.destination or f"{sender.aet}@{sender.address}"
+        log.info("%s from %s@%s to %s: %d of %d instances sent, %d failed%s", service,
+                 sender.aet, sender.address, to, progress.completed + progress.warning,
+                 len(job.items), progress.failed,
+                 ", cancelled" if progress.cancelled else "")  # fmt: skip
+        records = retrieve.records(sender, job, progress, service)
+        sent = dict.fromkeys((item.instance for item in progress.delivered), time.time())
+        vanished = [path for path in progress.vanished if not (self.store / path).exists()]
+        if vanished:
+            log.warning("%d files of the index were gone from the store (%s, ...): dropping "
+                        "their rows", len(vanished), vanished[0])  # fmt: skip
+
+        def record(index: Index) -> None:
+            index.remove_paths(vanished)
+            access.widen(index, sent)
+            audit.append(index.conn, records)
+
+        try:
+            self.writer.run(record)
+        except Exception:
+            log.exception("could not record a retrieval in the index")
+
+    def _reader(self, association: Association) -> Index:
+        """The association's read-only index, opened at its first query: opening one
+        costs more than most queries."""
+        index = self._readers.get(id(association))
+        if index is None:
+            try:
+                index = Index(self.store, readonly=True)
+            except IndexUnusable as exc:
+                raise queries.Refused(queries.UNABLE_TO_PROCESS, str(exc)) from None
+            with self._lock:
+                self._readers[id(association)] = index
+        return index
+
     def ended(self, association: Association) -> None:
         key = id(association)
         with self._lock:
+            reader = self._readers.pop(key, None)
             tallies = self._tallies.pop(key, {})
+            asked = self._queries.pop(key, None)
             self._pending.pop(key, None)
             self._accepted.pop(key, None)
             self._senders.pop(key, None)
-        if tallies:
-            self._audit(_received(_sender_of(association), tallies))
+        if reader is not None:
+            reader.close()
+        records = _received(_sender_of(association), tallies)
+        if asked is not None:
+            records.append(_queried(_sender_of(association), *asked))
+        if records:
+            self._audit(records)
 
     # --- the audit trail ------------------------------------------------------------------
 
@@ -278,6 +397,16 @@ def _sender_of(association: Association) -> Sender:
     return Sender(
         aet=association.calling_aet, address=association.address,
         called_aet=association.called_aet, user=association.user,
+    )  # fmt: skip
+
+
+def _queried(sender: Sender, queries_asked: int, matches: int) -> audit.Record:
+    """The audit record of what one association asked (C-FIND), all its queries in one."""
+    return audit.Record(
+        "queried", outcome="ok", calling_aet=sender.aet, address=sender.address,
+        called_aet=sender.called_aet, user=sender.user, instances=matches,
+        detail=f"{queries_asked} {'query' if queries_asked == 1 else 'queries'}, "
+        f"{matches} {'match' if matches == 1 else 'matches'}",
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ class Remote:
     aet: str
     host: str
     port: int
+    move_destination: bool = False  # may receive what a C-MOVE to its AE title asks
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -106,7 +107,11 @@ def save(store: Path, remotes: dict[str, Remote]) -> None:
     """Write atomically: a half-written file never replaces the list."""
     path = _path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {r.name: {"aet": r.aet, "host": r.host, "port": r.port} for r in remotes.values()}
+    data: dict[str, dict[str, object]] = {}
+    for name, remote in remotes.items():
+        data[name] = {"aet": remote.aet, "host": remote.host, "port": remote.port}
+        if remote.move_destination:
+            data[name]["move_destination"] = True
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="remotes-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as out:
@@ -132,3 +137,11 @@ def find(store: Path, name_or_address: str) -> Remote:
         f"no peer called {name_or_address!r} (known: {known}); "
         "add one with: dicomfs remote add NAME AET@HOST:PORT"
     )
+
+
+def move_destination(store: Path, aet: str) -> Remote | None:
+    """The peer a C-MOVE to this AE title sends to: one named a move destination."""
+    for remote in load(store).values():
+        if remote.move_destination and remote.aet == aet.strip(" "):
+            return remote
+    return None

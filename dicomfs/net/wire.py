@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import select
 import socket
 import ssl
 import struct
@@ -27,9 +29,13 @@ NOT_SPECIFIED, UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x00, 0x01,
 PDV_HEADER = struct.Struct(">LBB")  # item length, presentation context ID, control header
 COMMAND, LAST = 0x01, 0x02  # bits of a PDV's message control header
 _RECV_CHUNK = 1 << 20
+_SEND_CHUNK = 4 << 20  # written at once: a few MB of PDUs
 _TICK = 1.0  # the longest a blocking read waits before it looks at its deadline
 _TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO's and SO_SNDTIMEO's struct timeval
 SEND_TIMEOUT = 30.0  # a peer that reads nothing of our answers for this long is gone
+# A command set is a few hundred bytes: one that keeps growing is a peer filling memory.
+MAX_COMMAND = 64 * 1024
+MAX_RESPONSE_PDU = 1 << 20  # the longest PDU we take while we send (responses, a cancel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Connection:
         self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS cannot be asked to ACK
         self._tick = 0.0  # SO_RCVTIMEO now (0: not set)
         self._send_timeout = 0.0  # SO_SNDTIMEO now
+        self._held = bytearray()  # to go ahead of the next message (send_message's hold)
         with contextlib.suppress(OSError):  # a connection gone already fails at its first read
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies go at once
         if self._plain:
@@ -156,7 +163,9 @@ class Connection:
             _set_timeout(self.sock, socket.SO_RCVTIMEO, tick)
             self._tick = tick
 
-    def send(self, data: bytes, timeout: float = SEND_TIMEOUT) -> None:
+    def send(self, data: bytes | bytearray, timeout: float = SEND_TIMEOUT) -> None:
+        if self._held:
+            data, self._held = self._held + data, bytearray()
         try:
             if not self._plain:
                 self.sock.settimeout(timeout)
@@ -172,12 +181,55 @@ class Connection:
 
     def send_command(self, context_id: int, command: bytes) -> None:
         """A command set alone, as one P-DATA-TF of one PDV."""
-        pdv = PDV_HEADER.pack(len(command) + 2, context_id, COMMAND | LAST) + command
-        self.send_pdu(P_DATA_TF, pdv)
+        self.send_message(context_id, command, 0)
+
+    def send_message(
+        self, context_id: int, command: bytes, max_pdu: int, *,
+        data: bytes | memoryview | None = None, file: tuple[int, int, int] | None = None,
+        hold: bool = False,
+    ) -> None:  # fmt: skip
+        """A command set and the data set that follows it, if any: `data`, or `file`'s
+        (fd, offset, size) bytes, as encode_message encodes them; a file's written a
+        few MB at a time. Closed if the file is shorter than that (cut meanwhile):
+        the peer cannot be told otherwise. With hold, the message is not sent yet but
+        ahead of the next one: a C-GET's pending response, ahead of its next instance."""
+        out = encode_message(context_id, command, max_pdu, data)
+        if file is None:
+            if hold:
+                self._held += out
+            else:
+                self.send(out)
+            return
+        fd, position, size = file
+        end = position + size
+        while True:
+            take = min(_SEND_CHUNK, end - position)
+            chunk = os.pread(fd, take, position)
+            if len(chunk) < take:
+                self.abort(NOT_SPECIFIED)
+                raise Closed("a file was cut short while it was sent")
+            position += take
+            _add_data(out, context_id, memoryview(chunk), max_pdu, last=position >= end)
+            self.send(out)
+            out = bytearray()
+            if position >= end:
+                return
+
+    def waiting(self) -> bool:
+        """Whether the peer has sent something not read yet (without waiting for it)."""
+        if self._carry:
+            return True
+        if not self._plain and self.sock.pending():  # type: ignore[attr-defined]
+            return True
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):  # closed: the next read says so
+            return True
 
     def abort(self, reason: int) -> None:
         """Say A-ABORT (from the service provider) if the connection still takes it
         within a second: a peer that reads nothing must not hold up a stop."""
+        self._held = bytearray()
         with contextlib.suppress(Closed):
             self.send_pdu(ABORT, bytes([0, 0, 2, reason]), timeout=1.0)
 
@@ -186,6 +238,33 @@ class Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def encode_message(
+    context_id: int, command: bytes, max_pdu: int, data: bytes | memoryview | None = None
+) -> bytearray:
+    """A command set and its data set (if any) as P-DATA-TFs no longer than the peer
+    takes (max_pdu; 0: no limit), a PDV each, in one buffer: written at once, an
+    instance costs the peer one wake-up, not one per PDU."""
+    out = bytearray(HEADER.pack(P_DATA_TF, len(command) + 6))
+    out += PDV_HEADER.pack(len(command) + 2, context_id, COMMAND | LAST) + command
+    if data is not None:
+        _add_data(out, context_id, memoryview(data), max_pdu, last=True)
+    return out
+
+
+def _add_data(
+    out: bytearray, context_id: int, chunk: memoryview, max_pdu: int, *, last: bool
+) -> None:
+    """A data set's bytes (all, or a part) as P-DATA-TFs; the final one marked the
+    data set's last if it is."""
+    room = min(max_pdu or _SEND_CHUNK, _SEND_CHUNK) - 6  # a PDV's header
+    for start in range(0, max(len(chunk), 1), room):
+        part = chunk[start : start + room]
+        final = last and start + room >= len(chunk)
+        out += HEADER.pack(P_DATA_TF, len(part) + 6)
+        out += PDV_HEADER.pack(len(part) + 2, context_id, LAST if final else 0)
+        out += part
 
 
 def pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:

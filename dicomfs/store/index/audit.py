@@ -1,5 +1,6 @@
-"""The audit trail: one append-only table of receptions, pulls, rejections, reads and
-deletions: who sent, fetched, read or deleted which patient's images, and when.
+"""The audit trail: one append-only table of receptions, pulls, rejections, reads,
+queries, retrievals and deletions: who sent, fetched, asked for, read or deleted
+which patient's images, and when.
 
 Rows are never updated or deleted (triggers in the schema refuse it); this module
 writes them and answers `dicomfs audit`.
@@ -21,7 +22,7 @@ FIELDS = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
-    event: str  # received, pulled, rejected, read, deleted
+    event: str  # received, pulled, rejected, read, deleted, queried, retrieved
     outcome: str = "ok"
     at: float = dataclasses.field(default_factory=time.time)
     calling_aet: str | None = None
