@@ -584,27 +584,11 @@ class Association:
     def _cancelled(self, connection: wire.Connection, request: commands.Request) -> bool:
         """Read what the requester sent while its C-FIND or C-MOVE was answered: a
         C-CANCEL of it (True), or the end of the association."""
-        buffer = bytearray()
-        timeouts = self._timeouts
-        pdu_type, body = connection.read_pdu(
-            buffer, self._max_pdu, wait=timeouts.pdu, take=timeouts.pdu
-        )
-        if pdu_type == wire.ABORT:
-            raise wire.Closed("")
-        if pdu_type != wire.P_DATA_TF:
-            connection.abort(wire.UNEXPECTED_PDU)
-            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} while a request was answered")
-        try:
-            items = wire.pdvs(body)
-            commands_in = [data for _, control, data in items if control & wire.COMMAND]
-            cancel = commands.read(commands_in[0]) if commands_in else None
-        except ValueError as exc:
-            connection.abort(wire.INVALID_PARAMETER)
-            raise wire.Closed(str(exc)) from None
-        if cancel is None or cancel.field != commands.C_CANCEL_RQ:
+        command = outgoing.CommandReader(connection, self._max_pdu, self._timeouts.pdu).next()
+        if command.field != commands.C_CANCEL_RQ:
             connection.abort(wire.UNEXPECTED_PDU)
             raise wire.Closed("a request while another was answered (no asynchronous operations)")
-        return cancel.responding_to == request.message_id
+        return command.responding_to == request.message_id
 
     def _answer(
         self,

@@ -192,10 +192,10 @@ def send(connection: wire.Connection, ready: Prepared, max_pdu: int) -> None:
     connection.send_message(ready.offer.context_id, ready.request, max_pdu, file=file)
 
 
-class Responses:
-    """Reads the command sets a peer sends while we send it instances: the responses
-    to our C-STORE-RQs, and (from a C-GET's requester) a C-CANCEL-RQ. A data set, or
-    anything but P-DATA, is out of turn: A-ABORT, and Closed."""
+class CommandReader:
+    """Reads the command sets a peer sends while we answer it: the responses to our
+    C-STORE-RQs, a C-CANCEL-RQ. A data set, or anything but P-DATA, is out of turn:
+    A-ABORT, and Closed."""
 
     def __init__(self, connection: wire.Connection, limit: int, timeout: float) -> None:
         self._connection = connection
@@ -220,12 +220,12 @@ class Responses:
             raise wire.Closed("the peer aborted the association")
         if pdu_type != wire.P_DATA_TF:
             connection.abort(wire.UNEXPECTED_PDU)
-            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} while instances were sent to it")
+            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} out of turn")
         try:
             for _, control, data in wire.pdvs(body):
                 if not control & wire.COMMAND:
                     connection.abort(wire.UNEXPECTED_PDU)
-                    raise wire.Closed("a data set while instances were sent to it")
+                    raise wire.Closed("a data set out of turn")
                 self._command += data
                 if len(self._command) > wire.MAX_COMMAND:
                     connection.abort(wire.INVALID_PARAMETER)
@@ -259,7 +259,7 @@ class Delivery:
         self._gate = gate  # held while sending: the association may be shut meanwhile
         self._cancels = cancels
         self._originator = (move_originator, move_originator_id)
-        self._responses = Responses(connection, wire.MAX_RESPONSE_PDU, timeout)
+        self._responses = CommandReader(connection, wire.MAX_RESPONSE_PDU, timeout)
         self._message_id = 0
         self._cancel_seen = False
         self._lost_fails = lost_fails
