@@ -74,8 +74,9 @@ def test_a_c_store_response_is_the_bytes_pynetdicom_would_send(status: int, comm
     primitive.AffectedSOPClassUID = MRImageStorage
     primitive.AffectedSOPInstanceUID = sop
     primitive.Status = status
-    if comment:
-        primitive.ErrorComment = comment[: commands.ERROR_COMMENT_LENGTH]
+    if comment:  # a longer one is cut, and says so
+        limit = commands.ERROR_COMMENT_LENGTH
+        primitive.ErrorComment = comment if len(comment) <= limit else comment[: limit - 3] + "..."
     ours = commands.response(request, status, comment)
     assert ours == encoded_by_pynetdicom(C_STORE_RSP(), primitive)
     decoded = pynetdicom_decode(BytesIO(ours), True, True)
@@ -115,3 +116,10 @@ def test_pdvs_are_split_as_they_were_sent_and_a_bad_length_is_refused() -> None:
     for bad in (body[:-1], body + b"\x00\x00", wire.PDV_HEADER.pack(1, 1, 0)):
         with pytest.raises(ValueError, match="PDV item"):
             wire.pdvs(memoryview(bad))
+
+
+def test_an_error_comment_too_long_is_cut_at_a_word() -> None:
+    request = commands.read(store_request(7, "1.2.3"))
+    comment = "a STUDY retrieval needs its StudyInstanceUID, and this one names none at all"
+    decoded = pynetdicom_decode(BytesIO(commands.response(request, 0xA900, comment)), True, True)
+    assert decoded.ErrorComment == "a STUDY retrieval needs its StudyInstanceUID, and this one..."

@@ -18,7 +18,12 @@ import pydicom
 import pydicom.data
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -27,6 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from dicomfs import config
 from dicomfs.dicom import corpus
 from dicomfs.net import commands, outgoing
 from dicomfs.store.index import Index, query
@@ -93,6 +99,8 @@ def test_a_retrieval_names_what_it_wants_and_gets_it_in_order(store: Path) -> No
             {"StudyInstanceUID": STUDY, "SeriesInstanceUID": f"{SERIES}\\{OTHER_STUDY}.2"},
         )
         assert len(two) == 3  # the other series is another study's: not in this one  # fmt: skip
+        with pytest.raises(query.BadQuery, match="no wildcards"):  # never "every patient"
+            query.retrievable(index.conn, "PATIENT", {"PatientID": "ID0000*"})
         with pytest.raises(query.BadQuery, match="StudyInstanceUID"):
             query.retrievable(index.conn, "STUDY", {"StudyInstanceUID": "", "PatientID": "ID00001"})
 
@@ -248,9 +256,11 @@ def test_orthanc_as_a_workstation_queries_and_retrieves_and_movescu_sends_to_it(
 
 
 def c_get(port: int, identifier: Dataset, *, syntaxes: list[str], cancel_after: int = 0,
-          storage: str = MRImageStorage) -> tuple[list[Dataset], list[Dataset]]:  # fmt: skip
+          storage: str = MRImageStorage, apart: list[str] | None = None,
+          ) -> tuple[list[Dataset], list[Dataset]]:  # fmt: skip
     """A C-GET by pynetdicom taking images of one storage SOP class in these transfer
-    syntaxes: the instances it got, and every response (pending ones, then the final)."""
+    syntaxes (offered in one context, and those `apart` each in one of its own): the
+    instances it got, and every response (pending ones, then the final)."""
     got: list[Dataset] = []
 
     def stored(event: Any) -> int:
@@ -262,6 +272,8 @@ def c_get(port: int, identifier: Dataset, *, syntaxes: list[str], cancel_after: 
     ae = AE(ae_title="REQUESTER")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(storage, syntaxes)
+    for syntax in apart or []:
+        ae.add_requested_context(storage, [syntax])
     assoc = ae.associate("127.0.0.1", port, ae_title="DICOMFS",
                          ext_neg=[build_role(storage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, stored)])  # fmt: skip
@@ -319,10 +331,17 @@ def test_a_file_gone_behind_the_index_is_a_failed_sub_operation_and_leaves_the_i
     assert final.FailedSOPInstanceUIDList == gone
     assert len(got) == 5
     assert in_index(store, "SELECT 1 FROM instances WHERE sop_uid = ?", gone) == []
-    assert "were gone from the store" in log
+    assert "gone from the store behind the index, dropping its row" in log
     (outcome,) = in_index(store, "SELECT outcome FROM audit WHERE series_uid = ?", SERIES)[0]
     assert outcome.startswith("1 not sent: its file")
     assert "has gone from the store" in outcome
+
+
+def image_identifier(uid: str) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.SOPInstanceUID = uid
+    return identifier
 
 
 def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_only_that(
@@ -330,26 +349,68 @@ def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_on
 ) -> None:
     store = tmp_path / "store"
     (store / "incoming").mkdir(parents=True)
-    rle = Path(pydicom.data.get_testdata_file("MR_small_RLE.dcm"))  # type: ignore[arg-type]
-    shutil.copy(rle, store / "incoming" / "rle.dcm")
+    files = {name: Path(pydicom.data.get_testdata_file(name))  # type: ignore[arg-type]
+             for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm")}  # fmt: skip
+    shutil.copy(files["MR_small_RLE.dcm"], store / "incoming" / "rle.dcm")
+    bare = corpus.Spec(study_uid=f"{corpus.UID_ROOT}8", series_uid=f"{corpus.UID_ROOT}8.1",
+                       sop_uid=f"{corpus.UID_ROOT}8.1.1", matrix=16)  # fmt: skip
+    no_meta = corpus.write(store / "incoming" / "bare.dcm", bare, with_meta=False)
+    big = pydicom.dcmread(files["MR_small_bigendian.dcm"])  # the same image: new UIDs
+    big.SOPInstanceUID = big.file_meta.MediaStorageSOPInstanceUID = f"{corpus.UID_ROOT}9.1"
+    big.SeriesInstanceUID = f"{corpus.UID_ROOT}9"
+    big.save_as(store / "incoming" / "big.dcm")
     with Index(store) as index:
         reconcile(index, store)
-    original = pydicom.dcmread(rle)
-    identifier = study_identifier(str(original.StudyInstanceUID))
+    rle = pydicom.dcmread(files["MR_small_RLE.dcm"])
     with serving(store) as serve:
-        (as_stored,), _ = c_get(
-            serve.port, identifier, syntaxes=[RLELossless, ImplicitVRLittleEndian]
-        )
-        (converted,), _ = c_get(serve.port, identifier, syntaxes=[ImplicitVRLittleEndian])
-        none, (final,) = c_get(serve.port, identifier, syntaxes=[ExplicitVRLittleEndian],
-                               storage=CTImageStorage)  # fmt: skip
+        port, rle_uid = serve.port, image_identifier(str(rle.SOPInstanceUID))
+        (as_stored,), _ = c_get(port, rle_uid, syntaxes=[ImplicitVRLittleEndian],
+                                apart=[RLELossless])  # fmt: skip
+        # dcmtk's getscu offers compressed and uncompressed syntaxes in one context:
+        # the uncompressed one is taken, which carries every instance.
+        (one_context,), _ = c_get(port, rle_uid, syntaxes=[RLELossless, ExplicitVRLittleEndian])
+        (converted,), _ = c_get(port, rle_uid, syntaxes=[ImplicitVRLittleEndian])
+        (headerless,), _ = c_get(port, image_identifier(bare.sop_uid),
+                                 syntaxes=[ExplicitVRLittleEndian])  # fmt: skip
+        (big_as_stored,), _ = c_get(port, image_identifier(big.SOPInstanceUID),
+                                    syntaxes=[ExplicitVRBigEndian])  # fmt: skip
+        none, (big_refused,) = c_get(port, image_identifier(big.SOPInstanceUID),
+                                     syntaxes=[ExplicitVRLittleEndian])  # fmt: skip
+        no_class, (unoffered,) = c_get(port, rle_uid, syntaxes=[ExplicitVRLittleEndian],
+                                       storage=CTImageStorage)  # fmt: skip
     assert as_stored.file_meta.TransferSyntaxUID == RLELossless
-    assert as_stored.PixelData == original.PixelData  # the stored bytes, not re-encoded
+    assert as_stored.PixelData == rle.PixelData  # the stored bytes, not re-encoded
+    assert one_context.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert converted.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
-    original.decompress()
-    assert converted.pixel_array.tobytes() == original.pixel_array.tobytes()
-    assert none == []
-    assert (final.Status, final.NumberOfFailedSuboperations) == (0xA702, 1)
+    rle.decompress()
+    for received in (one_context, converted):
+        assert received.pixel_array.tobytes() == rle.pixel_array.tobytes()
+    assert headerless.PixelData == no_meta.PixelData
+    assert big_as_stored.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    assert big_as_stored.pixel_array.tolist() == big.pixel_array.tolist()
+    # Never converted to the other byte order: pydicom would not swap the pixels' bytes.
+    assert (none, big_refused.Status) == ([], 0xA702)
+    assert "big endian" in str(big_refused.ErrorComment)
+    assert (no_class, unoffered.Status, unoffered.NumberOfFailedSuboperations) == ([], 0xA702, 1)
+
+
+def test_getscu_takes_a_deflated_instance_of_odd_length_padded(tmp_path: Path) -> None:
+    store, out = tmp_path / "store", tmp_path / "got"
+    (store / "incoming").mkdir(parents=True)
+    deflated = Path(pydicom.data.get_testdata_file("image_dfl.dcm"))  # type: ignore[arg-type]
+    shutil.copy(deflated, store / "incoming")
+    with Index(store) as index:
+        reconcile(index, store)
+    out.mkdir()
+    uid = str(pydicom.dcmread(deflated).SOPInstanceUID)
+    with serving(store) as serve:
+        result = dcmtk("getscu", "-aec", "DICOMFS", "-S", "+xd", "-od", str(out), "-k",
+                       "QueryRetrieveLevel=IMAGE", "-k", f"SOPInstanceUID={uid}", "127.0.0.1",
+                       str(serve.port))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Odd Fragment Length" not in result.stderr + result.stdout
+    (received,) = out.iterdir()
+    assert pydicom.dcmread(received) == pydicom.dcmread(deflated)
 
 
 def test_who_may_send_is_who_may_retrieve(tmp_path: Path) -> None:
@@ -429,3 +490,35 @@ def test_a_destination_that_refuses_some_instances_gets_the_rest_and_a_warning(
                         "AND detail LIKE '%PICKY%' ORDER BY series_uid")  # fmt: skip
     assert outcomes == [(SERIES, "1 not sent: the destination answered 0xA700 (refused: "
                                  "out of resources)"), (f"{STUDY}.2", "ok")]  # fmt: skip
+
+
+def test_a_destination_that_aborts_ends_the_move_at_once(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    made(store)
+    stored: list[str] = []
+
+    def abort_at_the_second(event: Any) -> int:
+        if stored:
+            event.assoc.abort()
+            return 0xC000
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    destination = AE(ae_title="ABORTER")
+    destination.add_supported_context(MRImageStorage, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    handlers = [(evt.EVT_C_STORE, abort_at_the_second)]
+    server = destination.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        with serving(store) as serve:
+            assert dicomfs("remote", "add", "aborter", f"ABORTER@127.0.0.1:{port}",
+                           "--move-destination", "--store", str(store)).returncode == 0  # fmt: skip
+            started = time.monotonic()
+            final = c_move(serve.port, study_identifier(), "ABORTER")[-1]
+            took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert (final.Status, final.NumberOfCompletedSuboperations,
+            final.NumberOfFailedSuboperations) == (0xB000, 1, 5)  # fmt: skip
+    # Not a release waiting out the peer timeout (30 s) on an association already gone.
+    assert took < config.PEER_TIMEOUT / 2

@@ -199,7 +199,7 @@ _INSTANCE_MARKERS = (_TAGS["SOPInstanceUID"], _TAGS["StudyInstanceUID"], _TAGS["
 # Bytes that separate values and name components; escape sequences reset at each.
 _DELIMITERS = {0x5C, 0x5E, 0x3D}
 # Character sets under which UTF-8 bytes are often written by mistake.
-_LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
+LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
 
 
 def _value(ds: Dataset, tag: int) -> bytes | str | None:
@@ -238,7 +238,7 @@ class _TextReader:
         if isinstance(declared, bytes):
             declared = declared.decode("ascii", errors="replace")
         terms = [t.strip() for t in (declared or "").strip("\x00 ").split("\\")]
-        self.may_be_utf8 = "\\".join(terms) in _LATIN_SETS
+        self.may_be_utf8 = "\\".join(terms) in LATIN_SETS
         try:
             self.encodings = convert_encodings(terms if any(terms) else ["ISO_IR 6"])
         except Exception:

@@ -337,7 +337,7 @@ class Association:
         results, role_items = negotiate_as_acceptor(
             request.presentation_context_definition_list, list(self._supported), roles or None
         )
-        _in_requesters_order(results, request.presentation_context_definition_list,
+        _syntaxes_to_send_in(results, request.presentation_context_definition_list,
                              self._supported)  # fmt: skip
         accepted = [cx for cx in results if cx.result == 0x00 and cx.context_id is not None]
         self._contexts = {cx.context_id or 0: str(cx.transfer_syntax[0]) for cx in accepted}
@@ -565,6 +565,7 @@ class Association:
                              lambda: self._cancel_asked(connection, request))  # fmt: skip
             finally:
                 delivery.close()
+                outbound.lost = delivery.lost
                 with self._lock:
                     self._outbound = None
 
@@ -610,19 +611,23 @@ class Association:
                 connection.send_command(context_id, response)
 
 
-def _in_requesters_order(
+def _syntaxes_to_send_in(
     results: list[PresentationContext], requested: list[PresentationContext],
     supported: Sequence[PresentationContext],
 ) -> None:  # fmt: skip
-    """Accept, in each context, the first transfer syntax the requester offers that we
-    support (pynetdicom takes the first of ours): the requester's preference, which
-    for a C-GET's storage contexts is the syntax it wants the instances in."""
+    """In each context where we send instances (a C-GET's), accept an uncompressed
+    little-endian transfer syntax if the requester offers one (explicit VR first,
+    the syntax most instances are stored in), else its first that we support. One
+    context carries every instance of its SOP class, and an uncompressed syntax
+    carries them all: those stored so as they are, the others decompressed where
+    pydicom can; a compressed one would carry only those stored in it (dcmtk's
+    getscu offers JPEG and uncompressed in one context)."""
     offered = {cx.context_id: cx.transfer_syntax for cx in requested}
     ours = {cx.abstract_syntax: cx.transfer_syntax for cx in supported}
     for cx in results:
-        if cx.result != 0x00:
+        if cx.result != 0x00 or not cx.as_scu:
             continue
-        mine = ours.get(cx.abstract_syntax, [])
-        first = next((syntax for syntax in offered.get(cx.context_id, []) if syntax in mine), None)
-        if first is not None:
-            cx.transfer_syntax = [first]
+        mine = [s for s in offered.get(cx.context_id, []) if s in ours.get(cx.abstract_syntax, [])]
+        uncompressed = [s for s in outgoing.UNCOMPRESSED if s in mine]  # explicit VR first
+        if mine:
+            cx.transfer_syntax = [(uncompressed or mine)[0]]

@@ -100,7 +100,9 @@ def response(
     elements += _us_element(0x0800, DATA_SET if data_set else NO_DATA_SET)
     elements += _us_element(0x0900, status)
     if error_comment:
-        comment = error_comment.encode("ascii", "replace")[:ERROR_COMMENT_LENGTH]
+        comment = error_comment.encode("ascii", "replace")
+        if len(comment) > ERROR_COMMENT_LENGTH:  # cut at a word, and say so
+            comment = comment[: ERROR_COMMENT_LENGTH - 3].rsplit(b" ", 1)[0] + b"..."
         elements += _element(0x0902, comment + b" " * (len(comment) % 2))
     if request.field == C_STORE_RQ:
         elements += _uid(0x1000, request.sop_instance)

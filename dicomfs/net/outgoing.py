@@ -129,23 +129,49 @@ def data_set_start(head: bytes) -> tuple[int, str] | None:
 
 
 def _converted(fd: int, syntax: str, item: Retrievable) -> bytes:
-    """The instance's data set in `syntax` (an uncompressed one)."""
+    """The instance's data set in `syntax` (an uncompressed little-endian one),
+    decompressed first if pydicom can decode it. A big-endian one is not converted:
+    its pixel data would need its bytes swapped, which pydicom does not do when it
+    writes another byte order."""
+    stored = syntax_name(item.transfer_syntax)
+    target = UID(syntax)
     try:
         with os.fdopen(os.dup(fd), "rb") as file:
             dataset = dcmread(file, force=True)
-        stored = UID(item.transfer_syntax)
-        if stored.is_compressed:
+        if not dataset.original_encoding[1]:
+            raise Unsendable(
+                "stored big endian, which the peer does not take; dicomfs does not swap "
+                "the byte order of pixel data"
+            )
+        source = getattr(dataset, "file_meta", {}).get("TransferSyntaxUID")
+        if source is not None and UID(source).is_compressed:
             dataset.decompress()
-        target = UID(syntax)
-        encoded = encode(dataset, target.is_implicit_VR, target.is_little_endian)
+        encoded = encode(dataset, target.is_implicit_VR, True)
+    except Unsendable:
+        raise
     except Exception as exc:  # pydicom says why: no decoder for it, a damaged file
         raise Unsendable(
-            f"stored as {UID(item.transfer_syntax).name}, which the peer does not take, "
-            f"and it cannot be converted to {UID(syntax).name} here: {exc}"
+            f"stored as {stored}, which the peer does not take, and it cannot be "
+            f"converted to {target.name} here: {one_line(str(exc))}"
         ) from None
     if encoded is None:
-        raise Unsendable(f"it cannot be encoded as {UID(syntax).name}")
+        raise Unsendable(f"it cannot be encoded as {target.name}")
     return encoded
+
+
+def syntax_name(uid: str) -> str:
+    """A stored transfer syntax's name; a file without a Part 10 header has none."""
+    try:
+        name = UID(uid).name if UID(uid).is_transfer_syntax else ""
+    except ValueError:
+        name = ""
+    return name or "no known transfer syntax (a file without a Part 10 header)"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A reason as one line of a log or audit record (pydicom's span several)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclasses.dataclass
@@ -169,8 +195,9 @@ def prepare(
     offer = choose(offers, item.sop_class, item.transfer_syntax)
     if offer is None:
         raise Unsendable(
-            f"the peer accepted no presentation context for {UID(item.sop_class).name} "
-            f"in {UID(item.transfer_syntax).name} or uncompressed"
+            f"the peer took {UID(item.sop_class).name} in no context of "
+            f"{syntax_name(item.transfer_syntax)} nor of an uncompressed little-endian "
+            "syntax (or did not take the SCP role for it)"
         )
     sent = payload(root, item, offer)
     request = commands.store_request(
@@ -280,6 +307,11 @@ class Delivery:
                 raise
             self._lost = f"the association with the destination ended ({exc or 'closed'})"
             raise Unsendable(self._lost) from None
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection has ended under it."""
+        return bool(self._lost)
 
     def close(self) -> None:
         """Release what was read ahead and not sent (a cancel, an error)."""

@@ -15,11 +15,13 @@ import struct
 from collections.abc import Iterator
 from io import BytesIO
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode
 
+from ..dicom.meta import LATIN_SETS
 from ..store.index import query
 from ..store.index.query import Retrievable
 
@@ -46,6 +48,8 @@ def read(identifier: bytes, syntax: str) -> tuple[Dataset, str, dict[str, str]]:
     asked = decode(BytesIO(identifier), implicit, little)
     if asked is None:
         raise Refused(IDENTIFIER_DOES_NOT_MATCH, "an identifier that cannot be read")
+    if _utf8_by_mistake(asked):
+        asked.set_original_encoding(implicit, little, convert_encodings([CHARACTER_SET]))
     level = str(asked.get("QueryRetrieveLevel", "")).strip().upper()
     keys = {element.keyword: _value(element) for element in asked if element.keyword}
     for keyword in _SKIPPED:
@@ -53,18 +57,49 @@ def read(identifier: bytes, syntax: str) -> tuple[Dataset, str, dict[str, str]]:
     return asked, level, keys
 
 
-def retrievable(conn: sqlite3.Connection, identifier: bytes, syntax: str) -> list[Retrievable]:
+def _utf8_by_mistake(asked: Dataset) -> bool:
+    """Whether the identifier's text is UTF-8 declared as Latin-1 or not declared at
+    all: what findscu sends from a UTF-8 terminal (`-k PatientName=Müller`). Read as
+    UTF-8 then, as the index reads such files."""
+    declared = getattr(asked.get_item(0x00080005), "value", None) or b""
+    if isinstance(declared, bytes):
+        declared = declared.decode("ascii", "replace")
+    terms = [t.strip() for t in str(declared).strip("\x00 ").split("\\")]
+    if "\\".join(terms) not in LATIN_SETS:
+        return False
+    found = False
+    for tag in asked.keys():  # noqa: SIM118 (iterating a Dataset decodes its values)
+        value = getattr(asked.get_item(tag), "value", None)
+        if isinstance(value, bytes) and not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeError:
+                return False
+            found = True
+    return found
+
+
+def retrievable(
+    conn: sqlite3.Connection, identifier: bytes, syntax: str, study_root: bool = False
+) -> list[Retrievable]:
     """The instances a C-MOVE's or C-GET's identifier names."""
     _, level, keys = read(identifier, syntax)
+    if study_root and level == "PATIENT":
+        raise Refused(IDENTIFIER_DOES_NOT_MATCH, "no PATIENT level in the Study Root model")
     try:
         return query.retrievable(conn, level, keys)
     except query.BadQuery as exc:
         raise Refused(IDENTIFIER_DOES_NOT_MATCH, str(exc)) from None
 
 
-def matches(conn: sqlite3.Connection, identifier: bytes, syntax: str, aet: str) -> Iterator[bytes]:
-    """Each match of the identifier, encoded in the presentation context's syntax."""
+def matches(
+    conn: sqlite3.Connection, identifier: bytes, syntax: str, aet: str, study_root: bool = False
+) -> Iterator[bytes]:
+    """Each match of the identifier, encoded in the presentation context's syntax.
+    study_root: the Study Root model, which has no PATIENT level."""
     asked, level, keys = read(identifier, syntax)
+    if study_root and level == "PATIENT":
+        raise Refused(IDENTIFIER_DOES_NOT_MATCH, "no PATIENT level in the Study Root model")
     try:
         found = query.find(conn, level, keys)
         answer = _Answer(asked, level, aet, syntax)
@@ -89,8 +124,8 @@ class _Answer:
         }
         for element in asked:
             keyword, tag = element.keyword, int(element.tag)
-            if not keyword or keyword in _SKIPPED:
-                continue
+            if not keyword or keyword in _SKIPPED or tag >> 16 < 0x0008:
+                continue  # private, or no part of a data set (a file meta element, say)
             vr = _vr(tag, str(element.VR))
             if keyword == "RetrieveAETitle":
                 parts[tag] = self._element(tag, vr, aet)

@@ -104,13 +104,14 @@ class Receiver:
         self.policy = policy or Policy()
         self.timeouts = timeouts or Timeouts()
         self.max_associations = max_associations
+        self.port = 0  # listened on, once started
         self._contexts = dimse.receiving_contexts()
         self._tmp_dir = store_files.tmp_dir(store)
         self._tallies: dict[int, dict[str, _Tally]] = {}
         self._pending: dict[int, Association] = {}  # before their request, oldest first
         self._accepted: dict[int, Association] = {}  # past their request
         self._senders: dict[int, Sender] = {}  # of the accepted, for the index and the log
-        self._queries: dict[int, list[int]] = {}  # association -> [C-FINDs, their matches]
+        self._queries: dict[int, _Queries] = {}  # association -> its C-FINDs
         self._readers: dict[int, Index] = {}  # association -> its read-only index (queries)
         self._stopping = False
         self._lock = threading.Lock()
@@ -121,6 +122,7 @@ class Receiver:
     def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         listener = socket.create_server((host, port), backlog=BACKLOG)
         self._listener, self._tls = listener, tls
+        self.port = listener.getsockname()[1]
         self._accepting = threading.Thread(target=self._accept, name="accept", daemon=True)
         self._accepting.start()
         log.info("receiving as %s on %s:%d", self.aet, host, port)
@@ -241,16 +243,19 @@ class Receiver:
                 dimse.SOP_CLASS_NOT_SUPPORTED, f"no C-FIND in {request.sop_class}"
             )
         index = self._reader(association)
-        found = 0
+        found, refused = 0, ""
         try:
-            for match in queries.matches(index.conn, identifier, syntax, self.aet):
+            study_root = request.sop_class == dimse.FIND_MODEL
+            for match in queries.matches(index.conn, identifier, syntax, self.aet, study_root):
                 found += 1
                 yield match
+        except queries.Refused as exc:
+            refused = str(exc)
+            raise
         finally:
             with self._lock:
-                asked = self._queries.setdefault(id(association), [0, 0])
-                asked[0] += 1
-                asked[1] += found
+                asked = self._queries.setdefault(id(association), _Queries())
+                asked.count(found, refused)
 
     def retrieval(
         self, association: Association, request: commands.Request, identifier: bytes, syntax: str
@@ -277,7 +282,8 @@ class Receiver:
                 dimse.SOP_CLASS_NOT_SUPPORTED, f"no {service} in {request.sop_class}"
             )
         destination = self._destination(association, request) if moving else None
-        items = queries.retrievable(self._reader(association).conn, identifier, syntax)
+        study_root = request.sop_class in (dimse.MOVE_MODEL, dimse.GET_MODEL)
+        items = queries.retrievable(self._reader(association).conn, identifier, syntax, study_root)
         root = os.open(self.store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return retrieve.Job(items, destination, root, self.aet)
 
@@ -288,6 +294,14 @@ class Receiver:
             destination = remotes.move_destination(self.store, aet)
         except remotes.BadRemote as exc:
             raise queries.Refused(queries.UNABLE_TO_PROCESS, str(exc)) from None
+        if (
+            destination is not None
+            and destination.aet == self.aet
+            and (destination.port == self.port)
+        ):
+            raise queries.Refused(
+                dimse.MOVE_DESTINATION_UNKNOWN, "a C-MOVE to this node itself: it has them"
+            )
         if destination is None:
             log.warning("refused a C-MOVE from %s@%s to %r: no move destination has that AE "
                         "title; name one with: dicomfs remote add NAME %s@HOST:PORT "
@@ -305,16 +319,18 @@ class Receiver:
         sender = _sender_of(association)
         service = "C-GET" if job.destination is None else "C-MOVE"
         to = job.destination or f"{sender.aet}@{sender.address}"
-        log.info("%s from %s@%s to %s: %d of %d instances sent, %d failed%s", service,
+        log.info("%s from %s@%s to %s: %d of %d instances sent, %d failed%s%s", service,
                  sender.aet, sender.address, to, progress.completed + progress.warning,
                  len(job.items), progress.failed,
+                 f" (the first: {progress.comment})" if progress.failed else "",
                  ", cancelled" if progress.cancelled else "")  # fmt: skip
         records = retrieve.records(sender, job, progress, service)
         sent = dict.fromkeys((item.instance for item in progress.delivered), time.time())
         vanished = [path for path in progress.vanished if not (self.store / path).exists()]
         if vanished:
-            log.warning("%d files of the index were gone from the store (%s, ...): dropping "
-                        "their rows", len(vanished), vanished[0])  # fmt: skip
+            named = ", ".join(vanished[:3]) + (", ..." if len(vanished) > 3 else "")
+            rows = "its row" if len(vanished) == 1 else f"their {len(vanished)} rows"
+            log.warning("gone from the store behind the index, dropping %s: %s", rows, named)
 
         def record(index: Index) -> None:
             index.remove_paths(vanished)
@@ -352,7 +368,7 @@ class Receiver:
             reader.close()
         records = _received(_sender_of(association), tallies)
         if asked is not None:
-            records.append(_queried(_sender_of(association), *asked))
+            records.append(_queried(_sender_of(association), asked))
         if records:
             self._audit(records)
 
@@ -400,12 +416,31 @@ def _sender_of(association: Association) -> Sender:
     )  # fmt: skip
 
 
-def _queried(sender: Sender, queries_asked: int, matches: int) -> audit.Record:
+@dataclasses.dataclass
+class _Queries:
+    """What one association asked (C-FIND), for its audit record."""
+
+    asked: int = 0
+    matches: int = 0
+    refused: int = 0
+    last_refusal: str = ""
+
+    def count(self, matches: int, refusal: str) -> None:
+        self.asked += 1
+        self.matches += matches
+        if refusal:
+            self.refused += 1
+            self.last_refusal = refusal
+
+
+def _queried(sender: Sender, queries_asked: _Queries) -> audit.Record:
     """The audit record of what one association asked (C-FIND), all its queries in one."""
+    asked, matches, refused = queries_asked.asked, queries_asked.matches, queries_asked.refused
     return audit.Record(
-        "queried", outcome="ok", calling_aet=sender.aet, address=sender.address,
-        called_aet=sender.called_aet, user=sender.user, instances=matches,
-        detail=f"{queries_asked} {'query' if queries_asked == 1 else 'queries'}, "
+        "queried", calling_aet=sender.aet, address=sender.address,
+        called_aet=sender.called_aet, user=sender.user,
+        outcome=f"{refused} refused: {queries_asked.last_refusal}" if refused else "ok",
+        detail=f"{asked} {'query' if asked == 1 else 'queries'}, "
         f"{matches} {'match' if matches == 1 else 'matches'}",
     )  # fmt: skip
 

@@ -42,9 +42,17 @@ def contexts_for(stored: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]
     syntax) pairs: each pair's, then each class's uncompressed one; at most
     MAX_CONTEXTS (instances of what does not fit fail as their sub-operations)."""
     pairs = sorted(set(stored))
-    wanted = [(sop_class, [syntax]) for sop_class, syntax in pairs]
+    # A file without a Part 10 header has no syntax of its own: it goes converted.
+    wanted = [(sop_class, [syntax]) for sop_class, syntax in pairs if _known(syntax)]
     wanted += [(sop_class, list(UNCOMPRESSED)) for sop_class in sorted({c for c, _ in pairs})]
     return wanted[:MAX_CONTEXTS]
+
+
+def _known(syntax: str) -> bool:
+    try:
+        return UID(syntax).is_transfer_syntax
+    except ValueError:
+        return False
 
 
 class Outbound:
@@ -56,14 +64,15 @@ class Outbound:
         self.connection = connection
         self.offers = offers
         self.max_pdu = max_pdu
+        self.lost = False  # the destination ended it: nothing to release, nobody to wait for
 
     def __enter__(self) -> Outbound:
         return self
 
     def __exit__(self, kind: object, *_: object) -> None:
-        if kind is None:
+        if kind is None and not self.lost:
             self.release()
-        else:
+        elif not self.lost:
             self.connection.abort(wire.NOT_SPECIFIED)
         self.connection.close()
 

@@ -95,6 +95,7 @@ class Progress:
         self.failed += 1
         self.failed_uids.append(item.sop_uid)
         self.failures[item.series_uid] = why
+        self.comment = self.comment or why  # the first reason, for the final response
 
 
 def run(

@@ -209,6 +209,8 @@ class Connection:
                 self.abort(NOT_SPECIFIED)
                 raise Closed("a file was cut short while it was sent")
             position += take
+            if position >= end and size % 2:  # as encode_message pads it
+                chunk += b"\x00"
             _add_data(out, context_id, memoryview(chunk), max_pdu, last=position >= end)
             self.send(out)
             out = bytearray()
@@ -249,6 +251,8 @@ def encode_message(
     out = bytearray(HEADER.pack(P_DATA_TF, len(command) + 6))
     out += PDV_HEADER.pack(len(command) + 2, context_id, COMMAND | LAST) + command
     if data is not None:
+        if len(data) % 2:  # a data set is of even length (a deflated one written odd)
+            data = bytes(data) + b"\x00"
         _add_data(out, context_id, memoryview(data), max_pdu, last=True)
     return out
 
@@ -259,6 +263,7 @@ def _add_data(
     """A data set's bytes (all, or a part) as P-DATA-TFs; the final one marked the
     data set's last if it is."""
     room = min(max_pdu or _SEND_CHUNK, _SEND_CHUNK) - 6  # a PDV's header
+    room -= room % 2  # fragments of even length, as some peers insist
     for start in range(0, max(len(chunk), 1), room):
         part = chunk[start : start + room]
         final = last and start + room >= len(chunk)

@@ -143,8 +143,15 @@ def retrievable(conn: sqlite3.Connection, level: str, keys: dict[str, str]) -> l
         raise BadQuery(f"no retrieve level {level!r}: one of {', '.join(LEVELS)}")
     unique = UNIQUE_KEYS[level]
     if not keys.get(unique, "").strip():
-        raise BadQuery(f"a retrieval at {level} level names what it wants in {unique}")
-    where, arguments = _where(level, keys)
+        raise BadQuery(f"a {level} retrieval needs its {unique}")
+    # Only the unique keys of the levels down to this one name what is retrieved,
+    # each a single value or a list of UIDs (PS3.4 C.4.2.2.1): never a pattern.
+    depth = LEVELS.index(level)
+    named = {UNIQUE_KEYS[above]: keys.get(UNIQUE_KEYS[above], "") for above in LEVELS[: depth + 1]}
+    for keyword, value in named.items():
+        if "*" in value or "?" in value:
+            raise BadQuery(f"no wildcards in a retrieval's {keyword}")
+    where, arguments = _where(level, named)
     statement = (
         "SELECT i.id, i.path, i.sop_class_uid, i.sop_uid, i.transfer_syntax, i.size, "
         "p.patient_id, p.patient_name, st.study_uid, se.series_uid "
