@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import warnings
 from collections.abc import Iterator
 from io import BytesIO
 
@@ -50,8 +51,10 @@ def read(identifier: bytes, syntax: str) -> tuple[Dataset, str, dict[str, str]]:
         raise Refused(IDENTIFIER_DOES_NOT_MATCH, "an identifier that cannot be read")
     if _utf8_by_mistake(asked):
         asked.set_original_encoding(implicit, little, convert_encodings([CHARACTER_SET]))
-    level = str(asked.get("QueryRetrieveLevel", "")).strip().upper()
-    keys = {element.keyword: _value(element) for element in asked if element.keyword}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's on values like UI `1.2*`: refused below
+        level = str(asked.get("QueryRetrieveLevel", "")).strip().upper()
+        keys = {element.keyword: _value(element) for element in asked if element.keyword}
     for keyword in _SKIPPED:
         keys.pop(keyword, None)
     return asked, level, keys

@@ -265,6 +265,8 @@ class Receiver:
         except queries.Refused as exc:
             moving = request.field == commands.C_MOVE_RQ
             sender = _sender_of(association)
+            log.info("refused a %s from %s@%s: %s", "C-MOVE" if moving else "C-GET",
+                     sender.aet, sender.address, exc)  # fmt: skip
             self._audit([audit.Record(
                 "retrieved", outcome=f"refused: {exc}", calling_aet=sender.aet,
                 address=sender.address, called_aet=sender.called_aet, user=sender.user,
