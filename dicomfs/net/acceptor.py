@@ -380,11 +380,7 @@ class Association:
                     if not self._shut:
                         connection.send_pdu(wire.RELEASE_RP, bytes(4))
                 return
-            if pdu_type == wire.ABORT:
-                raise wire.Closed("")
-            if pdu_type != wire.P_DATA_TF:
-                connection.abort(wire.UNEXPECTED_PDU)
-                raise wire.Closed(f"an unexpected PDU of type 0x{pdu_type:02X}")
+            wire.expect_p_data(connection, pdu_type)
             try:
                 items = wire.pdvs(body)
             except ValueError as exc:

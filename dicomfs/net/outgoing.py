@@ -243,11 +243,7 @@ class CommandReader:
         pdu_type, body = connection.read_pdu(
             self._buffer, self._limit, wait=self._timeout, take=self._timeout
         )
-        if pdu_type == wire.ABORT:
-            raise wire.Closed("the peer aborted the association")
-        if pdu_type != wire.P_DATA_TF:
-            connection.abort(wire.UNEXPECTED_PDU)
-            raise wire.Closed(f"a PDU of type 0x{pdu_type:02X} out of turn")
+        wire.expect_p_data(connection, pdu_type, "the peer aborted the association")
         try:
             for _, control, data in wire.pdvs(body):
                 if not control & wire.COMMAND:

@@ -272,6 +272,16 @@ def _add_data(
         out += part
 
 
+def expect_p_data(connection: Connection, pdu_type: int, aborted: str = "") -> None:
+    """Closed unless the PDU read is a P-DATA-TF: the peer's A-ABORT ends the
+    association (Closed with `aborted`), anything else is out of turn (A-ABORT)."""
+    if pdu_type == ABORT:
+        raise Closed(aborted)
+    if pdu_type != P_DATA_TF:
+        connection.abort(UNEXPECTED_PDU)
+        raise Closed(f"a PDU of type 0x{pdu_type:02X} out of turn")
+
+
 def pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:
     """The PDV items of a P-DATA-TF body: (context ID, control header, data).
     ValueError if an item's length does not fit the body."""
