@@ -476,6 +476,9 @@ def test_a_destination_that_refuses_some_instances_gets_the_rest_and_a_warning(
             assert unreachable.returncode == 0
             nowhere = c_move(serve.port, study_identifier(), "GONE")[-1]
             (unknown,) = c_move(serve.port, study_identifier(), "NOBODY")
+            assert dicomfs("remote", "add", "self", f"DICOMFS@127.0.0.1:{serve.port}",
+                           "--move-destination", "--store", str(store)).returncode == 0  # fmt: skip
+            (itself,) = c_move(serve.port, study_identifier(), "DICOMFS")
     finally:
         server.shutdown()
     assert (final.Status, final.NumberOfCompletedSuboperations,
@@ -486,6 +489,10 @@ def test_a_destination_that_refuses_some_instances_gets_the_rest_and_a_warning(
     assert (nowhere.Status, nowhere.NumberOfFailedSuboperations) == (0xA702, 6)
     assert "cannot connect to GONE@127.0.0.1" in str(nowhere.ErrorComment)
     assert unknown.Status == 0xA801  # move destination unknown
+    assert (itself.Status, str(itself.ErrorComment)) == (
+        0xA801,
+        "a C-MOVE to this node itself: it has them",
+    )
     outcomes = in_index(store, "SELECT series_uid, outcome FROM audit WHERE event = 'retrieved' "
                         "AND detail LIKE '%PICKY%' ORDER BY series_uid")  # fmt: skip
     assert outcomes == [(SERIES, "1 not sent: the destination answered 0xA700 (refused: "

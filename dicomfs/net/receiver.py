@@ -296,14 +296,6 @@ class Receiver:
             destination = remotes.move_destination(self.store, aet)
         except remotes.BadRemote as exc:
             raise queries.Refused(queries.UNABLE_TO_PROCESS, str(exc)) from None
-        if (
-            destination is not None
-            and destination.aet == self.aet
-            and (destination.port == self.port)
-        ):
-            raise queries.Refused(
-                dimse.MOVE_DESTINATION_UNKNOWN, "a C-MOVE to this node itself: it has them"
-            )
         if destination is None:
             log.warning("refused a C-MOVE from %s@%s to %r: no move destination has that AE "
                         "title; name one with: dicomfs remote add NAME %s@HOST:PORT "
@@ -311,6 +303,10 @@ class Receiver:
                         aet, aet or "AET")  # fmt: skip
             raise queries.Refused(
                 dimse.MOVE_DESTINATION_UNKNOWN, f"no move destination {aet!r} here"
+            )
+        if destination.aet == self.aet and destination.port == self.port:
+            raise queries.Refused(
+                dimse.MOVE_DESTINATION_UNKNOWN, "a C-MOVE to this node itself: it has them"
             )
         return destination
 
