@@ -386,7 +386,7 @@ def test_index_html_lists_every_study_escaped_and_current(mounted: Mount) -> Non
 def test_ls_l_of_the_root_and_every_reader_get_the_whole_index_html(
     mounted: Mount, tmp_path: Path
 ) -> None:
-    # Before the first open, stat says 0 (it never generates the page).
+    # Before the first open, stat says a size no page will exceed (it never generates one).
     assert "index.html" in sh("ls", "-l", str(mounted.path))
     first = read_page_every_way(mounted.path / "index.html", tmp_path)
     # A study arrives: the page grows beyond the size `ls -l` has just seen.

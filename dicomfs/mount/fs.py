@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 TIMEOUT = 3600.0
 _TIMEOUT = kernel.split_time(TIMEOUT)
 _NEVER = (0, 0)  # index.html: its size is the last generated page's (_page_attributes)
+# What index.html takes besides its studies, at most; and for each study, before a page
+# has shown what one takes (_page_attributes).
+_PAGE_HEAD, _PAGE_GUESS_PER_STUDY = 64 * 1024, 8 * 1024
 BLOCK_SIZE = 128 * 1024  # st_blksize: what cp reads at a time
 # How long a directory that rm has emptied through the mount can still be found, empty,
 # after the last deletion below it (rm removes a directory right after emptying it).
@@ -132,7 +135,7 @@ class DicomOperations:
         # a directory rm deleted below -> when last (time.monotonic), its parent, its name
         self._emptying: dict[Node, tuple[float, Node, str]] = {}
         self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
-        self._last_page_size = 0
+        self._page_per_study: int | None = None  # the most bytes a study took on a page
         self._last_page_at: float | None = None  # when: the mount's start, until an open
         self._handles = itertools.count(1)
         # Listings being read: readdir offsets are (listing number << 32 | position),
@@ -204,13 +207,25 @@ class DicomOperations:
             inode, 0, entry_s, attr_s, entry_ns, attr_ns, *self._attr(inode, found)
         )
 
-    def _page_attributes(self) -> Attributes:
-        """stat never generates index.html (on a large store that takes minutes): its
-        size is that of the last page an open generated, 0 before the first. Reads go to
-        the mount whatever the size says (direct_io). The kernel does not cache these
-        (attribute timeout 0), so an fstat after an open shows that open's page: `wc -c`
-        trusts it. Its mtime is when that page was generated (the mount's start before)."""
-        return Attributes(False, self._last_page_size, self._last_page_at, None)
+    def _page_attributes(self, fh: int | None = None) -> Attributes:
+        """stat never generates index.html (it takes seconds on a large store).
+
+        While a page is open, a stat has the size of the newest one (or of the handle
+        an fstat names, when the kernel says): `wc -c` opens, then trusts fstat's
+        size. Otherwise, a size the next page will not exceed, from the number of
+        studies: Chromium stats the file, then opens it and reads that many bytes,
+        and must get it all; reads end where the page ends, whatever the size said
+        (direct_io). The kernel does not cache these (attribute timeout 0). Its
+        mtime is when the last page was generated (the mount's start before)."""
+        with self._lock:
+            if fh not in self._pages:
+                fh = max(self._pages, default=None)
+            opened = self._pages.get(fh) if fh is not None else None
+        if opened is not None:
+            return Attributes(False, len(opened), self._last_page_at, None)
+        (studies,) = self._conn().execute("SELECT count(*) FROM studies").fetchone()
+        per_study = self._page_per_study or _PAGE_GUESS_PER_STUDY
+        return Attributes(False, _PAGE_HEAD + 2 * studies * per_study, self._last_page_at, None)
 
     def _still_held(self, node: Node, inode: int) -> Attributes:
         """What stat answers for an inode the kernel holds whose rows are gone (expired,
@@ -280,13 +295,14 @@ class DicomOperations:
             inode = self.inodes.looked_up(child, parent_inode, wanted)
         return self._entry(child, inode, found)
 
-    def getattr(self, inode: int, request: Request | None = None) -> bytes:
+    def getattr(self, inode: int, request: Request | None = None, fh: int | None = None) -> bytes:
+        """fh: the handle an fstat asks about, if it is one."""
         node = self._node(inode)
         found = views.attributes(self._conn(), node)
         if found is None:
             found = self._still_held(node, inode)
         if node == views.PAGE:
-            found, (attr_s, attr_ns) = self._page_attributes(), _NEVER
+            found, (attr_s, attr_ns) = self._page_attributes(fh), _NEVER
         else:
             attr_s, attr_ns = _TIMEOUT
         return kernel.ATTR_OUT.pack(attr_s, attr_ns, 0, *self._attr(inode, found))
@@ -505,11 +521,16 @@ class DicomOperations:
             os.close(stored.fd)
 
     def _open_page(self) -> bytes:
-        generated = page.render(self._index(), self.mountpoint)
+        index = self._index()
+        (studies,) = index.conn.execute("SELECT count(*) FROM studies").fetchone()
+        generated = page.render(index, self.mountpoint)
         with self._lock:
             fh = next(self._handles)
             self._pages[fh] = generated
-            self._last_page_size, self._last_page_at = len(generated), time.time()
+            self._last_page_at = time.time()
+            if studies:
+                measured = -(-max(len(generated) - _PAGE_HEAD, 0) // studies)  # rounded up
+                self._page_per_study = max(self._page_per_study or 0, measured)
         # direct_io: each open shows the page as generated then, whatever size stat said.
         return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_DIRECT_IO, 0)
 
