@@ -131,6 +131,14 @@ def test_mount_background_frees_the_callers_pipe_and_logs_to_a_private_file(
         assert again.stderr == f"Error: {mountpoint} is already a mount point\n"
 
 
+def test_serve_stopped_by_sigterm_does_not_say_someone_unmounted_it(tmp_path: Path) -> None:
+    server = Serve(small_store(tmp_path), mount=tmp_path / "mnt")
+    assert server.stop() == 0  # SIGTERM
+    said = server.log.read_text()
+    assert f"unmounted {tmp_path / 'mnt'}" in said
+    assert "was unmounted" not in said
+
+
 def test_serve_stops_whole_when_its_mount_is_unmounted(tmp_path: Path) -> None:
     server = Serve(small_store(tmp_path), mount=tmp_path / "mnt")
     try:

@@ -190,8 +190,9 @@ def run(
         follower = changes.Changes(store, operations.inodes, fuse, operations)
         operations.changed = follower.catch_up
         unmounted = threading.Event()
+        ending = threading.Event()  # we unmount it ourselves: a signal, or a task's end
         reader = threading.Thread(
-            target=_serve, args=(fuse, mountpoint, unmounted), name="dicomfs-fuse"
+            target=_serve, args=(fuse, mountpoint, unmounted, ending), name="dicomfs-fuse"
         )
         try:
             follower.start()
@@ -207,6 +208,7 @@ def run(
             ]
             run_until_signal(beside, until=unmounted)
         finally:
+            ending.set()
             _quietly(unmount, mountpoint, lazy=True)  # a no-op once unmounted
             fuse.stop()  # a process inside the mount keeps it until the session ends
             if reader.ident is not None:  # started
@@ -225,13 +227,15 @@ def _fuse_options(options: MountOptions) -> list[str]:
     return chosen
 
 
-def _serve(fuse: session.Session, mountpoint: Path, ended: threading.Event) -> None:
+def _serve(
+    fuse: session.Session, mountpoint: Path, ended: threading.Event, ending: threading.Event
+) -> None:
     try:
         fuse.serve()  # returns when the kernel ends the session (an unmount), or stop()
     except Exception:
         log.exception("the FUSE session failed: stopping")
     else:
-        if not fuse.stopped:
+        if not fuse.stopped and not ending.is_set():  # someone else unmounted it
             log.info("%s was unmounted: stopping", mountpoint)
     finally:
         ended.set()
