@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from dicomfs.dicom import corpus, names
+from dicomfs.store import index as index_module
 from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
@@ -230,6 +231,44 @@ def test_the_paths_find_and_index_html_print_lead_to_their_study(store: Path) ->
                         node = child
                     assert node.kind is views.Kind.STUDY, path
                     assert node.row == study, path
+
+
+def test_every_study_s_paths_at_once_are_each_study_s_own(store: Path) -> None:
+    """index.html names thousands of studies at once (views.all_study_paths): the same
+    names as one study's (study_paths), look-alikes and awkward names included."""
+    write_lookalike_uids(store / "gen")
+    corpus.write_awkward(store / "odd")
+    corpus.write_regular(store / "regular", patients=3, studies=2, series=2, instances=1)
+    with Index(store) as index:
+        reconcile(index, store)
+        conn = index.conn
+        every = views.all_study_paths(conn)
+        studies = [row[0] for row in conn.execute("SELECT id FROM studies")]
+        assert sorted(every) == sorted(studies)
+        for study in studies:
+            own = {view: sorted(paths) for view, paths in views.study_paths(conn, study).items()}
+            assert every[study] == own, study
+
+
+def test_many_studies_are_summarised_at_once_as_each_alone(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus.write_regular(store, patients=3, studies=2, series=2, instances=2)
+    corpus.write_awkward(store / "odd")
+    with Index(store) as index:
+        reconcile(index, store)
+        ids = index.study_ids()
+        monkeypatch.setattr(index_module, "SUMMARIES_AT_ONCE", 1)
+        statements: list[str] = []
+        index.conn.set_trace_callback(statements.append)
+        try:
+            at_once = index.study_summaries(ids)
+        finally:
+            index.conn.set_trace_callback(None)
+        assert [instance_steps(index, statement) for statement in statements] == [[]]
+        monkeypatch.setattr(index_module, "SUMMARIES_AT_ONCE", len(ids) + 1)
+        assert at_once == index.study_summaries(ids)
+        assert len(at_once) == len(ids)
 
 
 def test_a_study_summary_never_reads_the_instances(store: Path) -> None:

@@ -11,13 +11,19 @@ from typing import Any
 from . import views
 from .index import Index
 
+# From this many studies on, every study's paths are found at once (views.all_study_paths):
+# below, each study's own take less.
+ALL_AT_ONCE = 200
+
 
 def study_rows(index: Index, study_ids: Iterable[int], mountpoint: Path) -> list[dict[str, Any]]:
     rows = []
+    wanted = list(study_ids)
     namer = views.Namer(index.conn)
+    every = views.all_study_paths(index.conn) if len(wanted) >= ALL_AT_ONCE else None
     mounted = str(mountpoint).rstrip("/")  # joined as text: pathlib costs more than the query
-    for summary in index.study_summaries(study_ids):
-        paths = namer.study_paths(summary.id)
+    for summary in index.study_summaries(wanted):
+        paths = (every or {}).get(summary.id) or namer.study_paths(summary.id)
         rows.append(
             {
                 "patient_name": summary.patient_name,

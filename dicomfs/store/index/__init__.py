@@ -58,6 +58,9 @@ class SeriesIdentity:
     patient_name: str
 
 
+SUMMARIES_AT_ONCE = 200  # from this many studies on, summarise every study in one query
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StudySummary:
     id: int
@@ -613,8 +616,11 @@ class Index:
         return {row[0] for row in rows}
 
     def study_summaries(self, study_ids: Iterable[int]) -> list[StudySummary]:
+        wanted = list(study_ids)
+        if len(wanted) >= SUMMARIES_AT_ONCE:
+            return self._all_study_summaries(set(wanted))
         summaries = []
-        for study_id in study_ids:
+        for study_id in wanted:
             row = self.conn.execute(
                 """
                 SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
@@ -634,6 +640,31 @@ class Index:
                 (study_id,),
             ).fetchone()
             if row and row[0] is not None:
+                values: list[Any] = [v if v is not None else "" for v in row]
+                summaries.append(StudySummary(*values))
+        summaries.sort(key=lambda s: (s.study_date, s.study_time, s.patient_name, s.study_uid))
+        return summaries
+
+    def _all_study_summaries(self, wanted: set[int]) -> list[StudySummary]:
+        """study_summaries of many studies: every study's in one grouped query."""
+        summaries = []
+        rows = self.conn.execute(
+            """
+            SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
+                   st.study_time, st.description, st.accession,
+                   group_concat(DISTINCT se.modality),
+                   group_concat(DISTINCT se.station_name),
+                   count(DISTINCT se.id), coalesce(sum(sc.instances), 0),
+                   coalesce(sum(sc.bytes), 0), coalesce(st.first_received, 0),
+                   group_concat(DISTINCT nullif(sc.sender_aet, ''))
+            FROM studies st JOIN patients p ON p.id = st.patient
+            JOIN series se ON se.study = st.id
+            LEFT JOIN series_counts sc ON sc.series = se.id
+            GROUP BY st.id
+            """
+        )
+        for row in rows:
+            if row[0] in wanted:
                 values: list[Any] = [v if v is not None else "" for v in row]
                 summaries.append(StudySummary(*values))
         summaries.sort(key=lambda s: (s.study_date, s.study_time, s.patient_name, s.study_uid))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+from collections.abc import Iterator
 from typing import NamedTuple, cast
 
 from . import by_date, by_modality, by_patient, by_received, by_uid
@@ -174,6 +175,46 @@ def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
         (node.row,),
     ).fetchone()
     return InstanceFile(*row) if row else None
+
+
+def all_study_paths(conn: sqlite3.Connection) -> dict[int, dict[str, list[str]]]:
+    """Every study's directories in every view, by study row id, as study_paths gives
+    one study's: each view walked down once, each directory above the studies listed
+    once (a level of thousands, at once where it can: Level.lists_all), where
+    study_paths asks each study's parents anew (index.html: thousands of studies)."""
+    paths: dict[int, dict[str, list[str]]] = {}
+    for view in VIEWS:
+        frontier = [(view.top, view.name)]
+        while frontier:
+            below: list[tuple[Node, str]] = []
+            for node, path, listed in _listings(conn, frontier):
+                for name, key, _ in listed:
+                    child = node.child(key)
+                    if child.kind is Kind.STUDY:
+                        found = paths.setdefault(child.row, {v.name: [] for v in VIEWS})
+                        found[view.name].append(f"{path}/{name}")
+                    else:
+                        below.append((child, f"{path}/{name}"))
+            frontier = below
+    for found in paths.values():
+        for listed_paths in found.values():
+            listed_paths.sort()
+    return paths
+
+
+def _listings(
+    conn: sqlite3.Connection, frontier: list[tuple[Node, str]]
+) -> Iterator[tuple[Node, str, list[Listed]]]:
+    """Each directory of one level with its listing: one query for them all where the
+    level can, else one each."""
+    lists_all = frontier[0][0].level.lists_all
+    everything = lists_all(conn) if lists_all is not None and len(frontier) > 1 else None
+    for node, path in frontier:
+        if everything is not None:
+            yield node, path, everything.get(node.key, [])
+            continue
+        lists = node.level.lists
+        yield node, path, [] if lists is None else lists(conn, node.key, None)
 
 
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:

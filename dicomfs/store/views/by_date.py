@@ -5,6 +5,7 @@ Studies without a StudyDate show under 0000/00/00. The date levels are small
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from .levels import (
     ALL_TIMES,
     FILES,
     SERIES,
+    Attributes,
     Key,
     Kind,
     Level,
@@ -108,6 +110,17 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
 
 
+def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+    """Every patient's studies of every day, as _studies lists one's."""
+    found: dict[Key, list[tuple[str, str, Key, Attributes]]] = collections.defaultdict(list)
+    for sid, date, patient, n, uid, r, a in conn.execute(
+        """SELECT id, study_date, patient, dir_name, study_uid, last_received, last_access
+           FROM studies"""
+    ):
+        found[(date, patient)].append((n, uid, (sid,), directory(r, a)))
+    return {key: present(named(studies)) for key, studies in found.items()}
+
+
 def _prefix_times(key: Key) -> tuple[str, Key]:
     return f"{ALL_TIMES} WHERE study_date BETWEEN ? AND ?", _date_range(str(key[0]))
 
@@ -132,6 +145,7 @@ VIEW = View(
             _studies,
             lambda key: (f"{ALL_TIMES} WHERE study_date = ? AND patient = ?", key),
             base_of=lambda conn, key: patient_dir_name(conn, key[1:]),
+            lists_all=_all_studies,
         ),
         Level(Kind.STUDY, study_series, study_times, base_of=study_dir_name),
         SERIES,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 
 from .levels import (
     ALL_TIMES,
     FILES,
     SERIES,
+    Attributes,
     Key,
     Kind,
     Level,
@@ -50,6 +52,16 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
 
 
+def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+    """Every patient's studies, as _studies lists each patient's."""
+    found: dict[Key, list[tuple[str, str, Key, Attributes]]] = collections.defaultdict(list)
+    for sid, patient, n, uid, r, a in conn.execute(
+        "SELECT id, patient, dir_name, study_uid, last_received, last_access FROM studies"
+    ):
+        found[(patient,)].append((n, uid, (sid,), directory(r, a)))
+    return {key: present(named(studies)) for key, studies in found.items()}
+
+
 def patient_dir_name(conn: sqlite3.Connection, key: Key) -> str:
     (dir_name,) = conn.execute("SELECT dir_name FROM patients WHERE id = ?", key).fetchone()
     return str(dir_name)
@@ -69,6 +81,7 @@ VIEW = View(
             _studies,
             lambda key: (f"{ALL_TIMES} WHERE patient = ?", key),
             base_of=patient_dir_name,
+            lists_all=_all_studies,
         ),
         Level(Kind.STUDY, study_series, study_times, base_of=study_dir_name),
         SERIES,

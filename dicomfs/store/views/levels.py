@@ -42,6 +42,7 @@ class Attributes(NamedTuple):  # a tuple: readdir makes one per entry
 
 Listed = tuple[str, Key, Attributes]  # an entry's name, its key in the level below, its stat
 Lister = Callable[[sqlite3.Connection, Key, str | None], list[Listed]]
+AllLister = Callable[[sqlite3.Connection], dict[Key, list[Listed]]]  # by directory key
 FileNamer = Callable[[sqlite3.Connection, Key], list[tuple[str, int]]]  # (name, row id)
 Times = Callable[[Key], tuple[str, tuple[object, ...]]]  # SQL of (newest receipt, access)
 
@@ -59,6 +60,9 @@ class Level:
     # A series' files by name alone, sorted: what a find reads of them, a query its
     # index answers without the rows. None: the listing's names.
     file_names: FileNamer | None = None
+    # Every directory of this level listed at once, as `lists` lists each: for a level
+    # of thousands of directories (a patient's studies) that index.html names whole.
+    lists_all: AllLister | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
