@@ -99,3 +99,12 @@ def test_instances_and_series_sort_by_their_number(numbers: list[int]) -> None:
 def test_a_missing_or_negative_number_is_zero(number: int | None) -> None:
     assert names.instance_file(number) == "000000.dcm"
     assert names.series_dir(number, "") == "000000"
+
+
+UIDS = st.text(st.sampled_from("0123456789."), max_size=260) | st.text(CHARACTERS, max_size=80)
+
+
+@given(UIDS)
+@settings(max_examples=400)
+def test_a_plain_uid_is_one_its_safe_form_leaves_as_it_is(uid: str) -> None:
+    assert names.is_plain_uid(uid) == (names.safe_component(uid) == uid)

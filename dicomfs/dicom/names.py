@@ -25,6 +25,7 @@ LONG_DIGITS = 40
 
 _SAFE_PUNCT = frozenset("._-+@")
 _RUNS = re.compile(r"_{2,}")
+_DIGITS_AND_DOTS = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _DIGEST = re.compile(rf"[0-9a-f]{{{SHORT_DIGITS}}}|[0-9a-f]{{{LONG_DIGITS}}}")
 
 
@@ -116,6 +117,10 @@ def uid_names(uids: Sequence[str], ext: str = "") -> list[str]:
 
 
 def is_plain_uid(uid: str) -> bool:
+    """Whether safe_component leaves the UID as it is: at once for digits and dots,
+    what nearly every UID is (by-uid asks it of every study of the store)."""
+    if len(uid) <= BASE_MAX and _DIGITS_AND_DOTS.fullmatch(uid):
+        return True
     return safe_component(uid) == uid
 
 
