@@ -33,8 +33,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicomfs import config
-from dicomfs.dicom import corpus
-from dicomfs.net import commands, outgoing
+from dicomfs.dicom import corpus, header
+from dicomfs.net import commands
 from dicomfs.store.index import Index, query
 from dicomfs.store.indexer import reconcile
 
@@ -112,7 +112,7 @@ def test_a_retrieval_names_what_it_wants_and_gets_it_in_order(store: Path) -> No
 def test_the_data_set_starts_where_pydicom_says(name: str) -> None:
     path = Path(pydicom.data.get_testdata_file(name))  # type: ignore[arg-type]
     head = path.read_bytes()
-    found = outgoing.data_set_start(head)
+    found = header.data_set_start(head)
     dataset = pydicom.dcmread(path, force=True)
     if "TransferSyntaxUID" not in dataset.file_meta or head[128:132] != b"DICM":
         assert found is None

@@ -67,6 +67,20 @@ def read_header(data: bytes, wanted: frozenset[int]) -> Header | None:
     return Header(values, syntax, media_sop, complete=end < len(data))
 
 
+def data_set_start(data: bytes) -> tuple[int, str] | None:
+    """Where a Part 10 file's data set begins, and its transfer syntax, from the file's
+    first bytes; None if they hold no complete Part 10 header (the data set must begin
+    within them)."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    try:
+        meta, pos = _read_meta(data, 132)
+        syntax = meta.get(0x00020010, b"").decode("ascii").strip("\x00 ")
+    except (_Unsupported, struct.error, UnicodeDecodeError):
+        return None
+    return (pos, syntax) if syntax and pos + 8 <= len(data) else None
+
+
 def _read_meta(data: bytes, pos: int) -> tuple[dict[int, bytes], int]:
     """Group 0002, always explicit VR little endian."""
     meta: dict[int, bytes] = {}

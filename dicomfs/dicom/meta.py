@@ -199,7 +199,7 @@ _INSTANCE_MARKERS = (_TAGS["SOPInstanceUID"], _TAGS["StudyInstanceUID"], _TAGS["
 # Bytes that separate values and name components; escape sequences reset at each.
 _DELIMITERS = {0x5C, 0x5E, 0x3D}
 # Character sets under which UTF-8 bytes are often written by mistake.
-LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
+_LATIN_SETS = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO 2022 IR 100"})
 
 
 def _value(ds: Dataset, tag: int) -> bytes | str | None:
@@ -229,16 +229,26 @@ def _uid(values: Mapping[int, bytes | str], keyword: str) -> str:
     return uid
 
 
+def charset_terms(declared: bytes | str | None) -> list[str]:
+    """A SpecificCharacterSet's values, as declared (raw, or text)."""
+    if isinstance(declared, bytes):
+        declared = declared.decode("ascii", errors="replace")
+    return [t.strip() for t in (declared or "").strip("\x00 ").split("\\")]
+
+
+def may_be_utf8(terms: list[str]) -> bool:
+    """Whether text declared in these character sets may be UTF-8 written by mistake:
+    Latin-1, or none declared."""
+    return "\\".join(terms) in _LATIN_SETS
+
+
 class _TextReader:
     """Decodes raw text values with the file's character set."""
 
     def __init__(self, values: Mapping[int, bytes | str]) -> None:
         self.values = values
-        declared = values.get(_CHARSET_TAG)
-        if isinstance(declared, bytes):
-            declared = declared.decode("ascii", errors="replace")
-        terms = [t.strip() for t in (declared or "").strip("\x00 ").split("\\")]
-        self.may_be_utf8 = "\\".join(terms) in LATIN_SETS
+        terms = charset_terms(values.get(_CHARSET_TAG))
+        self.may_be_utf8 = may_be_utf8(terms)
         try:
             self.encodings = convert_encodings(terms if any(terms) else ["ISO_IR 6"])
         except Exception:

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # the cost of a change the mount could not see.
 TIMEOUT = 3600.0
 _TIMEOUT = kernel.split_time(TIMEOUT)
-_NEVER = (0, 0)  # index.html: its size is the last generated page's (_page_attributes)
+_NEVER = (0, 0)  # index.html: never cached, its size is worked out each time (_page_attributes)
 # What index.html takes besides its studies, at most; and for each study, before a page
 # has shown what one takes (_page_attributes).
 _PAGE_HEAD, _PAGE_GUESS_PER_STUDY = 64 * 1024, 8 * 1024

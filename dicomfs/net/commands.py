@@ -103,7 +103,7 @@ def response(
         comment = error_comment.encode("ascii", "replace")
         if len(comment) > ERROR_COMMENT_LENGTH:  # cut at a word, and say so
             comment = comment[: ERROR_COMMENT_LENGTH - 3].rsplit(b" ", 1)[0] + b"..."
-        elements += _element(0x0902, comment + b" " * (len(comment) % 2))
+        elements += _padded(0x0902, comment)
     if request.field == C_STORE_RQ:
         elements += _uid(0x1000, request.sop_instance)
     if counts is not None:
@@ -123,8 +123,7 @@ def store_request(
     elements += _us_element(0x0110, message_id) + _us_element(0x0700, MEDIUM)
     elements += _us_element(0x0800, DATA_SET) + _uid(0x1000, sop_instance)
     if move_originator:
-        title = move_originator.encode("ascii", "replace")
-        elements += _element(0x1030, title + b" " * (len(title) % 2))
+        elements += _padded(0x1030, move_originator.encode("ascii", "replace"))
         elements += _us_element(0x1031, move_originator_id)
     return _group(elements)
 
@@ -144,6 +143,11 @@ def _text(value: bytes, pad: bytes) -> str:
 
 def _element(element: int, value: bytes) -> bytes:
     return _ELEMENT.pack(0x0000, element, len(value)) + value
+
+
+def _padded(element: int, text: bytes) -> bytes:
+    """A text element, padded to even length with a space (AE, LO)."""
+    return _element(element, text + b" " * (len(text) % 2))
 
 
 def _us_element(element: int, value: int) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import struct
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
@@ -21,15 +20,13 @@ from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
+from ..dicom.header import data_set_start
 from ..store import files as store_files
 from ..store.index.query import Retrievable
 from . import commands, wire
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # the fallbacks, best first
 _WHOLE = 4 << 20  # an instance up to this size is read whole; a larger one as it is sent
-_LONG_VR = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-            b"UT", b"UV"}  # fmt: skip
-_GROUP_AND_ELEMENT = struct.Struct("<HH")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,30 +101,6 @@ def payload(root: int, item: Retrievable, offer: Offer) -> Payload:
     return sent
 
 
-def data_set_start(head: bytes) -> tuple[int, str] | None:
-    """Where a Part 10 file's data set begins, and its transfer syntax, from the
-    file's first bytes; None if they hold no complete Part 10 header."""
-    if head[128:132] != b"DICM":
-        return None
-    position, syntax = 132, ""
-    while position + 8 <= len(head):
-        group, element = _GROUP_AND_ELEMENT.unpack_from(head, position)
-        if group != 0x0002:
-            return (position, syntax) if syntax else None
-        if head[position + 4 : position + 6] in _LONG_VR:
-            if position + 12 > len(head):
-                return None
-            (length,) = struct.unpack_from("<L", head, position + 8)
-            start = position + 12
-        else:
-            (length,) = struct.unpack_from("<H", head, position + 6)
-            start = position + 8
-        if element == 0x0010:
-            syntax = head[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        position = start + length
-    return None
-
-
 def _converted(fd: int, syntax: str, item: Retrievable) -> bytes:
     """The instance's data set in `syntax` (an uncompressed little-endian one),
     decompressed first if pydicom can decode it. A big-endian one is not converted:
@@ -161,11 +134,18 @@ def _converted(fd: int, syntax: str, item: Retrievable) -> bytes:
 
 def syntax_name(uid: str) -> str:
     """A stored transfer syntax's name; a file without a Part 10 header has none."""
+    if is_transfer_syntax(uid):
+        return UID(uid).name
+    return "no known transfer syntax (a file without a Part 10 header)"
+
+
+def is_transfer_syntax(uid: str) -> bool:
+    """Whether the index's transfer syntax of an instance is one ('' without a Part 10
+    header)."""
     try:
-        name = UID(uid).name if UID(uid).is_transfer_syntax else ""
+        return UID(uid).is_transfer_syntax
     except ValueError:
-        name = ""
-    return name or "no known transfer syntax (a file without a Part 10 header)"
+        return False
 
 
 def one_line(text: str, limit: int = 200) -> str:

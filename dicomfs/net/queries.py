@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode
 
-from ..dicom.meta import LATIN_SETS
+from ..dicom.meta import charset_terms, may_be_utf8
 from ..store.index import query
 from ..store.index.query import Retrievable
 
@@ -42,9 +42,12 @@ IDENTIFIER_DOES_NOT_MATCH = 0xA900  # C-FIND: the identifier is not one of this 
 UNABLE_TO_PROCESS = 0xC000
 
 
-def read(identifier: bytes, syntax: str) -> tuple[Dataset, str, dict[str, str]]:
+def read(
+    identifier: bytes, syntax: str, study_root: bool = False
+) -> tuple[Dataset, str, dict[str, str]]:
     """A C-FIND's, C-MOVE's or C-GET's identifier: as a dataset, its level, and its
-    keys (keyword -> value, empty for universal matching)."""
+    keys (keyword -> value, empty for universal matching). study_root: the Study
+    Root model's, which has no PATIENT level."""
     implicit, little = syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
     asked = decode(BytesIO(identifier), implicit, little)
     if asked is None:
@@ -57,6 +60,8 @@ def read(identifier: bytes, syntax: str) -> tuple[Dataset, str, dict[str, str]]:
         keys = {element.keyword: _value(element) for element in asked if element.keyword}
     for keyword in _SKIPPED:
         keys.pop(keyword, None)
+    if study_root and level == "PATIENT":
+        raise Refused(IDENTIFIER_DOES_NOT_MATCH, "no PATIENT level in the Study Root model")
     return asked, level, keys
 
 
@@ -64,11 +69,8 @@ def _utf8_by_mistake(asked: Dataset) -> bool:
     """Whether the identifier's text is UTF-8 declared as Latin-1 or not declared at
     all: what findscu sends from a UTF-8 terminal (`-k PatientName=Müller`). Read as
     UTF-8 then, as the index reads such files."""
-    declared = getattr(asked.get_item(0x00080005), "value", None) or b""
-    if isinstance(declared, bytes):
-        declared = declared.decode("ascii", "replace")
-    terms = [t.strip() for t in str(declared).strip("\x00 ").split("\\")]
-    if "\\".join(terms) not in LATIN_SETS:
+    declared = getattr(asked.get_item(0x00080005), "value", None)
+    if not may_be_utf8(charset_terms(declared)):
         return False
     found = False
     for tag in asked.keys():  # noqa: SIM118 (iterating a Dataset decodes its values)
@@ -86,9 +88,7 @@ def retrievable(
     conn: sqlite3.Connection, identifier: bytes, syntax: str, study_root: bool = False
 ) -> list[Retrievable]:
     """The instances a C-MOVE's or C-GET's identifier names."""
-    _, level, keys = read(identifier, syntax)
-    if study_root and level == "PATIENT":
-        raise Refused(IDENTIFIER_DOES_NOT_MATCH, "no PATIENT level in the Study Root model")
+    _, level, keys = read(identifier, syntax, study_root)
     try:
         return query.retrievable(conn, level, keys)
     except query.BadQuery as exc:
@@ -98,11 +98,8 @@ def retrievable(
 def matches(
     conn: sqlite3.Connection, identifier: bytes, syntax: str, aet: str, study_root: bool = False
 ) -> Iterator[bytes]:
-    """Each match of the identifier, encoded in the presentation context's syntax.
-    study_root: the Study Root model, which has no PATIENT level."""
-    asked, level, keys = read(identifier, syntax)
-    if study_root and level == "PATIENT":
-        raise Refused(IDENTIFIER_DOES_NOT_MATCH, "no PATIENT level in the Study Root model")
+    """Each match of the identifier, encoded in the presentation context's syntax."""
+    asked, level, keys = read(identifier, syntax, study_root)
     try:
         found = query.find(conn, level, keys)
         answer = _Answer(asked, level, aet, syntax)

@@ -25,7 +25,7 @@ from pynetdicom.presentation import PresentationContext
 
 from .. import config
 from . import wire
-from .outgoing import UNCOMPRESSED, Offer
+from .outgoing import UNCOMPRESSED, Offer, is_transfer_syntax
 from .remotes import Remote
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -43,16 +43,9 @@ def contexts_for(stored: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]
     MAX_CONTEXTS (instances of what does not fit fail as their sub-operations)."""
     pairs = sorted(set(stored))
     # A file without a Part 10 header has no syntax of its own: it goes converted.
-    wanted = [(sop_class, [syntax]) for sop_class, syntax in pairs if _known(syntax)]
+    wanted = [(sop_class, [syntax]) for sop_class, syntax in pairs if is_transfer_syntax(syntax)]
     wanted += [(sop_class, list(UNCOMPRESSED)) for sop_class in sorted({c for c, _ in pairs})]
     return wanted[:MAX_CONTEXTS]
-
-
-def _known(syntax: str) -> bool:
-    try:
-        return UID(syntax).is_transfer_syntax
-    except ValueError:
-        return False
 
 
 class Outbound:
