@@ -42,7 +42,11 @@ def change_store(store: Path) -> tuple[str, str]:
     """One file changed, one new, one directory and one junk file gone."""
     changed = sorted(str(p.relative_to(store)) for p in (store / "b").rglob("*.dcm"))[0]
     os.utime(store / changed, ns=(1, 2_000_000_000_000_000_000))
-    corpus.write(store / "new" / "n.dcm", corpus.Spec(sop_uid="1.2.826.0.1.9.99"))
+    # Every UID fixed: generated ones differ in length run to run, and so would the file's size.
+    new = corpus.Spec(
+        study_uid="1.2.826.0.1.9.97", series_uid="1.2.826.0.1.9.98", sop_uid="1.2.826.0.1.9.99"
+    )
+    corpus.write(store / "new" / "n.dcm", new)
     shutil.rmtree(store / "1.2-x")
     (store / "c" / "junk.txt").unlink()
     return changed, "new/n.dcm"
