@@ -28,8 +28,11 @@ def back_to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE changes")
     conn.executescript(
         """DROP TRIGGER instances_counted_in; DROP TRIGGER instances_counted_out;
-           DROP TRIGGER instances_recounted; DROP TABLE series_counts;"""
-    )
+           DROP TRIGGER instances_recounted; DROP TABLE series_counts;
+           CREATE INDEX series_last_access ON series(last_access);
+           CREATE INDEX series_last_received ON series(last_received);
+           CREATE INDEX instances_received_at ON instances(received_at);"""
+    )  # the indexes schema 8 dropped
 
 
 @pytest.fixture

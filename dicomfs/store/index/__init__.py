@@ -306,16 +306,22 @@ class Index:
         return str(before[1]) if before is not None else None
 
     def _note_receipt(self, series_id: int, received_at: float) -> None:
-        """Widen the series' and study's receipt times to include this instance."""
+        """Widen the series' and study's receipt times to include this instance. Each
+        column is written only if it moves: a page written for nothing is a page more
+        in the WAL for every instance received (first_received has an index)."""
         study = self.conn.execute(
             """UPDATE series SET last_received = max(coalesce(last_received, ?1), ?1)
                WHERE id = ?2 RETURNING study""",
             (received_at, series_id),
         ).fetchone()[0]
         self.conn.execute(
-            """UPDATE studies SET first_received = min(coalesce(first_received, ?1), ?1),
-                                  last_received = max(coalesce(last_received, ?1), ?1)
+            """UPDATE studies SET last_received = max(coalesce(last_received, ?1), ?1)
                WHERE id = ?2""",
+            (received_at, study),
+        )
+        self.conn.execute(
+            """UPDATE studies SET first_received = ?1
+               WHERE id = ?2 AND (first_received IS NULL OR first_received > ?1)""",
             (received_at, study),
         )
 

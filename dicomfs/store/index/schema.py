@@ -16,12 +16,20 @@ from .migrations import (
     MIGRATIONS,
     SERIES_COUNTS,
     TREE,
+    UNUSED_V8,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# The tree as migration 7 made it, less the indexes migration 8 dropped.
+_TREE_NOW = "".join(
+    line
+    for line in TREE.splitlines(keepends=True)
+    if not any(line.startswith(f"CREATE INDEX {name} ") for name in UNUSED_V8)
+)
+
 CURRENT = (
-    TREE
+    _TREE_NOW
     + """
 -- What each series holds, by sender, counted by the triggers below: a study's summary.
 """
