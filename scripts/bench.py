@@ -26,6 +26,7 @@ from dicomfs.store.views import VIEW_NAMES
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_corpus
 from bench_ingest import bench_ingest, status_mb
+from bench_page import bench_page
 from bench_pull import bench_pull
 from bench_qr import bench_qr
 
@@ -232,12 +233,12 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
     parser.add_argument(
         "--only",
-        choices=["index", "mount", "find", "ingest", "pull", "qr"],
+        choices=["index", "mount", "find", "ingest", "pull", "qr", "page"],
         action="append",
         help="run only these",
     )
     args = parser.parse_args()
-    only = set(args.only or ["index", "mount", "find", "ingest", "pull", "qr"])
+    only = set(args.only or ["index", "mount", "find", "ingest", "pull", "qr", "page"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -256,6 +257,8 @@ def main() -> None:
         if "qr" in only:
             large = work / "store"
             bench_qr(work, large if (large / ".dicomfs").exists() else None)
+        if "page" in only:
+            bench_page(work, mounted)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

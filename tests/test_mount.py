@@ -25,6 +25,7 @@ import pytest
 from dicomfs.dicom import corpus
 from dicomfs.life import expiry
 from dicomfs.mount.run import is_ready
+from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 from dicomfs.store.writer import IndexWriter
@@ -363,18 +364,27 @@ def wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
 
 
 def test_index_html_lists_every_study_escaped_and_current(mounted: Mount) -> None:
-    page = (mounted.path / "index.html").read_text()
     conn = sqlite3.connect(mounted.store / ".dicomfs" / "index.sqlite")
     patient_ids = [row[0] for row in conn.execute("SELECT patient_id FROM patients")]
+    (studies,) = conn.execute("SELECT count(*) FROM studies").fetchone()
     conn.close()
-    for patient_id in patient_ids:
-        assert html.escape(patient_id) in page
-    assert "<script>" not in page  # a PatientName of the corpus carries one
-    assert "&lt;script&gt;" in page
-    # Every directory it names can be entered.
-    for path in re.findall(r'<td class="paths">(.*?)</td>', page):
-        for directory in path.split("<br>"):
-            assert Path(html.unescape(directory)).is_dir(), directory
+    # index.html, and beside it, hidden, the same page for each other view.
+    shown = sorted(p.name for p in mounted.path.iterdir() if p.name.endswith(".html"))
+    assert shown == sorted(map(views.page_name, views.VIEW_NAMES))
+    assert [name for name in shown if not name.startswith(".")] == ["index.html"]
+    for view in views.VIEW_NAMES:
+        page = (mounted.path / views.page_name(view)).read_text()
+        for patient_id in patient_ids:
+            assert html.escape(patient_id) in page
+        assert "<script>alert" not in page  # a PatientName of the corpus carries one
+        assert "&lt;script&gt;alert" in page
+        # Every directory it names can be entered.
+        (base,) = re.findall(r'data-base="([^"]*)"', page)
+        assert base == f"{mounted.path}/{view}"
+        named = re.findall(r"<code><bdi>(.*?)</bdi></code>", page)
+        assert len(named) >= studies
+        for directory in named:
+            assert Path(html.unescape(f"{base}/{directory}")).is_dir(), directory
     corpus.write(
         mounted.store / "late.dcm", corpus.Spec(patient_name="LATE^COMER", patient_id="LATE-ID-1")
     )

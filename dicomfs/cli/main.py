@@ -533,8 +533,9 @@ def mount_options(func: F) -> F:
 
 
 def _mount_options(
-    allow_other: bool, uid: int | None, gid: int | None, file_mode: int, allow_delete: bool
-) -> Any:
+    allow_other: bool, uid: int | None, gid: int | None, file_mode: int, allow_delete: bool,
+    retention: float | None = None,
+) -> Any:  # fmt: skip
     from ..mount.fs import MountOptions
 
     return MountOptions(
@@ -543,6 +544,7 @@ def _mount_options(
         file_mode=file_mode,
         allow_other=allow_other,
         allow_delete=allow_delete,
+        retention=retention,
     )
 
 
@@ -814,7 +816,7 @@ def serve_command(
     receiving = ReceiverOptions(
         bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts
     )
-    options = _mount_options(allow_other, uid, gid, file_mode, allow_delete)
+    options = _mount_options(allow_other, uid, gid, file_mode, allow_delete, retention)
     store = _ensure_store(store, create)
     try:
         if not no_mount:

@@ -35,7 +35,7 @@ from ..life import access, expiry
 from ..store import files as store_files
 from ..store import views
 from ..store.index import Index, IndexUnusable
-from ..store.views import Attributes, Entry, Node
+from ..store.views import Attributes, Entry, Kind, Node
 from ..store.writer import IndexWriter
 from . import kernel, nowait, page
 from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
@@ -74,6 +74,7 @@ class MountOptions:
     file_mode: int = 0o600  # patients' data: the mounting user only, by default
     allow_other: bool = False
     allow_delete: bool = False  # rm of instance files (so rm -r of a series) deletes them
+    retention: float | None = None  # seconds, when expiry runs beside the mount (serve)
 
 
 class _StoredFile(NamedTuple):  # a tuple: every open makes one
@@ -134,7 +135,7 @@ class DicomOperations:
         self._held: dict[int, _Held] = {}  # inode -> its open instance file
         # a directory rm deleted below -> when last (time.monotonic), its parent, its name
         self._emptying: dict[Node, tuple[float, Node, str]] = {}
-        self._pages: dict[int, bytes] = {}  # fh -> index.html as generated at open
+        self._pages: dict[int, tuple[Node, bytes]] = {}  # fh -> a page as generated at open
         self._page_per_study: int | None = None  # the most bytes a study took on a page
         self._last_page_at: float | None = None  # when: the mount's start, until an open
         self._handles = itertools.count(1)
@@ -198,16 +199,16 @@ class DicomOperations:
 
     def _entry(self, node: Node, inode: int, found: Attributes) -> bytes:
         entry_s, entry_ns = _TIMEOUT
-        if node == views.PAGE:
+        if node.kind is Kind.PAGE:
             attr_s, attr_ns = _NEVER
-            found = self._page_attributes()
+            found = self._page_attributes(node)
         else:
             attr_s, attr_ns = _TIMEOUT
         return kernel.ENTRY_OUT.pack(
             inode, 0, entry_s, attr_s, entry_ns, attr_ns, *self._attr(inode, found)
         )
 
-    def _page_attributes(self, fh: int | None = None) -> Attributes:
+    def _page_attributes(self, node: Node, fh: int | None = None) -> Attributes:
         """stat never generates index.html (it takes seconds on a large store).
 
         While a page is open, a stat has the size of the newest one (or of the handle
@@ -219,10 +220,10 @@ class DicomOperations:
         mtime is when the last page was generated (the mount's start before)."""
         with self._lock:
             if fh not in self._pages:
-                fh = max(self._pages, default=None)
+                fh = max((h for h, (n, _) in self._pages.items() if n == node), default=None)
             opened = self._pages.get(fh) if fh is not None else None
         if opened is not None:
-            return Attributes(False, len(opened), self._last_page_at, None)
+            return Attributes(False, len(opened[1]), self._last_page_at, None)
         (studies,) = self._conn().execute("SELECT count(*) FROM studies").fetchone()
         per_study = self._page_per_study or _PAGE_GUESS_PER_STUDY
         return Attributes(False, _PAGE_HEAD + 2 * studies * per_study, self._last_page_at, None)
@@ -301,8 +302,8 @@ class DicomOperations:
         found = views.attributes(self._conn(), node)
         if found is None:
             found = self._still_held(node, inode)
-        if node == views.PAGE:
-            found, (attr_s, attr_ns) = self._page_attributes(fh), _NEVER
+        if node.kind is Kind.PAGE:
+            found, (attr_s, attr_ns) = self._page_attributes(node, fh), _NEVER
         else:
             attr_s, attr_ns = _TIMEOUT
         return kernel.ATTR_OUT.pack(attr_s, attr_ns, 0, *self._attr(inode, found))
@@ -412,8 +413,8 @@ class DicomOperations:
         node = self._node(inode)
         if not views.is_file(node):
             raise FuseError(errno.EISDIR)
-        if node == views.PAGE:
-            return Later(self._open_page)
+        if node.kind is Kind.PAGE:
+            return Later(lambda: self._open_page(node))
         info = self._file_info(node, inode)
         # Opened now, so that a file expired or replaced while open keeps reading
         # until it is closed; without a hand-off when the kernel has the path cached.
@@ -487,9 +488,9 @@ class DicomOperations:
             raise FuseError(exc.errno or errno.EIO) from None
 
     def read(self, fh: int, offset: int, size: int) -> bytes | bytearray | Later:
-        generated = self._pages.get(fh)
-        if generated is not None:
-            return generated[offset : offset + size]
+        opened = self._pages.get(fh)
+        if opened is not None:
+            return opened[1][offset : offset + size]
         stored = self._files.get(fh)
         if stored is None:
             raise FuseError(errno.EBADF)
@@ -520,13 +521,15 @@ class DicomOperations:
         if stored.fd >= 0:
             os.close(stored.fd)
 
-    def _open_page(self) -> bytes:
+    def _open_page(self, node: Node) -> bytes:
         index = self._index()
         (studies,) = index.conn.execute("SELECT count(*) FROM studies").fetchone()
-        generated = page.render(index, self.mountpoint)
+        generated = page.render(
+            index, self.mountpoint, views.page_view(node), retention=self.options.retention
+        )
         with self._lock:
             fh = next(self._handles)
-            self._pages[fh] = generated
+            self._pages[fh] = (node, generated)
             self._last_page_at = time.time()
             if studies:
                 measured = -(-max(len(generated) - _PAGE_HEAD, 0) // studies)  # rounded up

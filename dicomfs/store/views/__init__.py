@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, cast
 
 from . import by_date, by_modality, by_patient, by_received, by_uid
@@ -41,11 +41,30 @@ VIEWS: tuple[View, ...] = (
 )
 VIEW_NAMES = tuple(view.name for view in VIEWS)
 
+# index.html shows each study's directory in by-patient/; a page of the same studies for
+# each other view sits beside it, hidden (a dot file), for the page's view switch.
 PAGE_NAME = "index.html"
+PAGE_VIEW = "by-patient"
+
+
+def page_name(view: str) -> str:
+    return PAGE_NAME if view == PAGE_VIEW else f".index.{view}.html"
+
+
 _ROOT_VIEW = View("", (Level(Kind.ROOT),), lambda conn, study: [])
-_PAGE_VIEW = View(PAGE_NAME, (Level(Kind.PAGE),), lambda conn, study: [])
+_PAGE_VIEWS = {
+    name: View(page_name(name), (Level(Kind.PAGE),), lambda conn, study: []) for name in VIEW_NAMES
+}
 ROOT = _ROOT_VIEW.top
-PAGE = _PAGE_VIEW.top
+PAGES = {name: view.top for name, view in _PAGE_VIEWS.items()}  # view name -> its page
+PAGE = PAGES[PAGE_VIEW]
+
+
+def page_view(page: Node) -> str:
+    """The view whose directories a page shows."""
+    return next(name for name, node in PAGES.items() if node == page)
+
+
 # An instance file is the same in every view: the mount knows it by its row id alone.
 _INSTANCE_VIEW = View("", (FILES,), lambda conn, study: [])
 _PAGE_ATTRIBUTES = Attributes(False, 0, None, None)  # its size is the mount's, which makes it
@@ -142,7 +161,7 @@ def _root_entries(conn: sqlite3.Connection) -> list[Entry]:
     views = directory(received, accessed)
     return [
         *(Entry(view.name, view.top, views) for view in VIEWS),
-        Entry(PAGE_NAME, PAGE, _PAGE_ATTRIBUTES),
+        *(Entry(page_name(name), page, _PAGE_ATTRIBUTES) for name, page in PAGES.items()),
     ]
 
 
@@ -177,25 +196,34 @@ def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
     return InstanceFile(*row) if row else None
 
 
-def all_study_paths(conn: sqlite3.Connection) -> dict[int, dict[str, list[str]]]:
-    """Every study's directories in every view, by study row id, as study_paths gives
-    one study's: each view walked down once, each directory above the studies listed
-    once (a level of thousands, at once where it can: Level.lists_all), where
-    study_paths asks each study's parents anew (index.html: thousands of studies)."""
+def all_study_paths(
+    conn: sqlite3.Connection, wanted: Sequence[str] = VIEW_NAMES
+) -> dict[int, dict[str, list[str]]]:
+    """Every study's directories in every view (or the views wanted), by study row id,
+    as study_paths gives one study's: each view walked down once, each directory above
+    the studies listed once (a level of thousands, at once where it can:
+    Level.lists_all), where study_paths asks each study's parents anew (index.html:
+    thousands of studies)."""
     paths: dict[int, dict[str, list[str]]] = {}
     for view in VIEWS:
+        if view.name not in wanted:
+            continue
         frontier = [(view.top, view.name)]
-        while frontier:
-            below: list[tuple[Node, str]] = []
-            for node, path, listed in _listings(conn, frontier):
-                for name, key, _ in listed:
-                    child = node.child(key)
-                    if child.kind is Kind.STUDY:
-                        found = paths.setdefault(child.row, {v.name: [] for v in VIEWS})
+        for place in view.places[1:]:  # the levels below the top, down to the studies
+            if place.level.kind is Kind.STUDY:
+                for _, path, listed in _listings(conn, frontier):
+                    for name, key, _ in listed:
+                        study = int(key[-1])  # type: ignore[call-overload]
+                        found = paths.get(study)
+                        if found is None:
+                            found = paths[study] = {each: [] for each in wanted}
                         found[view.name].append(f"{path}/{name}")
-                    else:
-                        below.append((child, f"{path}/{name}"))
-            frontier = below
+                break
+            frontier = [
+                (tuple.__new__(Node, (place, *key)), f"{path}/{name}")  # as Node.child makes
+                for _, path, listed in _listings(conn, frontier)
+                for name, key, _ in listed
+            ]
     for found in paths.values():
         for listed_paths in found.values():
             listed_paths.sort()

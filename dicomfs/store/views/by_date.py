@@ -98,6 +98,21 @@ def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Li
     )
 
 
+def _all_patients(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+    """Every day's patients, as _patients lists one day's."""
+    found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
+    for date, n, pkey, peers, pid, r, a in conn.execute(
+        """SELECT st.study_date, p.dir_name, p.patient_key,
+                  (SELECT count(*) FROM patients peer WHERE peer.dir_name = p.dir_name),
+                  p.id, max(st.last_received), max(st.last_access)
+           FROM studies st JOIN patients p ON p.id = st.patient
+           GROUP BY st.study_date, p.id"""
+    ):
+        found[(date or "00000000",)].append((n, pkey, peers, (date, pid), directory(r, a)))
+    peers_sql = "SELECT patient_key FROM patients WHERE dir_name = ?"
+    return {key: present(named_among_all(conn, day, peers_sql)) for key, day in found.items()}
+
+
 def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
@@ -139,7 +154,13 @@ VIEW = View(
         Level(Kind.TOP, _years, lambda key: (ALL_TIMES, ())),
         Level(Kind.GROUP, _date_part(5), _prefix_times, name_of=lambda key: str(key[0])),
         Level(Kind.GROUP, _date_part(7), _prefix_times, name_of=lambda key: str(key[0])[4:6]),
-        Level(Kind.GROUP, _patients, _prefix_times, name_of=lambda key: str(key[0])[6:8]),
+        Level(
+            Kind.GROUP,
+            _patients,
+            _prefix_times,
+            name_of=lambda key: str(key[0])[6:8],
+            lists_all=_all_patients,
+        ),
         Level(
             Kind.GROUP,
             _studies,

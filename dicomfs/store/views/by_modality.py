@@ -3,12 +3,14 @@ the lab's own layout. A study shows under each modality and station of its serie
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 
 from .levels import (
     ALL_TIMES,
     FILES,
     SERIES,
+    Attributes,
     Key,
     Kind,
     Level,
@@ -95,6 +97,21 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     )
 
 
+def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+    """Every day's studies under every modality and station, as _studies lists one's."""
+    found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
+    for mod, sta, day, n, uid, peers, sid, r, a in conn.execute(
+        """SELECT se.modality_dir, se.station_dir, st.day_dir, st.uid_dir, st.study_uid,
+                  (SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir),
+                  st.id, max(se.last_received), max(se.last_access)
+           FROM series se JOIN studies st ON st.id = se.study
+           GROUP BY se.modality_dir, se.station_dir, st.id"""
+    ):
+        found[(mod, sta, day)].append((n, uid, peers, (mod, sta, sid), directory(r, a)))
+    peers_sql = "SELECT study_uid FROM studies WHERE uid_dir = ?"
+    return {key: present(named_among_all(conn, day, peers_sql)) for key, day in found.items()}
+
+
 def _series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
     mod, sta, study = key
     found = rows(
@@ -147,6 +164,7 @@ VIEW = View(
                 key,
             ),
             name_of=lambda key: str(key[-1]),
+            lists_all=_all_studies,
         ),
         Level(
             Kind.STUDY,
