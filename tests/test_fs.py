@@ -13,10 +13,11 @@ import pydicom
 import pytest
 
 from dicomfs.dicom import corpus
-from dicomfs.mount import kernel, page
+from dicomfs.mount import fs, kernel, page
 from dicomfs.mount.fs import DicomOperations, MountOptions
 from dicomfs.mount.inodes import ROOT_INODE
 from dicomfs.mount.session import FuseError, Later, Request
+from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
@@ -217,5 +218,30 @@ def test_a_directory_read_in_several_batches_reads_one_listing(store: Path, tmp_
             batch = dirents(done(operations.readdir(series_inode, batch[-1][2], 512)))
         assert read == [b".", b"..", *before]  # each entry once, none missed
         assert len(listing(operations, series_inode)) == 61  # a new listing shows it
+    finally:
+        operations.close()
+
+
+def test_every_page_fits_the_size_stat_said_whichever_was_opened_first(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser reads as many bytes as stat said: a page cut short loses its script. A
+    page barely longer than the head allowed for once made the bound of the next page
+    too small for the longer paths of another view."""
+    corpus.write_regular(store, patients=3, studies=2, series=1, instances=1)
+    with Index(store) as index:
+        reconcile(index, store)
+        shortest = len(page.render(index, tmp_path / "mnt", "by-uid"))
+    monkeypatch.setattr(fs, "_PAGE_HEAD", shortest - 1)  # by-uid's page just over it
+    operations = DicomOperations(store, tmp_path / "mnt", MountOptions())
+    try:
+        for view in ("by-uid", *views.VIEW_NAMES):  # the shortest paths first
+            found = entry(operations.lookup(ROOT_INODE, views.page_name(view).encode()))
+            bound = attributes(operations.getattr(found.inode)).size
+            fh = fh_of(done(operations.open(found.inode, os.O_RDONLY)))
+            generated = done(operations.read(fh, 0, 10_000_000))
+            operations.release(fh)
+            assert generated.endswith(b"</html>\n")
+            assert len(generated) <= bound, view
     finally:
         operations.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dicomfs.dicom import corpus
 from dicomfs.life import expiry
-from dicomfs.mount import page
+from dicomfs.mount import page, series_page
 from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
@@ -52,7 +52,7 @@ def two_studies(store: Path) -> Index:
 
 def rows_of(text: str) -> list[str]:
     body = text.split("</thead>")[1].split("</table>")[0]
-    return [row.removesuffix("</tbody><tbody>") for row in body.split("<tr>")[1:]]
+    return [row.removesuffix("</tbody><tbody>") for row in re.split(r"<tr\b[^>]*>", body)[1:]]
 
 
 def test_each_page_lists_every_study_escaped_with_its_directories_in_its_view(
@@ -116,6 +116,23 @@ def test_times_and_sizes_read_as_a_person_says_them() -> None:
     assert [page._from_now(s) for s in (-1, 30, 5 * 3600, 6.9 * DAY, 1.2 * DAY)] == [
         "due", "in 1 min", "in 5 h", "in 7 days", "in 1 day",
     ]  # fmt: skip
-    assert [page._size(n) for n in (0, 999, 1000, 39_321_600, 5 * 10**12)] == [
+    assert [page.size_text(n) for n in (0, 999, 1000, 39_321_600, 5 * 10**12)] == [
         "0 B", "999 B", "1.0 KB", "39.3 MB", "5.0 TB",
     ]  # fmt: skip
+
+
+def test_a_study_s_series_page_names_each_series_picture_and_directory(store: Path) -> None:
+    corpus.write_regular(store, patients=1, studies=1, series=3, instances=2)
+    with Index(store) as index:
+        reconcile(index, store)
+        (study,) = index.conn.execute("SELECT id FROM studies").fetchone()
+        series = [row[0] for row in index.conn.execute("SELECT id FROM series ORDER BY id")]
+        for view in views.VIEW_NAMES:
+            text = series_page.render(index, study, view).decode()
+            assert re.findall(r'<img src="([^"]+)"', text) == list(
+                map(views.thumbnail_name, series)
+            )
+            shown = re.findall(r"<code><bdi>(.*?)</bdi></code>", text)
+            expected = views.series_paths(index.conn, study, view)
+            assert shown == [p.removeprefix(f"{view}/") for s in series for p in expected[s]]
+            assert "<script" not in text

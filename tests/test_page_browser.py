@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dicomfs.dicom import corpus
-from dicomfs.store import views
+from dicomfs.store import thumbnails, views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
@@ -26,6 +29,7 @@ from .peers import serving
 
 ARTIFACTS = Path(os.environ.get("DICOMFS_ARTIFACTS", Path(__file__).parents[1] / "build/artifacts"))
 WAIT = 30  # seconds a condition may take on a busy machine
+PYDICOM_FILES = ("CT_small.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm")
 
 
 class Site:
@@ -40,8 +44,8 @@ class Site:
         self.browser.get((self.mount / name).as_uri() + fragment)
         self.wait_for(lambda: self.script("return document.documentElement.className") == "js")
 
-    def script(self, code: str) -> object:
-        return self.browser.execute_script(code)
+    def script(self, code: str, *arguments: object) -> object:
+        return self.browser.execute_script(code, *arguments)
 
     def wait_for(self, condition: object) -> None:
         WebDriverWait(self.browser, WAIT).until(lambda _: condition())  # type: ignore[operator]
@@ -71,6 +75,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     # More than a hundred studies: the page groups its rows by the hundred (page.ROWS_PER_BODY).
     corpus.write_regular(store / "incoming", patients=60, studies=2, series=1, instances=1)
     corpus.write_awkward(store / "odd")  # <script> names, 200 characters, Greek, Japanese...
+    for name in PYDICOM_FILES:  # as pydicom ships them: uncompressed, JPEG, JPEG 2000
+        (store / "pydicom" / name).mkdir(parents=True)
+        shutil.copy(str(get_testdata_file(name, download=False)), store / "pydicom" / name)
     with Index(store) as index:
         reconcile(index, store)
     with serving(store, mount=mount), chromium() as browser:
@@ -190,3 +197,27 @@ def test_the_view_a_user_chooses_is_kept_for_the_next_visit(site: Site) -> None:
     site.browser.get((site.mount / "index.html").as_uri())  # and that choice is kept too
     site.wait_for(lambda: site.script("return document.documentElement.className") == "js")
     assert site.browser.current_url.split("#")[0].endswith("/index.html")
+
+
+def test_a_click_on_a_study_shows_its_series_with_a_picture_of_each(site: Site) -> None:
+    site.open()
+    for name in PYDICOM_FILES:
+        patient_id = str(dcmread(get_testdata_file(name, download=False)).PatientID)
+        row = site.browser.find_element(By.XPATH, f"//tbody/tr[td[2]='{patient_id}']")
+        row.find_element(By.CSS_SELECTOR, "td").click()
+        panel = row.find_element(By.XPATH, "following-sibling::tr[1]")
+        assert panel.get_attribute("class") == "series"
+        site.browser.switch_to.frame(panel.find_element(By.TAG_NAME, "iframe"))
+        try:
+            (picture,) = site.browser.find_elements(By.TAG_NAME, "img")
+            site.wait_for(lambda: site.script("return arguments[0].complete", picture))  # noqa: B023
+            assert int(picture.get_attribute("naturalWidth") or 0) > 0, name
+            thumbnail = site.mount / picture.get_attribute("src").rsplit("/", 1)[1]
+            assert thumbnail.read_bytes() != thumbnails.placeholder("no preview"), name
+            (directory,) = site.browser.find_elements(By.TAG_NAME, "code")
+            assert (site.mount / "by-patient" / directory.text).is_dir()
+        finally:
+            site.browser.switch_to.default_content()
+        site.shot(f"series-{name}.png")
+        row.find_element(By.CSS_SELECTOR, "td").click()  # and hidden again
+        site.wait_for(lambda: not site.browser.find_elements(By.CSS_SELECTOR, "tr.series"))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..store import files as store_files
-from ..store import views
+from ..store import thumbnails, views
 from ..store.index import Index, audit, lifecycle
 from ..store.writer import IndexWriter
 
@@ -68,7 +68,7 @@ def delete_series(
     """Delete one series, audited. With now and retention, only if it is still due
     (it may have been read, or received more of, since it was listed)."""
 
-    def drop(index: Index) -> list[str] | None:
+    def drop(index: Index) -> tuple[list[str], str] | None:
         if not (
             retention is None
             or now is None
@@ -84,12 +84,14 @@ def delete_series(
             bytes=sum(size for _, size in files), **dataclasses.asdict(identity),
         )  # fmt: skip
         audit.append(index.conn, [record])
-        return [path for path, _ in files]
+        return [path for path, _ in files], identity.series_uid
 
-    paths = writer.run(drop)
-    if paths is None:
+    dropped = writer.run(drop)
+    if dropped is None:
         return False
+    paths, series_uid = dropped
     finish_deletions(writer, store, paths)
+    thumbnails.remove(store, [series_uid])  # its picture goes with it
     return True
 
 

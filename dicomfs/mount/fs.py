@@ -33,11 +33,11 @@ from typing import NamedTuple
 
 from ..life import access, expiry
 from ..store import files as store_files
-from ..store import views
+from ..store import thumbnails, views
 from ..store.index import Index, IndexUnusable
 from ..store.views import Attributes, Entry, Kind, Node
 from ..store.writer import IndexWriter
-from . import kernel, nowait, page
+from . import kernel, nowait, page, series_page
 from .inodes import FILE_INODES, ROOT_INODE, Inodes, file_inode
 from .session import FuseError, Later, Request, Then
 
@@ -224,9 +224,21 @@ class DicomOperations:
             opened = self._pages.get(fh) if fh is not None else None
         if opened is not None:
             return Attributes(False, len(opened[1]), self._last_page_at, None)
-        (studies,) = self._conn().execute("SELECT count(*) FROM studies").fetchone()
-        per_study = self._page_per_study or _PAGE_GUESS_PER_STUDY
-        return Attributes(False, _PAGE_HEAD + 2 * studies * per_study, self._last_page_at, None)
+        shows = views.generated(node)
+        if shows.what == "thumbnail":
+            bound = thumbnails.MOST_BYTES
+        elif shows.what == "series":
+            (series,) = (
+                self._conn()
+                .execute("SELECT count(*) FROM series WHERE study = ?", (shows.row,))
+                .fetchone()
+            )
+            bound = _PAGE_HEAD + series * _PAGE_GUESS_PER_STUDY
+        else:
+            (studies,) = self._conn().execute("SELECT count(*) FROM studies").fetchone()
+            per_study = self._page_per_study or _PAGE_GUESS_PER_STUDY
+            bound = _PAGE_HEAD + 2 * studies * per_study
+        return Attributes(False, bound, self._last_page_at, None)
 
     def _still_held(self, node: Node, inode: int) -> Attributes:
         """What stat answers for an inode the kernel holds whose rows are gone (expired,
@@ -523,16 +535,28 @@ class DicomOperations:
 
     def _open_page(self, node: Node) -> bytes:
         index = self._index()
-        (studies,) = index.conn.execute("SELECT count(*) FROM studies").fetchone()
-        generated = page.render(
-            index, self.mountpoint, views.page_view(node), retention=self.options.retention
-        )
+        shows = views.generated(node)
+        studies = 0
+        if shows.what == "thumbnail":
+            made = thumbnails.of_series(self.store, index.conn, int(shows.row or 0))
+            if made is None:
+                raise FuseError(errno.ENOENT)  # the series has gone since the lookup
+            generated = made
+        elif shows.what == "series":
+            generated = series_page.render(index, int(shows.row or 0), str(shows.view))
+        else:
+            (studies,) = index.conn.execute("SELECT count(*) FROM studies").fetchone()
+            generated = page.render(
+                index, self.mountpoint, str(shows.view), retention=self.options.retention
+            )
         with self._lock:
             fh = next(self._handles)
             self._pages[fh] = (node, generated)
             self._last_page_at = time.time()
             if studies:
-                measured = -(-max(len(generated) - _PAGE_HEAD, 0) // studies)  # rounded up
+                # The whole page's share, head included: a page whose head held most
+                # of it (a few studies) must not make the next one's bound too small.
+                measured = -(-len(generated) // studies)  # rounded up
                 self._page_per_study = max(self._page_per_study or 0, measured)
         # direct_io: each open shows the page as generated then, whatever size stat said.
         return kernel.OPEN_OUT.pack(fh, kernel.FOPEN_DIRECT_IO, 0)

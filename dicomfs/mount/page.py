@@ -64,6 +64,10 @@ th.n { text-align: right; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
 tbody[hidden], tbody tr[hidden] { display: none; }
+.js tbody tr[data-s] { cursor: pointer; }
+tr.series { display: block; }
+tr.series td { display: block; padding: 2px 0 6px 28px; }
+tr.series iframe { width: 100%; border: 1px solid #d0d0d0; display: block; }
 tbody tr:hover { background: #eef5ff; }
 .n { text-align: right; font-variant-numeric: tabular-nums; }
 td.p div { display: flex; gap: 4px; }
@@ -77,8 +81,10 @@ td.p button::before { content: "cd"; }
 .kept { color: #0a6b2c; font-weight: 600; }
 """
 
-_SCRIPT = """
+_SCRIPT_TEMPLATE = """
 "use strict";
+const ROW_HEIGHT = @ROW_HEIGHT@;  // a series on its page (SERIES_ROW_HEIGHT)
+const SERIES = @SERIES@;  // the column of a study's series count
 const table = document.getElementById("studies");
 const bodies = Array.from(table.tBodies);
 const rows = bodies.flatMap((body) => Array.from(body.rows));
@@ -148,9 +154,34 @@ function pack() {
   const placed = order.filter((row) => !row.hidden).concat(order.filter((row) => row.hidden));
   bodies.forEach((body, i) => {
     const part = placed.slice(i * perBody, (i + 1) * perBody);
-    body.replaceChildren(...part);
+    const withPanels = part.flatMap((row) => (panels.has(row) ? [row, panels.get(row)] : [row]));
+    body.replaceChildren(...withPanels);
     body.hidden = !part.length || part[0].hidden;
   });
+  for (const [row, panel] of panels) panel.hidden = row.hidden;
+}
+
+// A click on a study's row shows its series below it (a page of the mount, in a frame
+// as tall as they need), and another click hides them.
+const panels = new Map();
+function toggle(row) {
+  const open = panels.get(row);
+  if (open) {
+    open.remove();
+    panels.delete(row);
+    return;
+  }
+  const panel = document.createElement("tr");
+  const cell = document.createElement("td");
+  const frame = document.createElement("iframe");
+  panel.className = "series";
+  frame.title = "The study's series";
+  frame.height = String(ROW_HEIGHT * Number(row.cells[SERIES].textContent) + 4);
+  frame.src = ".series." + table.dataset.view + "." + row.dataset.s + ".html";
+  cell.appendChild(frame);
+  panel.appendChild(cell);
+  row.after(panel);
+  panels.set(row, panel);
 }
 
 function shellQuoted(text) {
@@ -194,7 +225,9 @@ function wire() {
     });
   });
   table.addEventListener("click", (event) => {
+    const row = event.target.closest("tbody tr");
     if (event.target.tagName === "BUTTON") copy(event.target);
+    else if (row && row.dataset.s && !String(getSelection())) toggle(row);
   });
   table.addEventListener("mouseover", (event) => {
     const cell = event.target.closest("code, td");
@@ -221,16 +254,9 @@ else wire();
 """
 
 
-def _hash(text: str) -> str:
+def source_hash(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
-
-# Only this style and this script, and images from the mount itself: nothing from any
-# other host, no other script (a value that slipped through escaping would not run).
-_POLICY = (
-    f"default-src 'none'; style-src '{_hash(_STYLE)}'; script-src '{_hash(_SCRIPT)}'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'"
-)
 
 # (title, numeric: sorted by data-v and aligned right)
 _COLUMNS = (
@@ -242,12 +268,26 @@ _COLUMNS = (
 _RECEIVED = 8  # the column of the default order, newest first
 ROWS_PER_BODY = 100  # rows in one tbody (see _STYLE)
 _KEPT_SORTS = 9e15  # after every date: kept studies sort last when soonest comes first
+_SERIES = 9  # the column of a study's series count
+SERIES_ROW_HEIGHT = 60  # pixels a series takes on its page (series_page.py)
+_SCRIPT = _SCRIPT_TEMPLATE.replace("@ROW_HEIGHT@", str(SERIES_ROW_HEIGHT)).replace(
+    "@SERIES@", str(_SERIES)
+)
+
+# Only this style and this script, and the series pages and thumbnails of the mount
+# itself (file:): nothing from any other host, no other script (a value that slipped
+# through escaping would not run).
+_POLICY = (
+    f"default-src 'none'; style-src '{source_hash(_STYLE)}'; "
+    f"script-src '{source_hash(_SCRIPT)}'; frame-src 'self' file:; img-src 'self' file:; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 _MARKUP = re.compile("[&<>\"']").search
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """html.escape, at a tenth of its cost for the values that need none (nearly all)."""
     return text.translate(_ESCAPES) if _MARKUP(text) else text
 
@@ -288,16 +328,16 @@ def render(
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>DICOM studies in {_escape(str(mountpoint))}</title>",
+        f"<title>DICOM studies in {escape(str(mountpoint))}</title>",
         f"<style>{_STYLE}</style></head><body><header>",
-        f"<h1>DICOM studies in {_escape(str(mountpoint))}</h1>",
+        f"<h1>DICOM studies in {escape(str(mountpoint))}</h1>",
         f"<div>{len(summaries)} studies, {instances} images, as of {when}. Directories in "
-        f"<code>{_escape(base)}/</code>; show them in: <nav>{links}</nav></div>",
+        f"<code>{escape(base)}/</code>; show them in: <nav>{links}</nav></div>",
         '<div class="js-only"><input id="q" type="search" autofocus aria-label="Search" '
         'placeholder="Name, ID, accession, description, station, sender, date"> '
         '<span id="count"></span><output id="copied"></output></div>',
         "<noscript><div>Find a study with your browser's Find in page (Ctrl-F).</div></noscript>",
-        f'</header><table id="studies" data-view="{view}" data-base="{_escape(base)}">',
+        f'</header><table id="studies" data-view="{view}" data-base="{escape(base)}">',
         f"<thead><tr>{head}</thead><tbody>",
         *(
             ("</tbody><tbody>" if number and not number % ROWS_PER_BODY else "")
@@ -332,18 +372,19 @@ def _row(summary: StudySummary, paths: list[str], now: float, expires: _Expiry, 
     received = summary.received_at
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(received))
     directories = "".join(
-        f"<div><code><bdi>{_escape(path.removeprefix(view + '/'))}</bdi></code><button "
+        f"<div><code><bdi>{escape(path.removeprefix(view + '/'))}</bdi></code><button "
         'title="Copy the cd to this directory"></button></div>'
         for path in paths
     )
     return (
-        f"<tr><td>{_escape(summary.patient_name)}<td>{_escape(summary.patient_id)}"
-        f"<td>{iso_date(summary.study_date)}<td>{_escape(summary.description)}"
-        f"<td>{_escape(summary.accession)}<td>{_escape(summary.modalities)}"
-        f"<td>{_escape(summary.stations)}<td>{_escape(summary.senders)}"
+        f"<tr data-s={summary.id}><td>{escape(summary.patient_name)}"
+        f"<td>{escape(summary.patient_id)}"
+        f"<td>{iso_date(summary.study_date)}<td>{escape(summary.description)}"
+        f"<td>{escape(summary.accession)}<td>{escape(summary.modalities)}"
+        f"<td>{escape(summary.stations)}<td>{escape(summary.senders)}"
         f"<td data-v={received:.0f}>{stamp} · {_ago(now - received)}"
         f"<td class=n>{summary.series_count}<td class=n>{summary.instance_count}"
-        f"<td class=n data-v={summary.size}>{_size(summary.size)}"
+        f"<td class=n data-v={summary.size}>{size_text(summary.size)}"
         f"{expires.cell(summary)}<td class=p>{directories}"
     )
 
@@ -370,7 +411,7 @@ def _from_now(seconds: float) -> str:
     return f"in {days} day{'s' if days > 1 else ''}"
 
 
-def _size(size: int) -> str:
+def size_text(size: int) -> str:
     if size < 1000:
         return f"{size} B"
     value, unit = size / 1000, "KB"

@@ -13,6 +13,7 @@ tests/test_views.py.
 from __future__ import annotations
 
 import collections
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, cast
@@ -63,6 +64,59 @@ PAGE = PAGES[PAGE_VIEW]
 def page_view(page: Node) -> str:
     """The view whose directories a page shows."""
     return next(name for name, node in PAGES.items() if node == page)
+
+
+# What the pages show on demand, found by name but never listed: a study's series (in a
+# view), a series' thumbnail. Named by row id: a page names them as it is generated.
+_SERIES_PAGES = {
+    name: View(f".series.{name}", (Level(Kind.PAGE),), lambda conn, study: [])
+    for name in VIEW_NAMES
+}
+_THUMBNAILS = View(".thumb", (Level(Kind.PAGE),), lambda conn, study: [])
+_ON_DEMAND = re.compile(r"\.series\.([a-z-]+)\.([1-9][0-9]*)\.html|\.thumb\.([1-9][0-9]*)\.png")
+
+
+def series_page_name(view: str, study: int) -> str:
+    return f".series.{view}.{study}.html"
+
+
+def thumbnail_name(series: int) -> str:
+    return f".thumb.{series}.png"
+
+
+class Generated(NamedTuple):
+    """What a page node shows: "studies" (index.html and its kin), "series" (of the
+    study `row`) or "thumbnail" (of the series `row`)."""
+
+    what: str
+    view: str | None
+    row: int | None
+
+
+def generated(node: Node) -> Generated:
+    view = node.view
+    if view is _THUMBNAILS:
+        return Generated("thumbnail", None, node.row)
+    for name, series_page in _SERIES_PAGES.items():
+        if view is series_page:
+            return Generated("series", name, node.row)
+    return Generated("studies", page_view(node), None)
+
+
+def _on_demand(conn: sqlite3.Connection, name: str) -> Entry | None:
+    found = _ON_DEMAND.fullmatch(name)
+    if found is None:
+        return None
+    view, study, series = found.groups()
+    if study is not None:
+        if view not in _SERIES_PAGES:
+            return None
+        table, row, place = "studies", int(study), _SERIES_PAGES[view].places[0]
+    else:
+        table, row, place = "series", int(series), _THUMBNAILS.places[0]
+    if conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row,)).fetchone() is None:
+        return None
+    return Entry(name, Node(place, (row,)), _PAGE_ATTRIBUTES)
 
 
 # An instance file is the same in every view: the mount knows it by its row id alone.
@@ -141,6 +195,10 @@ def _by_name(listed: Listed) -> str:
 def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Entry | None:
     """The entry called name in a directory node, or None: the listing narrowed to
     the entries that can carry that name, through an indexed column."""
+    if node == ROOT and name.startswith("."):
+        on_demand = _on_demand(conn, name)
+        if on_demand is not None:
+            return on_demand
     for entry in _entries(conn, node, name):
         if entry.name == name:
             return entry
@@ -243,6 +301,20 @@ def _listings(
             continue
         lists = node.level.lists
         yield node, path, [] if lists is None else lists(conn, node.key, None)
+
+
+def series_paths(conn: sqlite3.Connection, study: int, view: str) -> dict[int, list[str]]:
+    """The directories of a study's series in a view, by series row id, each as the
+    study's directory there (study_paths) and the name its listing gives the series."""
+    found: dict[int, list[str]] = {}
+    for path in study_paths(conn, study)[view]:
+        node: Node | None = top(view)
+        for part in path.split("/")[1:]:
+            entry = lookup(conn, node, part) if node is not None else None
+            node = entry.node if entry is not None else None
+        for entry in list_entries(conn, node) if node is not None else []:
+            found.setdefault(entry.node.row, []).append(f"{path}/{entry.name}")
+    return found
 
 
 def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:

@@ -1,0 +1,106 @@
+"""Thumbnails of series from files no one here wrote (pydicom's own test files, as they
+ship, never downloaded): uncompressed, RLE, JPEG, JPEG-LS and JPEG 2000 decode to a
+picture; what no plugin decodes gets the placeholder. Made once, kept in the store's
+own directory, made again when the series grows, gone with the series."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from dicomfs.life import expiry
+from dicomfs.store import thumbnails
+from dicomfs.store.index import Index
+from dicomfs.store.indexer import reconcile
+from dicomfs.store.writer import IndexWriter
+
+
+def pydicom_file(name: str) -> Path:
+    found = get_testdata_file(name, download=False)
+    assert found is not None, f"{name} does not ship with pydicom"
+    return Path(str(found))
+
+
+def alone_in(store: Path, name: str) -> Index:
+    (store / "in").mkdir(parents=True)
+    shutil.copy(pydicom_file(name), store / "in" / name)
+    index = Index(store)
+    reconcile(index, store)
+    return index
+
+
+def only_series(index: Index) -> int:
+    (series,) = index.conn.execute("SELECT id FROM series").fetchone()
+    return int(series)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",  # explicit VR little endian, 16 bit
+        "MR_small_RLE.dcm",  # RLE lossless
+        "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR colour
+        "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
+        "JPEG2000.dcm",  # JPEG 2000
+        "SC_rgb_rle_2frame.dcm",  # two frames, RGB
+    ],
+)
+def test_a_series_gets_a_picture_of_its_image(store: Path, name: str) -> None:
+    before = hashlib.sha256(pydicom_file(name).read_bytes()).hexdigest()
+    with alone_in(store, name) as index:
+        png = thumbnails.of_series(store, index.conn, only_series(index))
+    assert png is not None
+    assert png != thumbnails.placeholder("no preview")
+    image = Image.open(io.BytesIO(png))
+    assert max(image.size) <= thumbnails.SIZE
+    assert np.asarray(image).std() > 10  # a picture, not a flat square
+    # Read, never written: the stored file is as it came.
+    assert hashlib.sha256((store / "in" / name).read_bytes()).hexdigest() == before
+
+
+def test_what_no_plugin_decodes_gets_the_placeholder(store: Path) -> None:
+    with alone_in(store, "JPEG-lossy.dcm") as index:  # 12-bit extended JPEG
+        png = thumbnails.of_series(store, index.conn, only_series(index))
+    assert png == thumbnails.placeholder("no preview")
+
+
+def test_made_once_kept_in_the_store_s_own_directory_and_gone_with_the_series(
+    store: Path,
+) -> None:
+    with alone_in(store, "CT_small.dcm") as index:
+        series = only_series(index)
+        (uid,) = index.conn.execute("SELECT series_uid FROM series").fetchone()
+        first = thumbnails.of_series(store, index.conn, series)
+        kept = store / thumbnails.THUMBS_DIR / f"{uid}.png"
+        assert kept.read_bytes() == first
+        assert [p.name for p in (store / "in").iterdir()] == ["CT_small.dcm"]  # DICOM only
+        # Asked again: read back, not made again.
+        kept.write_bytes(b"the kept one")
+        assert thumbnails.of_series(store, index.conn, series) == b"the kept one"
+        # The series grows: made again.
+        index.conn.execute("UPDATE series SET last_received = ?", (time.time() + 60,))
+        assert thumbnails.of_series(store, index.conn, series) == first
+    writer = IndexWriter(store)
+    try:
+        assert expiry.delete_series(writer, store, series, "a test", "someone")
+    finally:
+        writer.close()
+    assert not kept.exists()
+
+
+def test_a_sweep_removes_the_pictures_of_series_no_longer_indexed(store: Path) -> None:
+    with alone_in(store, "CT_small.dcm") as index:
+        thumbnails.of_series(store, index.conn, only_series(index))
+        stray = store / thumbnails.THUMBS_DIR / "1.2.3.png"
+        stray.write_bytes(b"of a series removed by hand")
+        assert thumbnails.sweep(store, index.conn) == 1
+        assert [p.name for p in (store / thumbnails.THUMBS_DIR).iterdir()] != []
+        assert not stray.exists()
