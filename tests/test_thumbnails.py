@@ -51,6 +51,7 @@ def only_series(index: Index) -> int:
         "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
         "JPEG2000.dcm",  # JPEG 2000
         "SC_rgb_rle_2frame.dcm",  # two frames, RGB
+        "examples_palette.dcm",  # palette colour
     ],
 )
 def test_a_series_gets_a_picture_of_its_image(store: Path, name: str) -> None:

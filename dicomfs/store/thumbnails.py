@@ -104,7 +104,7 @@ def _make(store: Path, conn: sqlite3.Connection, series: int) -> bytes:
 def _pixels(f: io.BufferedReader) -> np.ndarray:
     """The middle frame of the file's image, as 8-bit grey or RGB for a screen."""
     from pydicom import dcmread  # here: only making a picture needs the decoders
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     ds = dcmread(f)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -112,6 +112,8 @@ def _pixels(f: io.BufferedReader) -> np.ndarray:
     if frames > 1:
         pixels = pixels[frames // 2]
     kind = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if kind == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
     if kind.startswith("MONOCHROME"):
         pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
         pixels = _stretched(pixels.astype(np.float64))
