@@ -293,3 +293,35 @@ def instance_steps(index: Index, statement: str) -> list[str]:
     """The steps of a statement's plan that read the instances table."""
     plan = [row[3] for row in index.conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
     return [step for step in plan if re.search(r"^(SEARCH|SCAN) (instances|i)\b", step)]
+
+
+def test_the_pages_series_and_thumbnails_are_found_by_name_and_never_listed(store: Path) -> None:
+    corpus.write_regular(store, patients=1, studies=1, series=2, instances=1)
+    with Index(store) as index:
+        reconcile(index, store)
+        conn = index.conn
+        (study,) = conn.execute("SELECT id FROM studies").fetchone()
+        (series,) = conn.execute("SELECT max(id) FROM series").fetchone()
+        found = {
+            name: views.lookup(conn, views.ROOT, name)
+            for name in (
+                views.series_page_name("by-date", study),
+                views.thumbnail_name(series),
+                views.series_page_name("by-date", study + 1000),  # no such study
+                views.thumbnail_name(series + 1000),
+                f".series.by-date.0{study}.html",  # one name for each: no leading zeros
+                f".series.by-nothing.{study}.html",
+            )
+        }
+        listed = {entry.name for entry in views.list_entries(conn, views.ROOT)}
+    assert [name for name, entry in found.items() if entry is not None] == [
+        views.series_page_name("by-date", study),
+        views.thumbnail_name(series),
+    ]
+    page = found[views.series_page_name("by-date", study)]
+    picture = found[views.thumbnail_name(series)]
+    assert page is not None
+    assert picture is not None
+    assert views.generated(page.node) == views.Generated("series", "by-date", study)
+    assert views.generated(picture.node) == views.Generated("thumbnail", None, series)
+    assert not any(name.startswith((".series", ".thumb")) for name in listed)

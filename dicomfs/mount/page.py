@@ -7,13 +7,14 @@ button that copies the `cd` to it. index.html shows by-patient/; a hidden page b
 it shows each other view (views.page_name), and the page's own links switch between
 them. A search box filters the rows as `dicomfs find` matches (case and accents
 aside), a click on a column sorts by it, and both stay in the URL's fragment, so a
-link can be sent to a colleague. The script only filters, sorts and copies: without
-it the page is the same complete table, for Find in page (Ctrl-F).
+link can be sent to a colleague. A click on a study shows its series below it
+(series_page.py). The script (page.js) only filters, sorts, copies and shows series:
+without it the page is the same complete table, for Find in page (Ctrl-F).
 
-The page is one file that asks nothing of any other host: its style and script are
-inline, allowed by their hashes in its Content-Security-Policy, and nothing else may
-run. Every value is HTML-escaped, since any of them (a PatientName, too) may carry
-markup.
+The page is one file that asks nothing of any other host: its style (page.css) and
+script are inline, allowed by their hashes in its Content-Security-Policy, and
+nothing else may run. Every value is HTML-escaped, since any of them (a PatientName,
+too) may carry markup.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import datetime
 import hashlib
 import re
 import time
+from importlib import resources
 from pathlib import Path
 
 from ..life import expiry
@@ -30,228 +32,8 @@ from ..store import views
 from ..store.catalog import iso_date
 from ..store.index import Index, StudySummary
 
-_STYLE = """
-:root { font: 13px/1.45 system-ui, sans-serif; color: #1d1d1f; }
-body { margin: 0 12px 12px; }
-header { padding: 8px 0 4px; }
-h1 { font-size: 17px; margin: 0 0 4px; }
-header div { margin: 2px 0; color: #555; }
-nav { display: inline; }
-nav a { margin-right: 10px; }
-nav a[aria-current] { font-weight: bold; color: inherit; text-decoration: none; }
-#q { width: 52ch; font: inherit; padding: 2px 6px; }
-.js-only { display: none; }
-.js .js-only { display: revert; }
-output { color: #0a6b2c; margin-left: 10px; }
-table, thead, tbody { display: block; }
-/* Rows come in groups of a hundred, one tbody each: Chromium lays out only the
-   groups on screen (at 10,000 studies, 0.7 s -> 0.4 s to open; 9 s with none). */
-tbody { content-visibility: auto; contain-intrinsic-size: auto 2000px; }
-tr {
-  display: grid;
-  grid-template-columns:
-    minmax(11ch, 1.2fr) minmax(8.5ch, .6fr) 10.5ch minmax(9ch, .9fr) minmax(8ch, .4fr)
-    5.5ch minmax(8.5ch, .5fr) minmax(8ch, .4fr) 29ch 6.5ch 7.5ch 8ch 9ch minmax(22ch, 2.6fr);
-}
-th, td {
-  min-width: 0; padding: 1px 4px; overflow: hidden; white-space: nowrap;
-  text-overflow: ellipsis; border-bottom: 1px solid #e6e6e6; text-align: left;
-}
-thead { position: sticky; top: 0; background: #f3f3f3; z-index: 1; }
-th { font-weight: 600; font-size: 12px; user-select: none; }
-th.n { text-align: right; }
-.js th { cursor: pointer; }
-th[aria-sort=ascending]::after { content: " \\25B2"; }
-th[aria-sort=descending]::after { content: " \\25BC"; }
-tbody[hidden], tbody tr[hidden] { display: none; }
-.js tbody tr[data-s] { cursor: pointer; }
-tr.series { display: block; }
-tr.series td { display: block; padding: 2px 0 6px 28px; }
-tr.series iframe { width: 100%; border: 1px solid #d0d0d0; display: block; }
-tbody tr:hover { background: #eef5ff; }
-.n { text-align: right; font-variant-numeric: tabular-nums; }
-td.p div { display: flex; gap: 4px; }
-td.p code { flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
-/* A path too long is cut at its start: its end names the study. */
-td.p code { direction: rtl; text-align: left; }
-td.p bdi { direction: ltr; }
-td.p button { display: none; font: 11px monospace; padding: 0 4px; }
-.js td.p button { display: inline; }
-td.p button::before { content: "cd"; }
-.kept { color: #0a6b2c; font-weight: 600; }
-"""
-
-_SCRIPT_TEMPLATE = """
-"use strict";
-const ROW_HEIGHT = @ROW_HEIGHT@;  // a series on its page (SERIES_ROW_HEIGHT)
-const SERIES = @SERIES@;  // the column of a study's series count
-const table = document.getElementById("studies");
-const bodies = Array.from(table.tBodies);
-const rows = bodies.flatMap((body) => Array.from(body.rows));
-const perBody = bodies[0].rows.length;
-let order = rows.slice();  // the rows as sorted now
-const search = document.getElementById("q");
-const count = document.getElementById("count");
-const copied = document.getElementById("copied");
-const headers = Array.from(table.tHead.rows[0].cells);
-const fold = (text) => text.normalize("NFD").replace(/\\p{M}/gu, "").toLowerCase();
-let haystacks = null;
-
-function remembered() {
-  try { return localStorage.getItem("dicomfs-view"); } catch (e) { return null; }
-}
-
-function haystack(row) {
-  const text = Array.from(row.cells, (cell) => cell.textContent).join(" | ");
-  return fold(text + " " + text.replace(/(\\d{4})-(\\d\\d)-(\\d\\d)/g, "$1$2$3"));
-}
-
-function state() {
-  return new URLSearchParams(location.hash.slice(1));
-}
-
-function keep(changes) {
-  const now = state();
-  for (const [key, value] of Object.entries(changes)) {
-    if (value) now.set(key, value); else now.delete(key);
-  }
-  history.replaceState(null, "", "#" + now.toString());
-}
-
-function filter() {
-  const words = fold(search.value).split(/\\s+/).filter(Boolean);
-  haystacks = haystacks || new Map(rows.map((row) => [row, haystack(row)]));
-  let shown = 0;
-  for (const row of rows) {
-    const hidden = !words.every((word) => haystacks.get(row).includes(word));
-    if (row.hidden !== hidden) row.hidden = hidden;
-    shown += !hidden;
-  }
-  pack();
-  count.textContent = words.length ? shown + " of " + rows.length + " studies" : "";
-  keep({q: search.value});
-}
-
-function sortBy(column, direction) {
-  const key = (row) => {
-    const cell = row.cells[column];
-    return cell.dataset.v !== undefined ? Number(cell.dataset.v) : fold(cell.textContent);
-  };
-  const keyed = rows.map((row, i) => [key(row), i]);
-  const sign = direction === "ascending" ? 1 : -1;
-  keyed.sort((a, b) => (a[0] < b[0] ? -sign : a[0] > b[0] ? sign : a[1] - b[1]));
-  order = keyed.map(([, i]) => rows[i]);
-  pack();
-  headers.forEach((th, i) => {
-    if (i === column) th.setAttribute("aria-sort", direction);
-    else th.removeAttribute("aria-sort");
-  });
-}
-
-// The rows shown, in order, then the others, perBody to a group: the groups on screen
-// hold rows to show, so Chromium still lays out only those.
-function pack() {
-  const placed = order.filter((row) => !row.hidden).concat(order.filter((row) => row.hidden));
-  bodies.forEach((body, i) => {
-    const part = placed.slice(i * perBody, (i + 1) * perBody);
-    const withPanels = part.flatMap((row) => (panels.has(row) ? [row, panels.get(row)] : [row]));
-    body.replaceChildren(...withPanels);
-    body.hidden = !part.length || part[0].hidden;
-  });
-  for (const [row, panel] of panels) panel.hidden = row.hidden;
-}
-
-// A click on a study's row shows its series below it (a page of the mount, in a frame
-// as tall as they need), and another click hides them.
-const panels = new Map();
-function toggle(row) {
-  const open = panels.get(row);
-  if (open) {
-    open.remove();
-    panels.delete(row);
-    return;
-  }
-  const panel = document.createElement("tr");
-  const cell = document.createElement("td");
-  const frame = document.createElement("iframe");
-  panel.className = "series";
-  frame.title = "The study's series";
-  frame.height = String(ROW_HEIGHT * Number(row.cells[SERIES].textContent) + 4);
-  frame.src = ".series." + table.dataset.view + "." + row.dataset.s + ".html";
-  cell.appendChild(frame);
-  panel.appendChild(cell);
-  row.after(panel);
-  panels.set(row, panel);
-}
-
-function shellQuoted(text) {
-  return "'" + text.replace(/'/g, "'\\\\''") + "'";
-}
-
-function copy(button) {
-  const path = table.dataset.base + "/" + button.previousElementSibling.textContent;
-  const command = "cd " + shellQuoted(path);
-  copied.dataset.command = command;
-  const shown = () => { copied.textContent = "Copied: " + command; };
-  const byHand = () => {
-    const area = document.createElement("textarea");
-    area.value = command;
-    document.body.appendChild(area);
-    area.select();
-    document.execCommand("copy");
-    area.remove();
-    shown();
-  };
-  if (navigator.clipboard) navigator.clipboard.writeText(command).then(shown, byHand);
-  else byHand();
-}
-
-function wire() {
-  for (const other of document.querySelectorAll("nav a")) {
-    other.addEventListener("click", (event) => {
-      try {
-        localStorage.setItem("dicomfs-view", other.dataset.view);
-      } catch (e) { /* a browser without storage: the choice is not kept */ }
-      event.preventDefault();
-      location.href = other.href + location.hash;
-    });
-  }
-  headers.forEach((th, column) => {
-    th.addEventListener("click", () => {
-      const direction =
-        th.getAttribute("aria-sort") === "descending" ? "ascending" : "descending";
-      sortBy(column, direction);
-      keep({sort: column + "," + direction});
-    });
-  });
-  table.addEventListener("click", (event) => {
-    const row = event.target.closest("tbody tr");
-    if (event.target.tagName === "BUTTON") copy(event.target);
-    else if (row && row.dataset.s && !String(getSelection())) toggle(row);
-  });
-  table.addEventListener("mouseover", (event) => {
-    const cell = event.target.closest("code, td");
-    if (cell && !cell.title && cell.scrollWidth > cell.clientWidth) cell.title = cell.textContent;
-  });
-  search.addEventListener("input", filter);
-  const start = state();
-  const [column, direction] = (start.get("sort") || "").split(",");
-  if (headers[Number(column)] && (direction === "ascending" || direction === "descending")) {
-    sortBy(Number(column), direction);
-  }
-  if (start.get("q")) {
-    search.value = start.get("q");
-    filter();
-  }
-  document.documentElement.classList.add("js");  // shows the search box and the buttons
-}
-
-// The view the user chose last, if this page is not it; else this page comes alive.
-const wanted = remembered();
-const link = wanted && document.querySelector('nav a[data-view="' + CSS.escape(wanted) + '"]');
-if (link && wanted !== table.dataset.view) location.replace(link.href + location.hash);
-else wire();
-"""
+_STYLE = resources.files(__package__).joinpath("page.css").read_text("utf-8")
+_SCRIPT_TEMPLATE = resources.files(__package__).joinpath("page.js").read_text("utf-8")
 
 
 def source_hash(text: str) -> str:
@@ -266,7 +48,7 @@ _COLUMNS = (
     ("Expires", True), ("Directory", False),
 )  # fmt: skip
 _RECEIVED = 8  # the column of the default order, newest first
-ROWS_PER_BODY = 100  # rows in one tbody (see _STYLE)
+ROWS_PER_BODY = 100  # rows in one tbody (see page.css)
 _KEPT_SORTS = 9e15  # after every date: kept studies sort last when soonest comes first
 _SERIES = 9  # the column of a study's series count
 SERIES_ROW_HEIGHT = 60  # pixels a series takes on its page (series_page.py)

@@ -5,24 +5,13 @@ directory in the page's view. A hidden file of the mount's root, found by name o
 
 from __future__ import annotations
 
+from importlib import resources
+
 from ..store import views
 from ..store.index import Index
 from . import page
 
-_STYLE = """
-:root { font: 13px/1.4 system-ui, sans-serif; color: #1d1d1f; }
-body { margin: 0; }
-table { border-collapse: collapse; width: 100%; table-layout: fixed; }
-td { padding: 2px 6px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
-td:first-child { width: 60px; }
-td.n { width: 8ch; text-align: right; font-variant-numeric: tabular-nums; }
-td.m { width: 5ch; }
-td.d { width: 30%; }
-img { width: 56px; height: 56px; object-fit: contain; background: #000; display: block; }
-tr { height: 60px; }  /* page.SERIES_ROW_HEIGHT: the frame is sized by it */
-code { direction: rtl; display: block; overflow: hidden; text-overflow: ellipsis; }
-bdi { direction: ltr; }
-"""
+_STYLE = resources.files(__package__).joinpath("series_page.css").read_text("utf-8")
 
 # Its style and the thumbnails of the mount, nothing else: no script at all.
 _POLICY = f"default-src 'none'; style-src '{page.source_hash(_STYLE)}'; img-src 'self' file:"
