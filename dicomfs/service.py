@@ -107,7 +107,7 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
             log.info("expired %d series (%d bytes)", len(gone), freed)
         with Index(store) as index:
             report = reconcile(index, store)
-            thumbnails.sweep(store, index.conn)  # of series gone otherwise (rm, by hand)
+            thumbnails.sweep(store, index.conn)  # of series emptied otherwise (re-filed)
         if report.indexed or report.removed:
             log.info("reconciled: %d indexed, %d removed", report.indexed, report.removed)
     except Exception:

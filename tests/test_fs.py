@@ -17,7 +17,7 @@ from dicomfs.mount import fs, kernel, page
 from dicomfs.mount.fs import DicomOperations, MountOptions
 from dicomfs.mount.inodes import ROOT_INODE
 from dicomfs.mount.session import FuseError, Later, Request
-from dicomfs.store import views
+from dicomfs.store import thumbnails, views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
@@ -243,5 +243,30 @@ def test_every_page_fits_the_size_stat_said_whichever_was_opened_first(
             operations.release(fh)
             assert generated.endswith(b"</html>\n")
             assert len(generated) <= bound, view
+    finally:
+        operations.close()
+
+
+def test_rm_of_a_series_last_file_removes_its_thumbnail_too(store: Path, tmp_path: Path) -> None:
+    corpus.write_regular(store, patients=1, studies=1, series=1, instances=2, matrix=16)
+    with Index(store) as index:
+        reconcile(index, store)
+        (series,) = index.conn.execute("SELECT id FROM series").fetchone()
+        thumbnails.of_series(store, index.conn, series)
+        by_uid = [row[0].split("/") for row in index.conn.execute(
+            """SELECT st.study_uid || '/' || se.series_uid || '/' || i.sop_uid || '.dcm'
+               FROM instances i JOIN series se ON se.id = i.series
+               JOIN studies st ON st.id = se.study"""
+        )]  # fmt: skip
+    kept = list((store / thumbnails.THUMBS_DIR).iterdir())
+    assert len(kept) == 1
+    operations = DicomOperations(store, tmp_path / "mnt", MountOptions(allow_delete=True))
+    try:
+        for study, series_uid, file_name in by_uid:
+            node = entry(operations.lookup(ROOT_INODE, b"by-uid")).inode
+            for part in (study, series_uid):
+                node = entry(operations.lookup(node, part.encode())).inode
+            done(operations.unlink(node, file_name.encode(), REQUEST))
+            assert kept[0].exists() == (file_name != by_uid[-1][2])  # with the last one
     finally:
         operations.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from dicomfs.dicom import corpus
 from dicomfs.life import expiry
 from dicomfs.store import thumbnails
 from dicomfs.store.index import Index
@@ -105,3 +108,43 @@ def test_a_sweep_removes_the_pictures_of_series_no_longer_indexed(store: Path) -
         assert thumbnails.sweep(store, index.conn) == 1
         assert [p.name for p in (store / thumbnails.THUMBS_DIR).iterdir()] != []
         assert not stray.exists()
+
+
+def test_a_bare_data_set_gets_its_picture_and_a_file_without_pixels_says_so(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corpus.write(store / "bare.dcm", corpus.Spec(patient_id="RAW1", matrix=64), with_meta=False)
+    shutil.copy(pydicom_file("waveform_ecg.dcm"), store / "ecg.dcm")
+    shutil.copy(pydicom_file("JPEG-lossy.dcm"), store / "lossy.dcm")
+    with Index(store) as index, caplog.at_level(logging.INFO):
+        reconcile(index, store)
+        pictures = {
+            patient: thumbnails.of_series(store, index.conn, series)
+            for series, patient in index.conn.execute(
+                """SELECT se.id, p.patient_id FROM series se JOIN studies st ON st.id = se.study
+                   JOIN patients p ON p.id = st.patient"""
+            )
+        }
+    patient_of = {name: str(dcmread(store / name).PatientID) for name in ("ecg.dcm", "lossy.dcm")}
+    assert pictures["RAW1"] not in (None, thumbnails.placeholder("no preview"))
+    assert pictures[patient_of["ecg.dcm"]] == thumbnails.placeholder("no image")
+    assert pictures[patient_of["lossy.dcm"]] == thumbnails.placeholder("no preview")
+    # A decoder's failure is told once, at INFO: not as pydicom's ERRORs with tracebacks.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("no thumbnail of lossy.dcm" in r.getMessage() for r in caplog.records)
+
+
+def test_a_series_whose_files_went_by_hand_loses_its_picture_at_the_next_reconcile(
+    store: Path,
+) -> None:
+    with alone_in(store, "CT_small.dcm") as index:
+        thumbnails.of_series(store, index.conn, only_series(index))
+        assert pictures_kept(store)
+        (store / "in" / "CT_small.dcm").unlink()
+        reconcile(index, store)
+    assert pictures_kept(store) == []
+
+
+def pictures_kept(store: Path) -> list[str]:
+    folder = store / thumbnails.THUMBS_DIR
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

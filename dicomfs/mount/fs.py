@@ -627,9 +627,18 @@ class DicomOperations:
             raise FuseError(errno.EPERM)
         instance = entry.node.row
         paths: list[str] = []
+        emptied: list[str] = []  # the series it was the last of
 
         def delete(index: Index) -> None:
+            identity = index.series_identity(instance_id=instance)
             paths.extend(expiry.delete_instance(index, instance, by=access.user_name(uid)))
+            if (
+                identity is not None
+                and not index.conn.execute(
+                    "SELECT 1 FROM series WHERE series_uid = ?", (identity.series_uid,)
+                ).fetchone()
+            ):
+                emptied.append(identity.series_uid)
 
         if not self._write(delete):
             raise FuseError(errno.EIO)  # not deleted: rm must not say it was
@@ -637,6 +646,7 @@ class DicomOperations:
         if paths:
             assert self.writer is not None  # _write succeeded
             expiry.finish_deletions(self.writer, self.store, paths)
+        thumbnails.remove(self.store, emptied)  # a series' picture goes with it
         self.changed()  # every view shows it gone by when rm hears it is
 
     def rmdir(self, parent_inode: int, name: bytes, request: Request | None = None) -> Later:

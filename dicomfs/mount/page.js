@@ -1,6 +1,8 @@
 "use strict";
 const ROW_HEIGHT = @ROW_HEIGHT@;  // a series on its page (SERIES_ROW_HEIGHT)
 const SERIES = @SERIES@;  // the column of a study's series count
+const SEARCHED = @SEARCHED@;  // the columns a search looks in: patient to sender
+const DATE = @DATE@;  // the column of the study's date
 const table = document.getElementById("studies");
 const bodies = Array.from(table.tBodies);
 const rows = bodies.flatMap((body) => Array.from(body.rows));
@@ -18,28 +20,58 @@ function remembered() {
 }
 
 function haystack(row) {
-  const text = Array.from(row.cells, (cell) => cell.textContent).join(" | ");
+  const cells = Array.from(row.cells).slice(0, SEARCHED);
+  const text = cells.map((cell) => cell.textContent).join(" | ");
   return fold(text + " " + text.replace(/(\d{4})-(\d\d)-(\d\d)/g, "$1$2$3"));
+}
+
+// A range of study dates, as dicomfs find takes one: 2004-06-01..2004-06-30, either
+// end left out for no bound. Its test of a row, or null for a word that is not one.
+function dateRange(word) {
+  const day = "(\\d{4})-?(\\d\\d)-?(\\d\\d)";
+  const found = new RegExp("^(?:" + day + ")?\\.\\.(?:" + day + ")?$").exec(word);
+  if (!found || !(found[1] || found[4])) return null;
+  const low = found[1] ? found[1] + found[2] + found[3] : "";
+  const high = found[4] ? found[4] + found[5] + found[6] : "99999999";
+  return (row) => {
+    const date = row.cells[DATE].textContent.replace(/-/g, "");
+    return date !== "" && date >= low && date <= high;
+  };
 }
 
 function state() {
   return new URLSearchParams(location.hash.slice(1));
 }
 
+// The search and the order go into the address a moment after the last key: a
+// replaceState on every keystroke makes Chromium throttle them.
+let kept = {};
+let keeping = null;
 function keep(changes) {
+  Object.assign(kept, changes);
+  clearTimeout(keeping);
+  keeping = setTimeout(write, 250);
+}
+
+function write() {
+  clearTimeout(keeping);
   const now = state();
-  for (const [key, value] of Object.entries(changes)) {
+  for (const [key, value] of Object.entries(kept)) {
     if (value) now.set(key, value); else now.delete(key);
   }
+  kept = {};
   history.replaceState(null, "", "#" + now.toString());
 }
 
 function filter() {
-  const words = fold(search.value).split(/\s+/).filter(Boolean);
+  const words = fold(search.value).split(/[\s,]+/).filter(Boolean);
+  const tests = words.map(
+    (word) => dateRange(word) || ((row) => haystacks.get(row).includes(word)),
+  );
   haystacks = haystacks || new Map(rows.map((row) => [row, haystack(row)]));
   let shown = 0;
   for (const row of rows) {
-    const hidden = !words.every((word) => haystacks.get(row).includes(word));
+    const hidden = !tests.every((test) => test(row));
     if (row.hidden !== hidden) row.hidden = hidden;
     shown += !hidden;
   }
@@ -129,13 +161,16 @@ function wire() {
         localStorage.setItem("dicomfs-view", other.dataset.view);
       } catch (e) { /* a browser without storage: the choice is not kept */ }
       event.preventDefault();
+      write();  // the search just typed comes along
       location.href = other.href + location.hash;
     });
   }
   headers.forEach((th, column) => {
     th.addEventListener("click", () => {
-      const direction =
-        th.getAttribute("aria-sort") === "descending" ? "ascending" : "descending";
+      // First the newest or largest (th data-down), or A to Z; then the other way.
+      const sorted = th.getAttribute("aria-sort");
+      const first = th.hasAttribute("data-down") ? "descending" : "ascending";
+      const direction = !sorted ? first : sorted === "descending" ? "ascending" : "descending";
       sortBy(column, direction);
       keep({sort: column + "," + direction});
     });

@@ -50,10 +50,14 @@ _COLUMNS = (
 _RECEIVED = 8  # the column of the default order, newest first
 ROWS_PER_BODY = 100  # rows in one tbody (see page.css)
 _KEPT_SORTS = 9e15  # after every date: kept studies sort last when soonest comes first
-_SERIES = 9  # the column of a study's series count
+_DATE, _SERIES = 2, 9  # the columns of the study's date and its series count
+_SEARCHED = 8  # the columns a search looks in: patient to sender
 SERIES_ROW_HEIGHT = 60  # pixels a series takes on its page (series_page.py)
-_SCRIPT = _SCRIPT_TEMPLATE.replace("@ROW_HEIGHT@", str(SERIES_ROW_HEIGHT)).replace(
-    "@SERIES@", str(_SERIES)
+_SCRIPT = (
+    _SCRIPT_TEMPLATE.replace("@ROW_HEIGHT@", str(SERIES_ROW_HEIGHT))
+    .replace("@SERIES@", str(_SERIES))
+    .replace("@SEARCHED@", str(_SEARCHED))
+    .replace("@DATE@", str(_DATE))
 )
 
 # Only this style and this script, and the series pages and thumbnails of the mount
@@ -102,6 +106,7 @@ def render(
     )
     head = "".join(
         f"<th{' class=n' if numeric and column != _RECEIVED else ''}"
+        f"{' data-down' if numeric or column == _DATE else ''}"  # sorted newest first
         f"{' aria-sort=descending' if column == _RECEIVED else ''}>{title}"
         for column, (title, numeric) in enumerate(_COLUMNS)
     )

@@ -29,13 +29,14 @@ def render(index: Index, study: int, view: str) -> bytes:
     )
     rows = []
     for series, number, description, modality, instances, size in found:
+        shown = "" if number is None else f"#{number}"  # SeriesNumber is optional
         directories = "".join(
             f"<code><bdi>{page.escape(path.removeprefix(view + '/'))}</bdi></code>"
             for path in paths.get(series, [])
         )
         rows.append(
-            f'<tr><td><img src="{views.thumbnail_name(series)}" alt="series {number}" '
-            f'loading="lazy"><td class=n>#{"" if number is None else number}'
+            f'<tr><td><img src="{views.thumbnail_name(series)}" alt="series {shown}" '
+            f'loading="lazy"><td class=n>{shown}'
             f"<td class=d>{page.escape(description)}<td class=m>{page.escape(modality)}"
             f"<td class=n>{instances} img<td class=n>{page.size_text(size)}<td>{directories}"
         )

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
 from . import files as store_files
+from . import thumbnails
 from .index import FileState, Index
 from .survey import survey
 
@@ -117,6 +118,8 @@ def reconcile(
     with index.transaction():
         report.removed = index.remove_paths(found.vanished)
         index.forget_skipped(found.skipped_gone)
+    if report.removed:
+        thumbnails.sweep(root, index.conn)  # the pictures of series gone with their files
 
     to_parse = [(rel, state, str(root)) for rel, state in found.differing]
     parsed = _with_progress(parse_all(to_parse, workers), len(to_parse), progress)

@@ -26,6 +26,22 @@ from .index import INDEX_DIR
 
 log = logging.getLogger(__name__)
 
+
+def _no_record(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _quiet_decoders() -> None:
+    """pydicom logs each decoder plugin's failure as an ERROR with its traceback, from
+    loggers of pydicom.pixels; for a thumbnail that is an expected outcome, and _make
+    says it once, at INFO. (What a decoder raises is still raised.)"""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("pydicom.pixels"):
+            logger = logging.getLogger(name)
+            if _no_record not in logger.filters:
+                logger.addFilter(_no_record)
+
+
 THUMBS_DIR = f"{INDEX_DIR}/thumbs"
 SIZE = 128  # pixels, the longer side
 MOST_BYTES = 3 * SIZE * SIZE + 4096  # a PNG of SIZE x SIZE RGB, uncompressed, is smaller
@@ -95,18 +111,33 @@ def _make(store: Path, conn: sqlite3.Connection, series: int) -> bytes:
         return placeholder("no image")
     try:
         with files.opened(store) as root, open(middle[0], "rb", opener=files.opener(root)) as f:
-            return _png(_pixels(f))
+            pixels = _pixels(f)
     except Exception as exc:  # any file from anywhere: what pydicom or a plugin raises varies
         log.info("no thumbnail of %s: %s", middle[0], exc)
         return placeholder("no preview")
+    return placeholder("no image") if pixels is None else _png(pixels)
 
 
-def _pixels(f: io.BufferedReader) -> np.ndarray:
-    """The middle frame of the file's image, as 8-bit grey or RGB for a screen."""
+def _pixels(f: io.BufferedReader) -> np.ndarray | None:
+    """The middle frame of the file's image, as 8-bit grey or RGB for a screen; None if
+    it has none (a report, a waveform, a plan)."""
     from pydicom import dcmread  # here: only making a picture needs the decoders
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    ds = dcmread(f)
+    _quiet_decoders()
+    ds = dcmread(f, force=True)  # force: a bare data set, which the index takes too
+    if "TransferSyntaxUID" not in ds.file_meta:  # a bare one: as pydicom read it
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian
+            if implicit
+            else ExplicitVRLittleEndian
+            if little
+            else ExplicitVRBigEndian
+        )
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     pixels = ds.pixel_array  # YBR comes as RGB
     if frames > 1:
@@ -143,13 +174,18 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def placeholder(text: str) -> bytes:
-    """A grey square that says why there is no picture."""
-    from PIL import Image, ImageDraw
+    """A grey square that says why there is no picture, in letters still legible when
+    the page shows it at half its size."""
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("L", (SIZE, SIZE), 232)
     draw = ImageDraw.Draw(image)
-    width = draw.textlength(text)
-    draw.text(((SIZE - width) / 2, SIZE / 2 - 6), text, fill=96)
+    font = ImageFont.load_default(size=22)
+    lines = text.split()  # a word a line: "no" / "preview"
+    for number, line in enumerate(lines):
+        width = draw.textlength(line, font=font)
+        y = SIZE / 2 + (number - len(lines) / 2) * 26
+        draw.text(((SIZE - width) / 2, y), line, fill=80, font=font)
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
