@@ -4,11 +4,10 @@ the plain disk; then the page of about 100,000 studies, which must still open.""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ROUNDS = 3
 
 
@@ -36,24 +34,6 @@ def _store(work: Path, studies: int, series: int, instances: int) -> Path:
             reconcile(index, store)
         marker.touch()
     return store
-
-
-@contextlib.contextmanager
-def _chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--window-size=1366,768", "--no-sandbox",
-                     "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update"):  # fmt: skip
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _open_seconds(browser: Any, url: str) -> tuple[float, int]:
@@ -74,6 +54,9 @@ Mounted = Callable[[list[str], Path], AbstractContextManager[Any]]
 
 def bench_page(work: Path, mounted: Mounted) -> None:
     """mounted: bench.mounted, which mounts with a command and unmounts after."""
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # the tests' own Chromium launcher
+    from tests.browser import CHROMIUM, chromium
+
     if not Path(CHROMIUM).exists():
         print("page: skipped (needs chromium: scripts/install --test)")
         return
@@ -90,7 +73,7 @@ def bench_page(work: Path, mounted: Mounted) -> None:
             print(f"  10,000 studies, {views.page_name(view):24} generated in {best:5.2f} s, "
                   f"{size / 1e6:4.1f} MB  (goals < 0.5 s, < 5 MB)")  # fmt: skip
     dicomfs = [sys.executable, "-m", "dicomfs", "mount", "--store", str(store)]
-    with mounted(dicomfs, mountpoint), _chromium() as browser:
+    with mounted(dicomfs, mountpoint), chromium() as browser:
         copy = work / "page-on-disk.html"
         shutil.copyfile(mountpoint / "index.html", copy)
         disk = min(_open_seconds(browser, copy.as_uri())[0] for _ in range(ROUNDS))
@@ -101,7 +84,7 @@ def bench_page(work: Path, mounted: Mounted) -> None:
         print(f"  10,000 studies, opened in Chromium from the mount in {mount:.2f} s "
               f"(goal < 1 s); from the plain disk {disk:.2f} s: {mount / disk:.2f}x")  # fmt: skip
     large = _store(work, 99_999, series=1, instances=1)
-    with mounted([*dicomfs[:-1], str(large)], mountpoint), _chromium() as browser:
+    with mounted([*dicomfs[:-1], str(large)], mountpoint), chromium() as browser:
         seconds, rows = _open_seconds(browser, (mountpoint / "index.html").as_uri())
         print(f"  {rows:,} studies, opened in Chromium from the mount in {seconds:.2f} s "
               "(goal: it opens)")  # fmt: skip
