@@ -23,6 +23,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
+    SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -350,8 +351,10 @@ def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_on
     store = tmp_path / "store"
     (store / "incoming").mkdir(parents=True)
     files = {name: Path(pydicom.data.get_testdata_file(name))  # type: ignore[arg-type]
-             for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm")}  # fmt: skip
+             for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm",
+                          "JPEG2000.dcm")}  # fmt: skip
     shutil.copy(files["MR_small_RLE.dcm"], store / "incoming" / "rle.dcm")
+    shutil.copy(files["JPEG2000.dcm"], store / "incoming" / "j2k.dcm")
     bare = corpus.Spec(study_uid=f"{corpus.UID_ROOT}8", series_uid=f"{corpus.UID_ROOT}8.1",
                        sop_uid=f"{corpus.UID_ROOT}8.1.1", matrix=16)  # fmt: skip
     no_meta = corpus.write(store / "incoming" / "bare.dcm", bare, with_meta=False)
@@ -362,6 +365,7 @@ def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_on
     with Index(store) as index:
         reconcile(index, store)
     rle = pydicom.dcmread(files["MR_small_RLE.dcm"])
+    j2k = pydicom.dcmread(files["JPEG2000.dcm"])
     with serving(store) as serve:
         port, rle_uid = serve.port, image_identifier(str(rle.SOPInstanceUID))
         (as_stored,), _ = c_get(port, rle_uid, syntaxes=[ImplicitVRLittleEndian],
@@ -370,6 +374,9 @@ def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_on
         # the uncompressed one is taken, which carries every instance.
         (one_context,), _ = c_get(port, rle_uid, syntaxes=[RLELossless, ExplicitVRLittleEndian])
         (converted,), _ = c_get(port, rle_uid, syntaxes=[ImplicitVRLittleEndian])
+        (j2k_converted,), _ = c_get(port, image_identifier(str(j2k.SOPInstanceUID)),
+                                    syntaxes=[ExplicitVRLittleEndian],
+                                    storage=SecondaryCaptureImageStorage)  # fmt: skip
         (headerless,), _ = c_get(port, image_identifier(bare.sop_uid),
                                  syntaxes=[ExplicitVRLittleEndian])  # fmt: skip
         (big_as_stored,), _ = c_get(port, image_identifier(big.SOPInstanceUID),
@@ -385,6 +392,9 @@ def test_an_instance_goes_as_stored_or_uncompressed_to_a_requester_that_takes_on
     rle.decompress()
     for received in (one_context, converted):
         assert received.pixel_array.tobytes() == rle.pixel_array.tobytes()
+    # JPEG 2000 too, decoded by pylibjpeg's plugin (installed for index.html's thumbnails).
+    assert j2k_converted.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert j2k_converted.pixel_array.tolist() == j2k.pixel_array.tolist()
     assert headerless.PixelData == no_meta.PixelData
     assert big_as_stored.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert big_as_stored.pixel_array.tolist() == big.pixel_array.tolist()
