@@ -22,7 +22,6 @@ from pathlib import Path
 from .life import expiry
 from .mount import run as mount
 from .mount.fs import MountOptions
-from .net import ingest
 from .net.receiver import Policy, Receiver
 from .net.wire import Timeouts
 from .store import files as store_files
@@ -164,5 +163,4 @@ def _serve(
         running.withdraw(store)  # a pull started now receives for itself
         receiver.stop()  # the associations' close handlers write to the index
         writer.close()
-        ingest.shutdown()
         log.info("stopped (pid %d)", os.getpid())

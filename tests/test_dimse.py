@@ -30,7 +30,6 @@ def writer(store: Path) -> Iterator[IndexWriter]:
     writer = IndexWriter(store)
     yield writer
     writer.close()
-    ingest.shutdown()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ the sender is told, and leaves nothing in the store or the index."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,6 @@ def writer(store: Path) -> Iterator[IndexWriter]:
     writer = IndexWriter(store)
     yield writer
     writer.close()
-    ingest.shutdown()
 
 
 def received(store: Path, spec: corpus.Spec, name: str = "rx-1.dcm") -> Path:
@@ -207,3 +207,16 @@ def test_a_series_another_process_expired_is_made_again_when_it_comes_back(
     stored = store_it(store, received(store, again, "rx-2.dcm"), writer)
     assert again.sop_uid in rows(store)
     assert stored.path in rows(store).values()
+
+
+def test_a_directory_whose_fsync_fails_refuses_the_instance_before_it_is_indexed(
+    store: Path, writer: IndexWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fds: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "fsync_all", full)
+    with pytest.raises(ingest.Refused, match="disk is full") as caught:
+        store_it(store, received(store, SPEC), writer)
+    assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
+    assert rows(store) == {}  # not indexed: its name may not survive power loss

@@ -305,8 +305,9 @@ def test_a_crash_at_any_durable_step_shows_no_half_file_and_loses_nothing_acknow
     step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """serve dies (SIGKILL, by itself) at one step of storing an instance: before it
-    is fsynced, before its rename, before its directory's fsync and row commit, or
-    before Success goes out. What it leaves and what the restart makes of it."""
+    is fsynced, before its rename, before its directory's fsync, before its row's
+    commit, or before Success goes out. What it leaves and what the restart makes of
+    it."""
     store, sent = tmp_path / "store", tmp_path / "sent"
     corpus.write_regular(sent, patients=1, studies=1, series=1, instances=2)
     first, second = (pydicom.dcmread(path) for path in sorted(sent.rglob("*.dcm")))
@@ -336,7 +337,7 @@ def test_a_crash_at_any_durable_step_shows_no_half_file_and_loses_nothing_acknow
                 found[ds.SOPInstanceUID] = ds
         return found
 
-    reached_its_place = step in ("renamed", "committed")
+    reached_its_place = step in ("renamed", "placed", "committed")
     in_place = placed()  # as the crash left them: never part of an instance
     assert set(in_place) == {first.SOPInstanceUID} | (
         {second.SOPInstanceUID} if reached_its_place else set()
