@@ -66,10 +66,8 @@ def store_received(
     """Move a complete Part 10 file into the store and index it.
 
     sync() makes the received file durable; head is its first bytes, if at hand
-    (see read_meta). Every step is made here, in turn: handing an fsync to another
-    thread, to overlap the commit, cost more than it saved (four associations of 128 KB
-    MR: 593 -> 641 instances/s, 2.13 -> 1.98 ms of CPU each, with the directory's fsync
-    made here).
+    (see read_meta). Every step is made here, in turn: handing the directory's fsync
+    to another thread, to overlap the commit, gained nothing (see the README).
     """
     _step("received")
     try:
