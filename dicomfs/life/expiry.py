@@ -195,3 +195,8 @@ def kept(conn: sqlite3.Connection, now: float) -> list[Keep]:
 def kept_study_uids(conn: sqlite3.Connection, now: float) -> set[str]:
     """Studies kept whole or in part, for the KEPT marker of index.html."""
     return lifecycle.kept_study_uids(conn, now)
+
+
+def least_used_by_study(conn: sqlite3.Connection) -> dict[int, float]:
+    """When each study's first series to expire was last used, for index.html."""
+    return lifecycle.least_used_by_study(conn)

@@ -89,12 +89,7 @@ def render(
     )
     paths = views.all_study_paths(index.conn, (view,))
     kept = expiry.kept_study_uids(index.conn, now)
-    used = dict(
-        index.conn.execute(
-            """SELECT study, min(max(coalesce(last_access, 0), coalesce(last_received, 0)))
-               FROM series GROUP BY study"""
-        )
-    )
+    used = expiry.least_used_by_study(index.conn)
     base = f"{str(mountpoint).rstrip('/')}/{view}"
     when = datetime.datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M")
     instances = sum(s.instance_count for s in summaries)

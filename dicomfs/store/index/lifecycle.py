@@ -59,18 +59,27 @@ def first_read_of_day(conn: sqlite3.Connection, series_uid: str, uid: int, day: 
 
 # --- expiry ---------------------------------------------------------------------------
 
+# When a series was last used, received or read: its retention counts from then.
+_USED = "max(coalesce(se.last_access, 0), coalesce(se.last_received, 0))"
+
 _DUE = f"""
     SELECT se.id, se.series_uid, st.study_uid, p.patient_name, p.patient_id, st.study_date,
            se.modality, se.description,
            (SELECT count(*) FROM instances WHERE series = se.id),
            (SELECT coalesce(sum(size), 0) FROM instances WHERE series = se.id),
-           max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) AS used,
+           {_USED} AS used,
            se.series_number
     FROM series se JOIN studies st ON st.id = se.study JOIN patients p ON p.id = st.patient
-    WHERE max(coalesce(se.last_access, 0), coalesce(se.last_received, 0)) < :cutoff
+    WHERE {_USED} < :cutoff
       AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid IN (se.series_uid, st.study_uid)
                       AND {_KEPT_NOW})
 """
+
+
+def least_used_by_study(conn: sqlite3.Connection) -> dict[int, float]:
+    """Study row id -> when the least recently used of its series was last used: the
+    first of its series to expire does so one retention after it."""
+    return dict(conn.execute(f"SELECT se.study, min({_USED}) FROM series se GROUP BY se.study"))
 
 
 def due_series(conn: sqlite3.Connection, cutoff: float, now: float) -> list[tuple[Any, ...]]:
