@@ -323,5 +323,5 @@ def test_the_pages_series_and_thumbnails_are_found_by_name_and_never_listed(stor
     assert page is not None
     assert picture is not None
     assert views.generated(page.node) == views.Generated("series", "by-date", study)
-    assert views.generated(picture.node) == views.Generated("thumbnail", None, series)
+    assert views.generated(picture.node) == views.Generated("thumbnail", "", series)
     assert not any(name.startswith((".series", ".thumb")) for name in listed)

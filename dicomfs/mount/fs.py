@@ -538,16 +538,16 @@ class DicomOperations:
         shows = views.generated(node)
         studies = 0
         if shows.what == "thumbnail":
-            made = thumbnails.of_series(self.store, index.conn, int(shows.row or 0))
+            made = thumbnails.of_series(self.store, index.conn, shows.row)
             if made is None:
                 raise FuseError(errno.ENOENT)  # the series has gone since the lookup
             generated = made
         elif shows.what == "series":
-            generated = series_page.render(index, int(shows.row or 0), str(shows.view))
+            generated = series_page.render(index, shows.row, shows.view)
         else:
             (studies,) = index.conn.execute("SELECT count(*) FROM studies").fetchone()
             generated = page.render(
-                index, self.mountpoint, str(shows.view), retention=self.options.retention
+                index, self.mountpoint, shows.view, retention=self.options.retention
             )
         with self._lock:
             fh = next(self._handles)

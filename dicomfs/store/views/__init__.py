@@ -58,7 +58,6 @@ _PAGE_VIEWS = {
 }
 ROOT = _ROOT_VIEW.top
 PAGES = {name: view.top for name, view in _PAGE_VIEWS.items()}  # view name -> its page
-PAGE = PAGES[PAGE_VIEW]
 
 
 def page_view(page: Node) -> str:
@@ -85,22 +84,22 @@ def thumbnail_name(series: int) -> str:
 
 
 class Generated(NamedTuple):
-    """What a page node shows: "studies" (index.html and its kin), "series" (of the
-    study `row`) or "thumbnail" (of the series `row`)."""
+    """What a page node shows: "studies" (index.html and its kin: the row is 0),
+    "series" (of the study `row`) or "thumbnail" (of the series `row`: no view)."""
 
     what: str
-    view: str | None
-    row: int | None
+    view: str
+    row: int
 
 
 def generated(node: Node) -> Generated:
     view = node.view
     if view is _THUMBNAILS:
-        return Generated("thumbnail", None, node.row)
+        return Generated("thumbnail", "", node.row)
     for name, series_page in _SERIES_PAGES.items():
         if view is series_page:
             return Generated("series", name, node.row)
-    return Generated("studies", page_view(node), None)
+    return Generated("studies", page_view(node), 0)
 
 
 def _on_demand(conn: sqlite3.Connection, name: str) -> Entry | None:
