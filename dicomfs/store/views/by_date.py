@@ -75,12 +75,18 @@ def _date_part(start: int) -> Callable[[sqlite3.Connection, Key, str | None], li
     return listing
 
 
+# A name shared by other entries of the store, and who shares it (named_among_all):
+# for one directory's listing and for every directory's at once alike.
+_SHARING = "(SELECT count(*) FROM patients peer WHERE peer.dir_name = p.dir_name)"
+_SHARERS = "SELECT patient_key FROM patients WHERE dir_name = ?"
+
+
 def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
     date = _date(key)
     found = rows(
         conn,
-        """SELECT p.dir_name, p.patient_key,
-                  (SELECT count(*) FROM patients peer WHERE peer.dir_name = p.dir_name),
+        f"""SELECT p.dir_name, p.patient_key,
+                  {_SHARING},
                   p.id, max(st.last_received), max(st.last_access)
            FROM studies st JOIN patients p ON p.id = st.patient WHERE st.study_date = ?""",
         (date,),
@@ -93,7 +99,7 @@ def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Li
         named_among_all(
             conn,
             [(n, pkey, peers, (date, pid), directory(r, a)) for n, pkey, peers, pid, r, a in found],
-            "SELECT patient_key FROM patients WHERE dir_name = ?",
+            _SHARERS,
         )
     )
 
@@ -102,15 +108,14 @@ def _all_patients(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
     """Every day's patients, as _patients lists one day's."""
     found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
     for date, n, pkey, peers, pid, r, a in conn.execute(
-        """SELECT st.study_date, p.dir_name, p.patient_key,
-                  (SELECT count(*) FROM patients peer WHERE peer.dir_name = p.dir_name),
+        f"""SELECT st.study_date, p.dir_name, p.patient_key,
+                  {_SHARING},
                   p.id, max(st.last_received), max(st.last_access)
            FROM studies st JOIN patients p ON p.id = st.patient
            GROUP BY st.study_date, p.id"""
     ):
         found[(date or "00000000",)].append((n, pkey, peers, (date, pid), directory(r, a)))
-    peers_sql = "SELECT patient_key FROM patients WHERE dir_name = ?"
-    return {key: present(named_among_all(conn, day, peers_sql)) for key, day in found.items()}
+    return {key: present(named_among_all(conn, day, _SHARERS)) for key, day in found.items()}
 
 
 def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:

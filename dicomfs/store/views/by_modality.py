@@ -70,12 +70,18 @@ def _days(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed
     return present([(day, (*key, day), directory(r, a)) for day, r, a in found])
 
 
+# A name shared by other entries of the store, and who shares it (named_among_all):
+# for one directory's listing and for every directory's at once alike.
+_SHARING = "(SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir)"
+_SHARERS = "SELECT study_uid FROM studies WHERE uid_dir = ?"
+
+
 def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
     mod, sta, _ = key
     found = rows(
         conn,
         f"""SELECT st.uid_dir, st.study_uid,
-                   (SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir),
+                   {_SHARING},
                    st.id, max(se.last_received), max(se.last_access)
             {_JOINED if wanted is None else _JOINED_BY_NAME} AND st.day_dir = ?""",
         key,
@@ -92,7 +98,7 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
                 (n, uid, peers, (mod, sta, sid), directory(r, a))
                 for n, uid, peers, sid, r, a in found
             ],
-            "SELECT study_uid FROM studies WHERE uid_dir = ?",
+            _SHARERS,
         )
     )
 
@@ -101,15 +107,14 @@ def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
     """Every day's studies under every modality and station, as _studies lists one's."""
     found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
     for mod, sta, day, n, uid, peers, sid, r, a in conn.execute(
-        """SELECT se.modality_dir, se.station_dir, st.day_dir, st.uid_dir, st.study_uid,
-                  (SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir),
+        f"""SELECT se.modality_dir, se.station_dir, st.day_dir, st.uid_dir, st.study_uid,
+                  {_SHARING},
                   st.id, max(se.last_received), max(se.last_access)
            FROM series se JOIN studies st ON st.id = se.study
            GROUP BY se.modality_dir, se.station_dir, st.id"""
     ):
         found[(mod, sta, day)].append((n, uid, peers, (mod, sta, sid), directory(r, a)))
-    peers_sql = "SELECT study_uid FROM studies WHERE uid_dir = ?"
-    return {key: present(named_among_all(conn, day, peers_sql)) for key, day in found.items()}
+    return {key: present(named_among_all(conn, day, _SHARERS)) for key, day in found.items()}
 
 
 def _series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
