@@ -25,7 +25,7 @@ from .mount.fs import MountOptions
 from .net.receiver import Policy, Receiver
 from .net.wire import Timeouts
 from .store import files as store_files
-from .store import running, thumbnails
+from .store import running
 from .store.index import Index
 from .store.indexer import reconcile
 from .store.writer import IndexWriter
@@ -106,7 +106,6 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
             log.info("expired %d series (%d bytes)", len(gone), freed)
         with Index(store) as index:
             report = reconcile(index, store)
-            thumbnails.sweep(store, index.conn)  # of series emptied otherwise (re-filed)
         if report.indexed or report.removed:
             log.info("reconciled: %d indexed, %d removed", report.indexed, report.removed)
     except Exception:

@@ -118,12 +118,13 @@ def reconcile(
     with index.transaction():
         report.removed = index.remove_paths(found.vanished)
         index.forget_skipped(found.skipped_gone)
-    if report.removed:
-        thumbnails.sweep(root, index.conn)  # the pictures of series gone with their files
 
     to_parse = [(rel, state, str(root)) for rel, state in found.differing]
     parsed = _with_progress(parse_all(to_parse, workers), len(to_parse), progress)
     _apply_all(index, root, parsed, report)
+    # The pictures of series that are gone: with their files, or emptied since (their
+    # instances re-filed under other UIDs). serve reconciles every sweep interval.
+    thumbnails.sweep(root, index.conn)
     return report
 
 
