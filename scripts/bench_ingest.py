@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,8 +68,8 @@ def environment(nodelay: bool) -> dict[str, str]:
 def receiver(kind: str, root: Path, nodelay: bool) -> Iterator[tuple[int, str, int]]:
     """Start one receiver on a fresh directory; yield (port, called AE title, pid)."""
     port = free_port()
-    target = root / f"{kind}-{port}"
-    target.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))  # runs are kept: a new one
     if kind == "dicomfs":
         args = [sys.executable, "-m", "dicomfs", "serve", "--store", str(target), "--no-mount",
                 "--bind", "127.0.0.1", "--port", str(port)]  # fmt: skip
@@ -80,13 +81,13 @@ def receiver(kind: str, root: Path, nodelay: bool) -> Iterator[tuple[int, str, i
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False, "Plugins": [],
         }  # fmt: skip
-        (root / f"orthanc-{port}.json").write_text(json.dumps(config))
-        args, aet = ["Orthanc", str(root / f"orthanc-{port}.json")], "ORTHANC"
+        target.with_suffix(".json").write_text(json.dumps(config))
+        args, aet = ["Orthanc", str(target.with_suffix(".json"))], "ORTHANC"
     elif kind == "pynetdicom":  # the library's own ceiling: Success, nothing stored
         args, aet = [sys.executable, "-c", BARE_PYNETDICOM, str(port)], "BARE"
     else:
         args, aet = ["/usr/bin/storescp", "-od", str(target), str(port)], "STORESCP"
-    log = root / f"{kind}-{port}.log"  # beside the run; gone with it unless a send fails
+    log = target.with_suffix(".log")  # beside the run
     process = subprocess.Popen(
         args, env=environment(nodelay), stdout=subprocess.DEVNULL, stderr=log.open("w")
     )
@@ -190,6 +191,13 @@ def write_corpora(root: Path) -> list[Workload]:
 KINDS = ("storescp", "pynetdicom", "orthanc", "dicomfs")
 
 
+# What the runs write is kept until every workload is done: removing a receiver's files
+# between runs put the cost of the removal on whichever receiver came next (ext4
+# skips the inodes freed in the last seconds, and the freeing itself is still being
+# written), and that cost depended on how each receiver lays out its files.
+SPACE_NEEDED = 12 << 30  # bytes: every run of every workload, kept until the end
+
+
 def bench_ingest(work: Path) -> None:
     if not Path(STORESCU).exists() or shutil.which("Orthanc") is None:
         print("ingest: skipped (needs dcmtk and orthanc: scripts/install --test)")
@@ -197,6 +205,18 @@ def bench_ingest(work: Path) -> None:
     workloads = write_corpora(work / "ingest-corpus")
     runs = work / "ingest-runs"
     shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir(parents=True)
+    if shutil.disk_usage(runs).free < SPACE_NEEDED:
+        print(f"ingest: skipped (needs {SPACE_NEEDED >> 30} GB free beside {work})")
+        return
+    try:
+        _bench_workloads(workloads, runs)
+        bench_large(work, runs)
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def _bench_workloads(workloads: list[Workload], runs: Path) -> None:
     print("ingest with dcmtk storescu, loopback; rates and ratios are the median of the rounds:")
     for workload in workloads:
         rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -209,7 +229,6 @@ def bench_ingest(work: Path) -> None:
                     rates[kind].append(workload.count / seconds)
                     if kind == "dicomfs":
                         cpu.append((cpu_seconds(pid) - before) / workload.count)
-                shutil.rmtree(runs, ignore_errors=True)
         print(f"  {workload.label}, {workload.rounds} rounds:")
         for kind in KINDS:
             note = {"pynetdicom": " (receives, stores nothing)",
@@ -226,7 +245,6 @@ def bench_ingest(work: Path) -> None:
             f"dicomfs CPU {statistics.median(cpu) * 1000:.1f} ms an instance   "
             f"(goal {workload.goal})"
         )
-    bench_large(work, runs)
 
 
 def bench_large(work: Path, runs: Path) -> None:
@@ -240,6 +258,5 @@ def bench_large(work: Path, runs: Path) -> None:
     with receiver("dicomfs", runs, True) as (port, aet, pid):
         send([[folder / str(n)] for n in range(4)], port, aet, True)
         rss = status_mb(pid, "VmHWM")
-    shutil.rmtree(runs, ignore_errors=True)
     print(f"  4 associations of one 128 MB instance each: serve's peak RSS {rss:.0f} MB"
           " (goal < 200 MB)")  # fmt: skip
