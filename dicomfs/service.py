@@ -5,7 +5,8 @@ a crash may have left is put right before anything is accepted: half-received
 files in the store's tmp directory are removed, and the index is reconciled with
 the files (a file renamed into place just before a crash, but never
 acknowledged, is indexed now). Then the receiver listens and the mount serves
-until SIGINT or SIGTERM.
+until SIGINT or SIGTERM. Under systemd (Type=notify) serve says READY=1 once it
+receives and its mount is up, and STOPPING=1 when its stop begins (notify.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import threading
 import time
 from pathlib import Path
 
+from . import control, health, notify
 from .life import expiry
 from .mount import run as mount
 from .mount.fs import MountOptions
 from .net.receiver import Policy, Receiver
 from .net.wire import Timeouts
+from .store import diskspace, running
 from .store import files as store_files
-from .store import running
 from .store.index import Index
 from .store.indexer import reconcile
 from .store.writer import IndexWriter
@@ -112,19 +114,41 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
         log.exception("the expiry sweep failed; it runs again later")
 
 
+DISK_CHECK_INTERVAL = 10.0  # seconds between two looks at the store's free space
+
+
+def disk_watcher(disk: health.DiskWatch) -> mount.Task:
+    """A task that says in the log when the store's disk crosses its floor."""
+
+    def watch(stop: threading.Event) -> None:
+        while not stop.wait(DISK_CHECK_INTERVAL):
+            try:
+                disk.check()
+            except OSError as exc:
+                log.warning("cannot see the store's free space: %s", exc)
+
+    return watch
+
+
 def run(
     store: Path,
     receiving: ReceiverOptions,
     expiring: ExpiryOptions,
     mountpoint: Path | None,
     mount_options: MountOptions,
+    warn_free: diskspace.Floor,
 ) -> None:
     """Serve the store until a signal or an unmount; one serve per store (running.py)."""
+    errors = health.RecentErrors()  # for dicomfs status
+    logging.getLogger().addHandler(errors)
     try:
         with running.locked(store):
-            _serve(store, receiving, expiring, mountpoint, mount_options)
+            _serve(store, receiving, expiring, mountpoint, mount_options,
+                   health.DiskWatch(store, warn_free), errors)  # fmt: skip
     except running.AlreadyServed as exc:
         raise ServiceError(str(exc)) from exc
+    finally:
+        logging.getLogger().removeHandler(errors)
 
 
 def _serve(
@@ -133,7 +157,11 @@ def _serve(
     expiring: ExpiryOptions,
     mountpoint: Path | None,
     mount_options: MountOptions,
+    disk: health.DiskWatch,
+    errors: health.RecentErrors,
 ) -> None:
+    disk.check()  # a disk nearly full is said at the start
+    notify.status("recovering: clearing half-received files, reconciling the index")
     recover(store)
     tls = tls_context(receiving.tls_cert, receiving.tls_key)
     writer = IndexWriter(store)
@@ -141,6 +169,9 @@ def _serve(
         store, writer, aet=receiving.aet, policy=receiving.policy,
         max_associations=receiving.max_associations, timeouts=receiving.timeouts,
     )  # fmt: skip
+    report = health.Report(store, receiver, receiving.host, mountpoint, expiring.retention,
+                           disk, errors)  # fmt: skip
+    status = control.StatusSocket(store, report)
     try:
         try:
             receiver.start(receiving.host, receiving.port, tls)
@@ -149,17 +180,32 @@ def _serve(
                 f"cannot listen on {receiving.host}:{receiving.port}: {exc.strerror or exc}"
             ) from exc
         running.announce(store, receiving.port, receiving.aet)
-        tasks = [sweeper(store, writer, expiring)]
+        status.start()
+        tasks = [sweeper(store, writer, expiring), disk_watcher(disk)]
+        receiving_on = f"receiving on {receiving.host}:{receiving.port} as {receiving.aet}"
         if mountpoint is None:
+            _ready(receiving_on)
             mount.run_until_signal(tasks)
         else:
-            mount.run(store, mountpoint, mount_options, tasks, writer=writer)
+            mounted = f"{receiving_on}; {store} mounted on {mountpoint}"
+            mount.run(
+                store, mountpoint, mount_options, tasks, writer=writer,
+                on_mounted=lambda: _ready(mounted),
+            )  # fmt: skip
     finally:
+        notify.stopping()
         # The stop is bounded (receiver.STOP_TIMEOUT); a second Ctrl-C must not cut
         # it short and leave acknowledged instances out of the audit trail.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         running.withdraw(store)  # a pull started now receives for itself
+        status.stop()
         receiver.stop()  # the associations' close handlers write to the index
         writer.close()
         log.info("stopped (pid %d)", os.getpid())
+
+
+def _ready(what: str) -> None:
+    """Tell systemd (Type=notify) that serve receives, and mounts if it does."""
+    notify.status(what)
+    notify.ready()

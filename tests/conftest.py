@@ -35,6 +35,17 @@ def back_to_v5(conn: sqlite3.Connection) -> None:
     )  # the indexes schema 8 dropped
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_configuration_of_this_machine(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test (and every dicomfs it starts) reads an empty configuration file,
+    never this machine's /etc/dicomfs/dicomfs.toml or the user's; a test of the
+    lookup itself sets its own."""
+    home = tmp_path_factory.mktemp("config-home")
+    (home / "empty.toml").touch()
+    os.environ["DICOMFS_CONFIG"] = str(home / "empty.toml")
+    os.environ["XDG_CONFIG_HOME"] = str(home)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "store"

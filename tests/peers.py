@@ -60,15 +60,21 @@ class Serve:
         mount: Path | None = None,
         preexec: Callable[[], None] | None = None,
         port: int | None = None,
+        config: Path | None = None,
     ) -> None:
+        """config: serve from this configuration file alone (store, mount and port are
+        then what it says, and only tell this object where to look)."""
         self.store, self.port, self.mount = store, port or free_port(), mount
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
         if mount is not None:
             mount.mkdir(exist_ok=True)
         self.log = store.parent / f"serve-{self.port}.log"
+        args = [
+            "serve", "--create", "--store", str(store), *where, "--bind", "127.0.0.1",
+            "--port", str(self.port), *extra,
+        ] if config is None else ["--config", str(config), "serve", *extra]  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicomfs", "serve", "--create", "--store", str(store), *where,
-             "--bind", "127.0.0.1", "--port", str(self.port), *extra],
+            [sys.executable, "-m", "dicomfs", *args],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), preexec_fn=preexec,
         )  # fmt: skip
         deadline = time.monotonic() + 30

@@ -15,7 +15,7 @@ import click
 import pytest
 
 from dicomfs.cli import timeparse
-from dicomfs.cli.main import Account, Moment
+from dicomfs.cli.types import Account, Moment
 from dicomfs.store.index import Index
 
 TOO_LONG = "THIS_AE_TITLE_IS_WAY_TOO_LONG"

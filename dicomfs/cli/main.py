@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import grp
-import ipaddress
 import logging
 import os
-import pwd
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +21,8 @@ from ..store import catalog, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
 from ..store.index import Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
-from . import output, timeparse
+from . import configfile, output, timeparse
+from .types import Account, AETitle, DiskFloor, Duration, FileMode, IPAddress, Moment, seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,16 +76,71 @@ def _more_verbose(ctx: click.Context, param: click.Parameter, count: int) -> Non
         set_verbosity(ctx.meta[VERBOSITY])
 
 
+CONFIG_HELP = (
+    f"The configuration file.  [default: ${configfile.ENVIRONMENT}, else "
+    f"{configfile.SYSTEM_FILE} and ~/.config/dicomfs/dicomfs.toml]"
+)
+NAMED_CONFIG = "dicomfs.config"  # in ctx.meta: the file --config named before the command
+SETTINGS = "dicomfs.settings"  # in ctx.meta: the configuration file's (configfile.Settings)
+
+
+def _use_config(ctx: click.Context, param: click.Parameter, named: Path | None) -> None:
+    """--config, read before any other option: the file's settings become the options'
+    defaults (click's default_map), so that the command line still overrides them."""
+    if isinstance(ctx.command, click.Group):  # `dicomfs --config F serve`: F is for serve
+        if named is not None:
+            ctx.meta[NAMED_CONFIG] = named
+        return
+    group = ctx.find_root().command
+    assert isinstance(group, click.Group)
+    loaded = configfile.load(group, named or ctx.meta.get(NAMED_CONFIG))
+    ctx.meta[SETTINGS] = loaded
+    remotes.configure({name: peer for name, (peer, _) in loaded.remotes.items()})
+    defaults = loaded.default_map(group)
+    for name in _command_names(ctx):
+        defaults = defaults.get(name, {})
+    ctx.default_map = defaults
+
+
+def _command_names(ctx: click.Context) -> tuple[str, ...]:
+    """`dicomfs remote add` -> ("remote", "add"), however dicomfs itself was called."""
+    names: list[str] = []
+    while ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return tuple(names)
+
+
+def config_option() -> click.Option:
+    return click.Option(
+        ["--config"], type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        is_eager=True, expose_value=False, callback=_use_config, help=CONFIG_HELP,
+    )  # fmt: skip
+
+
+def settings() -> configfile.Settings:
+    """The configuration file's settings, read at the start of the command."""
+    return click.get_current_context().meta.get(SETTINGS) or configfile.Settings([], {}, {})
+
+
+def from_config(name: str) -> str:
+    """Where the configuration file sets the option `name` of this command: FILE:LINE."""
+    ctx = click.get_current_context()
+    key = configfile.key_of(_command_names(ctx), name)
+    setting = settings().settings.get(key.name) if key else None
+    return setting.origin if setting else "the configuration file"
+
+
 class Commands(click.Group):
     """The `dicomfs` group: its errors and those of every command are one line, and
-    every command takes -v, after it as well as before it."""
+    every command takes -v, after it as well as before it, and --config."""
 
     group_class = type  # `dicomfs remote` is one of these too
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         verbose = click.Option(["-v", "--verbose"], count=True, expose_value=False,
                                callback=_more_verbose, help=VERBOSE_HELP)  # fmt: skip
-        cmd.params.append(verbose)
+        cmd.params.extend([config_option(), verbose])
         super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
@@ -123,115 +176,6 @@ class WithoutTraceback(logging.Filter):
 
 
 _WITHOUT_TRACEBACK = WithoutTraceback()
-
-
-# --- option types: a bad value is a one-line error before anything runs ---------------
-
-
-class AETitle(click.ParamType):
-    """An AE title as DICOM allows it (see remotes.ae_title)."""
-
-    name = "aet"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return remotes.ae_title(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class IPAddress(click.ParamType):
-    name = "address"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return str(ipaddress.ip_address(str(value).strip()))
-        except ValueError:
-            self.fail(
-                f"{value!r} is not an IP address: give one of this machine's, "
-                "or 0.0.0.0 for all of them",
-                param,
-                ctx,
-            )
-
-
-class Duration(click.ParamType):
-    """7d, 36h, 90m, 30s -> seconds, more than none."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            seconds = timeparse.duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} is no time at all: give more, such as 7d, 36h, 90m", param, ctx)
-        return seconds
-
-
-def seconds(value: float) -> str:
-    """A default of Duration as --help shows it: 10.0 -> '10s'."""
-    return f"{value:g}s"
-
-
-class Moment(click.ParamType):
-    """A date or time as users type it (see timeparse) -> a unix time. `parse` says
-    what a duration means there: that long ago, or from now."""
-
-    name = "time"
-
-    def __init__(self, parse: Callable[[str], float]) -> None:
-        self.parse = parse
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return self.parse(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class FileMode(click.ParamType):
-    name = "mode"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            mode = int(str(value), 8)
-        except ValueError:
-            self.fail(f"{value!r} is not an octal mode such as 0440", param, ctx)
-        if not 0 <= mode <= 0o777:
-            self.fail(f"{value!r} is not a file mode (0000 to 0777)", param, ctx)
-        return mode
-
-
-class Account(click.ParamType):
-    """A user or group, by name or number -> its number."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind  # "user" or "group"
-        self.name = kind
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip()
-        if text.isdigit() and int(text) < 2**32 - 1:
-            return int(text)
-        try:
-            entry = pwd.getpwnam(text).pw_uid if self.kind == "user" else grp.getgrnam(text).gr_gid
-        except KeyError:
-            self.fail(f"there is no {self.kind} {text!r} on this machine", param, ctx)
-        return int(entry)
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -287,7 +231,10 @@ def use_store(store: Path, *, create: bool = False) -> Path:
 
 
 def _no_store(store: Path, source: ParameterSource | None, can_create: bool) -> str:
-    named_by = "$DICOMFS_STORE" if source == ParameterSource.ENVIRONMENT else "--store"
+    named_by = {
+        ParameterSource.ENVIRONMENT: "$DICOMFS_STORE",
+        ParameterSource.DEFAULT_MAP: from_config("store"),
+    }.get(source, "--store")  # type: ignore[arg-type]
     remedy = (
         "add --create to start a new store there"
         if can_create
@@ -329,10 +276,13 @@ def use_mountpoint(mountpoint: Path) -> Path:
     if os.path.lexists(mountpoint):
         raise click.ClickException(f"mount point {mountpoint} is not a directory")
     source = click.get_current_context().get_parameter_source("mountpoint")
-    if source == ParameterSource.COMMANDLINE:
+    if source in (ParameterSource.COMMANDLINE, ParameterSource.DEFAULT_MAP):
+        named_by = (
+            f" (from {from_config('mountpoint')})" if source == ParameterSource.DEFAULT_MAP else ""
+        )
         raise click.ClickException(
-            f"mount point {mountpoint} does not exist: check the path, or make it first "
-            f"(mkdir -p {mountpoint})"
+            f"mount point {mountpoint}{named_by} does not exist: check the path, or make it "
+            f"first (mkdir -p {mountpoint})"
         )
     try:
         mountpoint.mkdir(parents=True)
@@ -356,6 +306,10 @@ def json_option(func: F) -> F:
 @click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version")
 @click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option(
+    "--config", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    is_eager=True, expose_value=False, callback=_use_config, help=CONFIG_HELP,
+)  # fmt: skip
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
     """dicomfs: receive, index and browse DICOM images as plain files.
@@ -368,6 +322,12 @@ def main(ctx: click.Context, verbose: int) -> None:
       dicomfs expire --dry-run           what goes a week after its last use
       dicomfs keep STUDY-DIRECTORY       ...unless it is kept
       dicomfs index ~/Downloads/scan1    copy a tree of DICOM files in and index it
+      dicomfs status                     what the running serve is doing
+      dicomfs config                     the settings in use, and where each comes from
+
+    Every command reads the configuration file (--config, $DICOMFS_CONFIG, else
+    /etc/dicomfs/dicomfs.toml and ~/.config/dicomfs/dicomfs.toml): its keys are
+    the options' defaults, and the command line overrides them.
     """
     os.umask(modes.PRIVATE)  # patients' data: the store's option may widen it to a group
     handler = logging.StreamHandler()
@@ -748,6 +708,14 @@ def _local_user() -> str:
     show_default=True,
     help="How often to expire what is due and reconcile the index with the files.",
 )
+@click.option(
+    "--warn-free",
+    type=DiskFloor(),
+    default="5%",
+    show_default=True,
+    help="Warn in the log and in dicomfs status when the store's disk has less free: "
+    "a share (5%) or an amount (20G).",
+)
 @mount_options
 def serve_command(
     store: Path,
@@ -768,6 +736,7 @@ def serve_command(
     tls_key: Path | None,
     retention: float,
     sweep_interval: float,
+    warn_free: Any,
     allow_other: bool,
     allow_delete: bool,
     uid: int | None,
@@ -791,7 +760,9 @@ def serve_command(
     brought in step with the store. Every --sweep-interval, series untouched for
     --retention are deleted (see dicomfs expire) and the index is reconciled
     again. Runs until Ctrl-C or SIGTERM. A store named by --store or $DICOMFS_STORE
-    must exist, or be started with --create.
+    must exist, or be started with --create. Each option's default may come from
+    the configuration file (dicomfs config shows them); `dicomfs status` asks the
+    running serve what it is doing.
 
     \b
     Examples:
@@ -828,6 +799,7 @@ def serve_command(
             ExpiryOptions(retention, sweep_interval),
             None if no_mount else mountpoint,
             options,
+            warn_free,
         )
     except (ServiceError, mount.MountError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -850,6 +822,94 @@ def _log_as_service() -> None:
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@main.command("status", context_settings=CONTEXT)
+@store_option
+@json_option
+def status_command(store: Path, as_json: bool) -> None:
+    """What the running dicomfs serve of the store is doing.
+
+    Asks it over a local socket in the store (never the network): up since when,
+    the associations open, what each calling AE title sent today, the store's size
+    and the disk's free space, what expires within 24 hours, the last warnings and
+    errors, and the mount's state. Exits with 3 when no serve runs for the store.
+
+    \b
+    Examples:
+      dicomfs status
+      dicomfs status --json
+    """
+    from .. import control
+    from . import statusview
+
+    try:
+        report = control.ask(store)
+    except PermissionError:
+        raise click.ClickException(
+            f"the serve of {store} may be asked only by the store's user (or its group, for "
+            "a shared store): run it as that user, or with sudo"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"the serve of {store} did not answer: {exc}") from exc
+    if report is None:
+        click.echo(output.printable(f"no dicomfs serve is running for the store {store}"),
+                   err=True)  # fmt: skip
+        sys.exit(3)
+    if as_json:
+        click.echo(output.to_json(report))
+        return
+    for line in statusview.lines(report):
+        click.echo(line)
+
+
+@main.command("config", context_settings=CONTEXT)
+@json_option
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """The settings every command uses, and where each comes from.
+
+    A setting comes from the command line, else from its environment variable
+    ($DICOMFS_STORE, $DICOMFS_MOUNT), else from the configuration file, else from
+    the option's default. The configuration file is the one --config or
+    $DICOMFS_CONFIG names, else /etc/dicomfs/dicomfs.toml and then
+    ~/.config/dicomfs/dicomfs.toml. The output is itself a configuration file.
+
+    \b
+    Examples:
+      dicomfs config
+      dicomfs --config /etc/dicomfs/dicomfs.toml config --json
+    """
+    group = ctx.find_root().command
+    assert isinstance(group, click.Group)
+    loaded = settings()
+    rows = configfile.effective(group, loaded)
+    if as_json:
+        click.echo(output.to_json({
+            "files": [str(path) for path in loaded.files],
+            "settings": {row.key.name: {"value": row.value, "from": row.origin} for row in rows},
+            "remotes": {name: {"address": str(peer), "move_destination": peer.move_destination,
+                               "from": origin} for name, (peer, origin) in loaded.remotes.items()},
+        }))  # fmt: skip
+        return
+    read = ", ".join(map(str, loaded.files)) or "none (every setting is its default)"
+    lines = [f"# configuration files read: {read}"]
+    table = ""
+    for row in rows:
+        if row.key.table != table:
+            table = row.key.table
+            lines += ["", f"[{table}]"]
+        name = row.key.name.rpartition(".")[2]
+        if row.value is None:
+            lines.append(f"# {name} = (not set: {row.key.about})")
+        else:
+            lines.append(f"{name} = {configfile.toml_value(row.value)}  # {row.origin}")
+    for name, (peer, origin) in sorted(loaded.remotes.items()):
+        lines += ["", f"[remotes.{name}]  # {origin}"]
+        lines.append(f"address = {configfile.toml_value(str(peer))}")
+        lines.append(f"move_destination = {configfile.toml_value(peer.move_destination)}")
+    for line in lines:
+        click.echo(output.printable(line))
 
 
 @main.command("audit", context_settings=CONTEXT)
@@ -1120,11 +1180,20 @@ def _peer_address(ctx: click.Context, param: click.Parameter, value: str) -> rem
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
-def _known_peers(store: Path) -> dict[str, remotes.Remote]:
+def _known_peers(store: Path, *, configured: bool = True) -> dict[str, remotes.Remote]:
+    """The store's peers, with the configuration file's unless configured is False."""
     try:
-        return remotes.load(store)
+        return remotes.known(store) if configured else remotes.load(store)
     except remotes.BadRemote as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _set_in_file(name: str) -> None:
+    """Refuse to change a peer that the configuration file names."""
+    if remotes.configured(name):
+        origin = settings().remotes[name][1]
+        raise click.ClickException(f"{name} is set in the configuration file ({origin}): "
+                                   "change it there")  # fmt: skip
 
 
 @remote_group.command("add", context_settings=CONTEXT)
@@ -1148,8 +1217,9 @@ def remote_add(store: Path, name: str, address: remotes.Remote, move_destination
     """
     remote = dataclasses.replace(address, name=name, move_destination=move_destination)
     store = use_store(store)
-    known = _known_peers(store)
-    same_aet = [other for other in known.values() if other.name != name and
+    _set_in_file(name)
+    known = _known_peers(store, configured=False)
+    same_aet = [other for other in _known_peers(store).values() if other.name != name and
                 other.move_destination and other.aet == remote.aet]  # fmt: skip
     if move_destination and same_aet:
         raise click.ClickException(
@@ -1184,7 +1254,8 @@ def remote_list(store: Path) -> None:
     """
     known = _known_peers(use_store(store))
     for name, remote in sorted(known.items()):
-        click.echo(output.printable(f"{name}  {_described(remote)}"))
+        origin = f"  (set in {settings().remotes[name][1]})" if remotes.configured(name) else ""
+        click.echo(output.printable(f"{name}  {_described(remote)}{origin}"))
     if not known:
         click.echo("no peers yet (dicomfs remote add NAME AET@HOST:PORT)", err=True)
 
@@ -1200,7 +1271,8 @@ def remote_remove(store: Path, name: str) -> None:
       dicomfs remote remove bay3t
     """
     store = use_store(store)
-    known = _known_peers(store)
+    _set_in_file(name)
+    known = _known_peers(store, configured=False)
     if known.pop(name, None) is None:
         raise click.ClickException(f"no peer called {name!r}")
     remotes.save(store, known)

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..sizes import size
 from ..store import views
 from ..store.catalog import iso, iso_date
 from ..store.indexer import Report
@@ -157,16 +158,6 @@ def _patient(name: str | None, patient_id: str | None) -> str:
     if not name:
         return f"patient {patient_id}"
     return f"patient {name} ({patient_id or 'no id'})"
-
-
-def size(nbytes: int) -> str:
-    """1536 -> '1.5 KB'."""
-    value = float(nbytes)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return count(nbytes, "byte") if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def expiry_line(series: Any) -> str:

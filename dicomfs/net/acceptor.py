@@ -190,6 +190,9 @@ class Association:
         self.address = address
         self.calling_aet = self.called_aet = ""
         self.user: str | None = None
+        self.began = time.time()  # for the log and dicomfs status
+        self.accepted = False
+        self.ending = ""  # how it ended, for the log: released, aborted by the peer, ...
         self._raw = sock
         self._host = host
         self._supported = supported
@@ -246,10 +249,12 @@ class Association:
                     if self._negotiate(connection):
                         self._serve(connection, files)
                 except wire.Closed as exc:
-                    if str(exc):
+                    self.ending = self._why_closed(str(exc))
+                    if str(exc) and not self.accepted:  # an accepted one says it at its end
                         log.warning("closing the connection from %s: %s", self.address, exc)
                 except Exception:  # a defect of ours: this association ends, the others go on
                     log.exception("the association from %s failed", self.address)
+                    self.ending = "failed (a defect of dicomfs: see the traceback above)"
                     connection.abort(wire.NOT_SPECIFIED)
                 finally:
                     connection.close()
@@ -258,6 +263,13 @@ class Association:
                 self._spooling.discard()
             files.close()
             self._host.ended(self)
+
+    def _why_closed(self, reason: str) -> str:
+        if self._shut:
+            return "aborted: dicomfs is stopping"
+        if reason.startswith("aborted"):
+            return reason
+        return f"closed: {reason}" if reason else "the peer closed the connection"
 
     def _connect(self) -> wire.Connection | None:
         sock = self._raw
@@ -326,6 +338,7 @@ class Association:
             if self._shut:
                 return False
             connection.send(accept)
+        self.accepted = True
         return True
 
     def _accept(self, request: A_ASSOCIATE) -> bytes:
@@ -379,8 +392,9 @@ class Association:
                 with self._lock:
                     if not self._shut:
                         connection.send_pdu(wire.RELEASE_RP, bytes(4))
+                self.ending = "released"
                 return
-            wire.expect_p_data(connection, pdu_type)
+            wire.expect_p_data(connection, pdu_type, aborted="aborted by the peer")
             try:
                 items = wire.pdvs(body)
             except ValueError as exc:

@@ -25,11 +25,13 @@ from pathlib import Path
 
 from .. import config
 from ..life import access
+from ..sizes import size
 from ..store import files as store_files
 from ..store.index import Index, IndexUnusable, Sender, audit
 from ..store.writer import IndexWriter
 from . import commands, dimse, ingest, queries, remotes, retrieve
 from .acceptor import Association, Spooled
+from .activity import Activity
 from .remotes import Remote
 from .wire import Timeouts
 
@@ -118,6 +120,7 @@ class Receiver:
         self._listener: socket.socket | None = None
         self._accepting: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
+        self.activity = Activity()  # today's, by calling AE title
 
     def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         listener = socket.create_server((host, port), backlog=BACKLOG)
@@ -211,6 +214,7 @@ class Receiver:
             log.warning("refused an association from %s@%s: %d associations are open already "
                         "(--max-associations)", calling, address,
                         self.max_associations)  # fmt: skip
+            self.activity.refused(calling)
             return dimse.TOO_MANY  # transient: the sender tries again later
         self._refuse(address, reason, calling=calling, called=association.called_aet, user=user)
         by_aet = "AE title" in reason
@@ -360,15 +364,38 @@ class Receiver:
             tallies = self._tallies.pop(key, {})
             asked = self._queries.pop(key, None)
             self._pending.pop(key, None)
-            self._accepted.pop(key, None)
+            accepted = self._accepted.pop(key, None) is not None
             self._senders.pop(key, None)
         if reader is not None:
             reader.close()
+        if accepted:
+            total = _Tally("", "")
+            for tally in tallies.values():
+                total.instances += tally.instances
+                total.bytes += tally.bytes
+                total.failed += tally.failed
+                total.last_failure = tally.last_failure or total.last_failure
+            self.activity.ended(association.calling_aet, total.instances, total.bytes, total.failed)
+            _log_association(association, total, asked)
         records = _received(_sender_of(association), tallies)
         if asked is not None:
             records.append(_queried(_sender_of(association), asked))
         if records:
             self._audit(records)
+
+    def open_associations(self) -> list[dict[str, object]]:
+        """The associations served now, for dicomfs status."""
+        with self._lock:
+            return [
+                {
+                    "calling_aet": association.calling_aet,
+                    "address": association.address,
+                    "since": association.began,
+                    "instances": sum(t.instances for t in self._tallies.get(key, {}).values()),
+                    "bytes": sum(t.bytes for t in self._tallies.get(key, {}).values()),
+                }
+                for key, association in self._accepted.items()
+            ]
 
     # --- the audit trail ------------------------------------------------------------------
 
@@ -376,6 +403,7 @@ class Receiver:
         self, address: str, reason: str, *, calling: str, called: str, user: str | None
     ) -> None:
         log.warning("refused an association from %s@%s: %s", calling, address, reason)
+        self.activity.refused(calling)
         record = audit.Record(
             "rejected", outcome=reason, calling_aet=calling, address=address,
             called_aet=called, user=user,
@@ -405,6 +433,22 @@ class Receiver:
             self.writer.run(lambda index: audit.append(index.conn, records))
         except Exception:
             log.exception("could not write the audit trail")
+
+
+def _log_association(association: Association, total: _Tally, asked: _Queries | None) -> None:
+    """One line per association: who, from where, what it sent, and how it ended."""
+    parts = [f"{total.instances} {'instance' if total.instances == 1 else 'instances'}",
+             size(total.bytes)]  # fmt: skip
+    if total.failed:
+        parts.append(f"{total.failed} refused (the last: {total.last_failure})")
+    if asked is not None:
+        parts.append(f"{asked.asked} {'query' if asked.asked == 1 else 'queries'}")
+    ending = association.ending or "ended"
+    user = f", user {association.user}" if association.user else ""
+    level = logging.INFO if ending == "released" and not total.failed else logging.WARNING
+    log.log(level, "association from %s@%s (to %s%s): %s in %.1f s; %s",
+            association.calling_aet, association.address, association.called_aet, user,
+            ", ".join(parts), time.time() - association.began, ending)  # fmt: skip
 
 
 def _sender_of(association: Association) -> Sender:

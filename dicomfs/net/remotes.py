@@ -86,11 +86,31 @@ def parse_address(address: str) -> Remote:
     return dataclasses.replace(remote, name=str(remote))
 
 
+# Peers named in the configuration file (configure()): known to every lookup beside
+# the store's own, and never written into it.
+_configured: dict[str, Remote] = {}
+
+
+def configure(peers: dict[str, Remote]) -> None:
+    _configured.clear()
+    _configured.update(peers)
+
+
+def configured(name: str) -> bool:
+    return name in _configured
+
+
 def _path(store: Path) -> Path:
     return store / INDEX_DIR / "remotes.json"
 
 
+def known(store: Path) -> dict[str, Remote]:
+    """Every named peer: the store's, and the configuration file's."""
+    return {**load(store), **_configured}
+
+
 def load(store: Path) -> dict[str, Remote]:
+    """The peers kept in the store (dicomfs remote add)."""
     path = _path(store)
     try:
         data = json.loads(path.read_text())
@@ -127,21 +147,21 @@ def save(store: Path, remotes: dict[str, Remote]) -> None:
 
 def find(store: Path, name_or_address: str) -> Remote:
     """A peer by its name, or written out as AET@HOST:PORT."""
-    remotes = load(store)
+    remotes = known(store)
     if name_or_address in remotes:
         return remotes[name_or_address]
     if "@" in name_or_address:
         return parse_address(name_or_address)
-    known = ", ".join(sorted(remotes)) or "none yet"
+    names = ", ".join(sorted(remotes)) or "none yet"
     raise BadRemote(
-        f"no peer called {name_or_address!r} (known: {known}); "
+        f"no peer called {name_or_address!r} (known: {names}); "
         "add one with: dicomfs remote add NAME AET@HOST:PORT"
     )
 
 
 def move_destination(store: Path, aet: str) -> Remote | None:
     """The peer a C-MOVE to this AE title sends to: one named a move destination."""
-    for remote in load(store).values():
+    for remote in known(store).values():
         if remote.move_destination and remote.aet == aet.strip(" "):
             return remote
     return None

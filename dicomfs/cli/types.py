@@ -1,0 +1,138 @@
+"""The command line's option types: a bad value is a one-line error before anything
+runs, whether it came from the command line or from the configuration file."""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import pwd
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..net import remotes
+from ..store import diskspace
+from . import timeparse
+
+
+class AETitle(click.ParamType):
+    """An AE title as DICOM allows it (see remotes.ae_title)."""
+
+    name = "aet"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return remotes.ae_title(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class IPAddress(click.ParamType):
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return str(ipaddress.ip_address(str(value).strip()))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an IP address: give one of this machine's, "
+                "or 0.0.0.0 for all of them",
+                param,
+                ctx,
+            )
+
+
+class Duration(click.ParamType):
+    """7d, 36h, 90m, 30s -> seconds, more than none."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = timeparse.duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is no time at all: give more, such as 7d, 36h, 90m", param, ctx)
+        return seconds
+
+
+def seconds(value: float) -> str:
+    """A default of Duration as --help shows it: 10.0 -> '10s'."""
+    return f"{value:g}s"
+
+
+class Moment(click.ParamType):
+    """A date or time as users type it (see timeparse) -> a unix time. `parse` says
+    what a duration means there: that long ago, or from now."""
+
+    name = "time"
+
+    def __init__(self, parse: Callable[[str], float]) -> None:
+        self.parse = parse
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return self.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class FileMode(click.ParamType):
+    name = "mode"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal mode such as 0440", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r} is not a file mode (0000 to 0777)", param, ctx)
+        return mode
+
+
+class Account(click.ParamType):
+    """A user or group, by name or number -> its number."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "user" or "group"
+        self.name = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit() and int(text) < 2**32 - 1:
+            return int(text)
+        try:
+            entry = pwd.getpwnam(text).pw_uid if self.kind == "user" else grp.getgrnam(text).gr_gid
+        except KeyError:
+            self.fail(f"there is no {self.kind} {text!r} on this machine", param, ctx)
+        return int(entry)
+
+
+class DiskFloor(click.ParamType):
+    """5% or 20G -> diskspace.Floor."""
+
+    name = "amount"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> diskspace.Floor:
+        if isinstance(value, diskspace.Floor):
+            return value
+        try:
+            return diskspace.Floor.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)

@@ -1,0 +1,132 @@
+"""What a running serve tells `dicomfs status`: a report built on request, and the
+log's last warnings and errors. Nothing here asks the mount itself (a mount that
+hangs must not hang the report): its state comes from the kernel's mount table."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .life import expiry
+from .mount import run as mount
+from .net.receiver import Receiver
+from .sizes import size
+from .store import diskspace
+from .store.index import Index
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+KEPT_ERRORS = 10
+
+
+class RecentErrors(logging.Handler):
+    """The log's last warnings and errors, for the report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=KEPT_ERRORS)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.append(
+            {"at": record.created, "level": record.levelname, "message": record.getMessage()}
+        )
+
+    def last(self) -> list[dict[str, Any]]:
+        return list(self._records)
+
+
+class DiskWatch:
+    """Says in the log when the store's disk crosses its floor, either way: a warning
+    comes before the first instance is refused for want of space."""
+
+    def __init__(self, store: Path, floor: diskspace.Floor) -> None:
+        self.store = store
+        self.floor = floor
+        self._low = False
+        self._lock = threading.Lock()
+
+    def check(self) -> tuple[diskspace.Usage, bool]:
+        disk = diskspace.usage(self.store)
+        low = self.floor.reached(disk)
+        with self._lock:
+            crossed, self._low = low != self._low, low
+        if crossed and low:
+            log.warning("the store's disk is nearly full: %s free of %s (the warning is at %s); "
+                        "instances are refused once it is full", size(disk.free),
+                        size(disk.total), self.floor.text)  # fmt: skip
+        elif crossed:
+            log.info("the store's disk has room again: %s free of %s", size(disk.free),
+                     size(disk.total))  # fmt: skip
+        return disk, low
+
+
+@dataclasses.dataclass
+class Report:
+    """The report's sources, gathered when serve starts."""
+
+    store: Path
+    receiver: Receiver
+    bind: str
+    mountpoint: Path | None
+    retention: float
+    disk: DiskWatch
+    errors: RecentErrors
+    started: float = dataclasses.field(default_factory=time.time)
+
+    def __call__(self) -> dict[str, Any]:
+        now = time.time()
+        disk, low = self.disk.check()
+        today = self.receiver.activity.today()
+        report: dict[str, Any] = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "since": self.started,
+            "store": str(self.store),
+            "receiver": {"aet": self.receiver.aet, "bind": self.bind, "port": self.receiver.port},
+            "mount": self._mount(),
+            "associations": self.receiver.open_associations(),
+            "today": {aet: dataclasses.asdict(counts) for aet, counts in sorted(today.items())},
+            "received_today": {
+                "instances": sum(counts.instances for counts in today.values()),
+                "bytes": sum(counts.bytes for counts in today.values()),
+            },
+            "disk": {
+                "free": disk.free,
+                "total": disk.total,
+                "warning_at": self.disk.floor.text,
+                "nearly_full": low,
+            },
+            "errors": self.errors.last(),
+        }
+        with Index(self.store, readonly=True) as index:
+            report["stored"] = _stored(index)
+            due = expiry.due(index.conn, now + DAY, self.retention)
+        report["expiring_within_24h"] = {
+            "series": len(due),
+            "instances": sum(series.instances for series in due),
+            "bytes": sum(series.bytes for series in due),
+        }
+        return report
+
+    def _mount(self) -> dict[str, Any]:
+        if self.mountpoint is None:
+            return {"path": None, "state": "off (--no-mount)"}
+        serving = mount.serving_pid(self.mountpoint)
+        state = "mounted" if serving == os.getpid() else "not mounted"
+        return {"path": str(self.mountpoint), "state": state}
+
+
+def _stored(index: Index) -> dict[str, int]:
+    series, instances, size = index.conn.execute(
+        "SELECT count(DISTINCT series), coalesce(sum(instances), 0), coalesce(sum(bytes), 0) "
+        "FROM series_counts"
+    ).fetchone()
+    return {"series": series, "instances": instances, "bytes": size}

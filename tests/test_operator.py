@@ -1,0 +1,172 @@
+"""dicomfs as the lab's service, as its operator sees it: serve from the configuration
+file alone, `dicomfs status` while scanners send, the log's line per association, and a
+clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+from dicomfs import control
+from dicomfs.dicom import corpus
+from dicomfs.store.index import Index
+from tests.peers import Serve, dcmtk, free_port
+from tests.test_cli import dicomfs
+
+DEADLINE = 60.0  # seconds: what a loaded machine may take to show a change
+
+
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """check()'s first true result, or fail after DEADLINE."""
+    deadline = time.monotonic() + DEADLINE
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"still not {what} after {DEADLINE:g} s"
+        time.sleep(0.05)
+    return result
+
+
+def write_series(folder: Path, seed: int, instances: int) -> list[Path]:
+    """One MR series of 128 KB instances (256 x 256, 16 bit), a patient of its own."""
+    specs = list(corpus.regular_specs(1, 1, 1, instances, seed=seed, matrix=256))
+    paths = [folder / f"{n}.dcm" for n in range(len(specs))]
+    for path, spec in zip(paths, specs, strict=True):
+        corpus.write(path, spec)
+    return paths
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, int]]:
+    """A store made as install-service makes it, an empty mount point, and a
+    configuration file that names them: (config, store, mount, port)."""
+    store, mount, port = tmp_path / "store", tmp_path / "dicom", free_port()
+    dicomfs("index", "--create", "--store", str(store))
+    mount.mkdir()
+    config = tmp_path / "dicomfs.toml"
+    config.write_text(
+        f'store = "{store}"\n\n[mount]\npath = "{mount}"\nmode = "0440"\n\n'
+        f'[receiver]\nport = {port}\nbind = "127.0.0.1"\naet = "SPLDICOM"\n'
+        'allow_aet = ["BAY3T", "PACS", "CONSOLE"]\n\n[expiry]\nretention = "1h"\n'
+    )
+    return config, store, mount, port
+
+
+def test_an_operators_day(lab: tuple[Path, Path, Path, int], tmp_path: Path) -> None:
+    config, store, mount, port = lab
+    bay3t = write_series(tmp_path / "bay3t", seed=1, instances=20)
+    pacs = write_series(tmp_path / "pacs", seed=2, instances=12)
+    serve = Serve(store, mount=mount, port=port, config=config)
+    try:
+        report = control.ask(store)
+        assert report is not None
+        assert report["mount"] == {"path": str(mount), "state": "mounted"}
+        assert report["receiver"] == {"aet": "SPLDICOM", "bind": "127.0.0.1", "port": port}
+        assert report["associations"] == []
+        assert report["today"] == {}
+
+        # A console holds its association open: status shows it, and what it sent so far.
+        ae = AE("CONSOLE")
+        ae.add_requested_context(MRImageStorage)
+        held = ae.associate("127.0.0.1", port, ae_title="SPLDICOM")
+        assert held.is_established
+        for path in bay3t[:3]:
+            assert held.send_c_store(pydicom.dcmread(path)).Status == 0
+        open_now = control.ask(store)["associations"]  # type: ignore[index]
+        assert [(a["calling_aet"], a["instances"]) for a in open_now] == [("CONSOLE", 3)]
+
+        for aet, folder in (("BAY3T", tmp_path / "bay3t"), ("PACS", tmp_path / "pacs")):
+            sent = dcmtk("storescu", "-aet", aet, "-aec", "SPLDICOM", "+sd", "+r", "127.0.0.1",
+                         str(port), str(folder), nodelay=True)  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+        refused = dcmtk("storescu", "-aet", "STRANGER", "-aec", "SPLDICOM", "127.0.0.1",
+                        str(port), str(pacs[0]))  # fmt: skip
+        assert refused.returncode != 0
+        held.release()
+
+        report = wait_for("the console's association over", lambda: (
+            (r := control.ask(store)) and not r["associations"] and r))  # fmt: skip
+        today = report["today"]
+        assert today["BAY3T"]["associations"] == 1
+        assert today["BAY3T"]["instances"] == 20
+        assert today["PACS"]["instances"] == 12
+        assert today["CONSOLE"]["instances"] == 3
+        assert today["STRANGER"]["refused"] == 1
+        assert today["STRANGER"]["associations"] == 0
+        assert report["received_today"]["instances"] == 35
+        assert report["stored"]["instances"] == 32  # the console's three were BAY3T's too
+        assert report["stored"]["series"] == 2
+        assert report["expiring_within_24h"]["series"] == 2  # a retention of 1 h
+        assert any("STRANGER" in error["message"] for error in report["errors"])
+
+        shown = dicomfs("--config", str(config), "status").stdout
+        assert "  receiver  SPLDICOM on 127.0.0.1:" in shown
+        assert f"  mount     {mount} (mounted)" in shown
+        assert "    BAY3T             1 association, 20 instances, " in shown
+        as_json = json.loads(dicomfs("--config", str(config), "status", "--json").stdout)
+        assert as_json["today"]["PACS"]["instances"] == 12
+        assert sorted(os.listdir(mount / "by-patient")) != []
+    finally:
+        serve.process.send_signal(signal.SIGTERM)
+        serve.process.wait(timeout=DEADLINE)
+        serve.stop()
+    assert serve.process.returncode == 0
+    assert not os.path.ismount(mount)
+    assert not (store / ".dicomfs" / control.SOCKET_NAME).exists()
+    stopped = dicomfs("--config", str(config), "status", check=False)
+    assert stopped.returncode == 3
+    assert "no dicomfs serve is running" in stopped.stderr
+    checked = dicomfs("check", "--store", str(store))
+    assert checked.returncode == 0
+    with Index(store) as index:
+        assert index.conn.execute("SELECT count(*) FROM instances").fetchone()[0] == 32
+    log = serve.log.read_text()
+    for aet, count in (("BAY3T", 20), ("PACS", 12), ("CONSOLE", 3)):
+        assert f"INFO association from {aet}@127.0.0.1 (to SPLDICOM): {count} instances, " in log
+    assert "calling AE title 'STRANGER' is not allowed" in log
+    assert "Traceback" not in log
+
+
+def test_serve_from_the_file_alone_expires_what_is_due(
+    lab: tuple[Path, Path, Path, int], tmp_path: Path
+) -> None:
+    config, store, mount, port = lab
+    text = config.read_text().replace('retention = "1h"', 'retention = "2s"')
+    config.write_text(text + 'sweep_interval = "1s"\n')
+    write_series(tmp_path / "scan", seed=3, instances=4)
+    serve = Serve(store, mount=mount, port=port, config=config)
+    try:
+        sent = dcmtk("storescu", "-aet", "BAY3T", "-aec", "SPLDICOM", "+sd", "+r", "127.0.0.1",
+                     str(port), str(tmp_path / "scan"), nodelay=True)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        wait_for("expired", lambda: not os.listdir(mount / "by-patient"))
+        stored = control.ask(store)["stored"]  # type: ignore[index]
+        assert stored["instances"] == 0
+    finally:
+        serve.stop()
+    assert "expired 1 series" in serve.log.read_text()
+
+
+def test_a_nearly_full_disk_is_said_in_the_log_and_in_status(
+    lab: tuple[Path, Path, Path, int],
+) -> None:
+    config, store, mount, port = lab
+    config.write_text(config.read_text() + '\n[disk]\nwarn_free = "100T"\n')  # more than any
+    serve = Serve(store, mount=mount, port=port, config=config)
+    try:
+        report = control.ask(store)
+        assert report is not None
+        assert report["disk"]["nearly_full"] is True
+        assert report["disk"]["warning_at"] == "100T"
+        assert "NEARLY FULL" in dicomfs("--config", str(config), "status").stdout
+    finally:
+        serve.stop()
+    assert "WARNING the store's disk is nearly full" in serve.log.read_text()
