@@ -16,9 +16,11 @@ from typing import Any
 from . import __version__
 from .life import expiry
 from .mount import run as mount
+from .net.activity import Counts
 from .net.receiver import Receiver
 from .sizes import size
 from .store import diskspace
+from .store.catalog import iso
 from .store.index import Index
 
 log = logging.getLogger(__name__)
@@ -85,14 +87,30 @@ class Report:
         now = time.time()
         disk, low = self.disk.check()
         today = self.receiver.activity.today()
+        associations = self.receiver.open_associations()
+        for association in associations:  # what they sent so far counts today too
+            counts = today.setdefault(association.calling_aet, Counts())
+            counts.open += 1
+            counts.instances += association.instances
+            counts.bytes += association.bytes
         report: dict[str, Any] = {
+            "running": True,
             "pid": os.getpid(),
             "version": __version__,
-            "since": self.started,
+            "since": iso(self.started),
+            "up_seconds": round(now - self.started),
             "store": str(self.store),
-            "receiver": {"aet": self.receiver.aet, "bind": self.bind, "port": self.receiver.port},
+            "receiver": {
+                "aet": self.receiver.aet,
+                "bind": self.bind,
+                "port": self.receiver.port,
+                "letting_in": str(self.receiver.policy),
+            },
             "mount": self._mount(),
-            "associations": self.receiver.open_associations(),
+            "associations": [
+                {**dataclasses.asdict(association), "since": iso(association.since)}
+                for association in associations
+            ],
             "today": {aet: dataclasses.asdict(counts) for aet, counts in sorted(today.items())},
             "received_today": {
                 "instances": sum(counts.instances for counts in today.values()),
@@ -104,7 +122,7 @@ class Report:
                 "warning_at": self.disk.floor.text,
                 "nearly_full": low,
             },
-            "errors": self.errors.last(),
+            "errors": [{**error, "at": iso(error["at"])} for error in self.errors.last()],
         }
         with Index(self.store, readonly=True) as index:
             report["stored"] = _stored(index)

@@ -18,6 +18,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import control, health, notify
@@ -137,12 +138,16 @@ def run(
     mountpoint: Path | None,
     mount_options: MountOptions,
     warn_free: diskspace.Floor,
+    configured_by: Sequence[Path] = (),
 ) -> None:
-    """Serve the store until a signal or an unmount; one serve per store (running.py)."""
+    """Serve the store until a signal or an unmount; one serve per store (running.py).
+    configured_by: the configuration files the options came from, for the log."""
     errors = health.RecentErrors()  # for dicomfs status
     logging.getLogger().addHandler(errors)
     try:
         with running.locked(store):
+            read = ", ".join(map(str, configured_by)) or "none (the options and their defaults)"
+            log.info("configuration files: %s", read)
             _serve(store, receiving, expiring, mountpoint, mount_options,
                    health.DiskWatch(store, warn_free), errors)  # fmt: skip
     except running.AlreadyServed as exc:
@@ -184,8 +189,7 @@ def _serve(
         tasks = [sweeper(store, writer, expiring), disk_watcher(disk)]
         receiving_on = f"receiving on {receiving.host}:{receiving.port} as {receiving.aet}"
         if mountpoint is None:
-            _ready(receiving_on)
-            mount.run_until_signal(tasks)
+            mount.run_until_signal(tasks, on_started=lambda: _ready(receiving_on))
         else:
             mounted = f"{receiving_on}; {store} mounted on {mountpoint}"
             mount.run(

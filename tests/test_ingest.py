@@ -16,6 +16,7 @@ import pytest
 from dicomfs.dicom import corpus
 from dicomfs.net import dimse, ingest, spool
 from dicomfs.store import files
+from dicomfs.store.directories import SeriesDirectories
 from dicomfs.store.index import Index, Sender
 from dicomfs.store.indexer import reconcile
 from dicomfs.store.writer import IndexWriter
@@ -220,3 +221,27 @@ def test_a_directory_whose_fsync_fails_refuses_the_instance_before_it_is_indexed
         store_it(store, received(store, SPEC), writer)
     assert dimse.refusal(caught.value)[0] == dimse.OUT_OF_RESOURCES
     assert rows(store) == {}  # not indexed: its name may not survive power loss
+
+
+def test_a_series_directory_held_open_and_removed_meanwhile_is_made_again(
+    store: Path, writer: IndexWriter
+) -> None:
+    """An association holds its series' directory open between instances; expiry may
+    remove it meanwhile, and the next instance then goes to a new one, not lost into
+    the removed directory."""
+    held = SeriesDirectories(store)
+    try:
+        first = ingest.store_received(store, received(store, SPEC), lambda: None, SENDER, writer,
+                                      directories=held)  # fmt: skip
+        folder = store / os.path.dirname(first.path)
+        (folder / os.path.basename(first.path)).unlink()
+        folder.rmdir()  # as expiry removes an emptied series
+        again = dataclasses.replace(SPEC, sop_uid=f"{SPEC.sop_uid}.2")
+        stored = ingest.store_received(store, received(store, again, "rx-2.dcm"), lambda: None,
+                                       SENDER, writer, directories=held)  # fmt: skip
+    finally:
+        held.close()
+    assert (store / stored.path).is_file()
+    assert pydicom.dcmread(store / stored.path).SOPInstanceUID == again.sop_uid
+    with Index(store, readonly=True) as index:
+        assert stored.path in index.file_states()

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
 from dicomfs import control
 from dicomfs.dicom import corpus
+from dicomfs.net.receiver import Policy, exposure
 from dicomfs.store.index import Index
 from tests.peers import Serve, dcmtk, free_port
 from tests.test_cli import dicomfs
@@ -69,7 +70,10 @@ def test_an_operators_day(lab: tuple[Path, Path, Path, int], tmp_path: Path) -> 
         report = control.ask(store)
         assert report is not None
         assert report["mount"] == {"path": str(mount), "state": "mounted"}
-        assert report["receiver"] == {"aet": "SPLDICOM", "bind": "127.0.0.1", "port": port}
+        assert report["receiver"] == {
+            "aet": "SPLDICOM", "bind": "127.0.0.1", "port": port,
+            "letting_in": "calling AE titles BAY3T, PACS, CONSOLE",
+        }  # fmt: skip
         assert report["associations"] == []
         assert report["today"] == {}
 
@@ -80,8 +84,13 @@ def test_an_operators_day(lab: tuple[Path, Path, Path, int], tmp_path: Path) -> 
         assert held.is_established
         for path in bay3t[:3]:
             assert held.send_c_store(pydicom.dcmread(path)).Status == 0
-        open_now = control.ask(store)["associations"]  # type: ignore[index]
-        assert [(a["calling_aet"], a["instances"]) for a in open_now] == [("CONSOLE", 3)]
+        live = control.ask(store)
+        assert live is not None
+        assert [(a["calling_aet"], a["instances"]) for a in live["associations"]] == [
+            ("CONSOLE", 3)
+        ]
+        assert live["today"]["CONSOLE"]["open"] == 1  # under way, and counted already
+        assert live["received_today"]["instances"] == 3
 
         for aet, folder in (("BAY3T", tmp_path / "bay3t"), ("PACS", tmp_path / "pacs")):
             sent = dcmtk("storescu", "-aet", aet, "-aec", "SPLDICOM", "+sd", "+r", "127.0.0.1",
@@ -124,6 +133,8 @@ def test_an_operators_day(lab: tuple[Path, Path, Path, int], tmp_path: Path) -> 
     stopped = dicomfs("--config", str(config), "status", check=False)
     assert stopped.returncode == 3
     assert "no dicomfs serve is running" in stopped.stderr
+    as_json = dicomfs("--config", str(config), "status", "--json", check=False)
+    assert json.loads(as_json.stdout) == {"running": False, "store": str(store)}
     checked = dicomfs("check", "--store", str(store))
     assert checked.returncode == 0
     with Index(store) as index:
@@ -170,3 +181,27 @@ def test_a_nearly_full_disk_is_said_in_the_log_and_in_status(
     finally:
         serve.stop()
     assert "WARNING the store's disk is nearly full" in serve.log.read_text()
+
+
+def test_a_receiver_open_to_anyone_on_the_network_is_a_warning() -> None:
+    anyone, named = Policy(), Policy(networks=["10.1.0.0/16"])
+    assert "anyone who reaches port 104 may send, and query and retrieve" in str(
+        exposure(anyone, "0.0.0.0", 104)
+    )
+    assert exposure(anyone, "127.0.0.1", 104) is None  # this machine alone
+    assert exposure(named, "0.0.0.0", 104) is None
+    assert str(named) == "addresses 10.1.0.0/16"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can be refused this")
+def test_root_is_refused_a_store_another_user_owns(tmp_path: Path) -> None:
+    """What root made in the service's store would be root's: the service could no
+    longer read or remove it."""
+    store = tmp_path / "store"
+    dicomfs("index", "--create", "--store", str(store))
+    os.chown(store, 65534, 65534)  # nobody's, as the service's is dicomfs's
+    for command in (["find", "doe"], ["index"], ["remote", "add", "pacs", "P@127.0.0.1:104"]):
+        refused = dicomfs(*command, "--store", str(store), check=False)
+        assert refused.returncode == 1, command
+        assert "run dicomfs as that user (sudo -u" in refused.stderr
+    assert not (store / ".dicomfs" / "remotes.json").exists()

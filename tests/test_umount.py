@@ -128,7 +128,10 @@ def test_mount_background_frees_the_callers_pipe_and_logs_to_a_private_file(
             env={**os.environ, "XDG_STATE_HOME": str(background.state)},
         )  # fmt: skip
         assert again.returncode == 1
-        assert again.stderr == f"Error: {mountpoint} is already a mount point\n"
+        assert again.stderr == (
+            f"Error: {mountpoint} is already a mount point: dicomfs (pid {background.pid}) "
+            "serves it\n"
+        )
 
 
 def test_serve_stopped_by_sigterm_does_not_say_someone_unmounted_it(tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ def test_the_service_runs_unprivileged_and_says_when_it_is_ready() -> None:
     assert unit["Type"] == ["notify"]
     assert unit["NotifyAccess"] == ["main"]
     assert unit["Restart"] == ["on-failure"]
-    assert unit["ExecStart"] == ["@DICOMFS@ serve"]
+    assert unit["ExecStart"] == ["@DICOMFS@ --config /etc/dicomfs/dicomfs.toml serve"]
+    assert unit["RestartPreventExitStatus"] == ["2"]  # a bad configuration: no restart loop
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

@@ -52,7 +52,7 @@ KEYS = (
     Key("mount.path", "mountpoint", "path", about="where serve mounts the views"),
     Key("mount.owner", "uid", "account", about="owner of the files in the mount"),
     Key("mount.group", "gid", "account", about="group of the files in the mount"),
-    Key("mount.mode", "file_mode", "text", about="mode of the files in the mount"),
+    Key("mount.mode", "file_mode", "mode", about="mode of the files in the mount"),
     Key("mount.allow_other", "allow_other", "flag", about="let other users in"),
     Key("mount.allow_delete", "allow_delete", "flag", about="let rm through the mount delete"),
     Key("receiver.port", "port", "integer", ("serve",), "the port serve listens on"),
@@ -194,7 +194,10 @@ def _flatten(document: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 
 
 def _suggestion(name: str) -> str:
-    close = difflib.get_close_matches(name, [key.name for key in KEYS], n=1)
+    known = [key.name for key in KEYS] + [REMOTES]
+    close = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(
+        name.split(".")[0], [REMOTES], n=1
+    )
     if close:
         return f": did you mean {close[0]!r}?"
     tables = sorted({key.table for key in KEYS if key.table} | {REMOTES})
@@ -203,16 +206,19 @@ def _suggestion(name: str) -> str:
 
 def _checked(group: click.Group, key: Key, value: Any) -> Any:
     """value as the option takes it, checked by the option's own type."""
-    expected = {"path": str, "text": str, "integer": int, "flag": bool, "list": list}
+    expected = {"path": str, "text": str, "mode": str, "integer": int, "flag": bool, "list": list}
     if key.form == "account":
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise click.BadParameter("give a name or a number")
     elif not isinstance(value, expected[key.form]) or (key.form == "integer" and value is True):
         raise click.BadParameter(_form_help(key.form))
     if key.form == "path":
+        # Whether it exists, and may be read, is for the command that uses it to say:
+        # the service's store is closed to the lab's users, who read the file too.
         value = os.path.expanduser(value)
         if not os.path.isabs(value):
             raise click.BadParameter(f"{value!r} is not an absolute path")
+        return value
     param = _param(group, key)
     if key.form == "flag":
         return value
@@ -232,6 +238,7 @@ def _form_help(form: str) -> str:
         "text": 'give a value in quotes, such as "7d"',
         "integer": "give a whole number, such as 104",
         "flag": "give true or false",
+        "mode": 'give it in quotes, such as "0440"',
         "list": 'give a list, such as ["A", "B"]',
     }[form]
 
@@ -265,7 +272,8 @@ def _remotes_of(document: dict[str, Any], where: Any) -> dict[str, tuple[remotes
                               f"(a remote has: {', '.join(_REMOTE_KEYS)})")  # fmt: skip
         moving = fields.get("move_destination", False)
         if not isinstance(moving, bool):
-            raise ConfigError(f"{where(full + '.move_destination')}: give true or false")
+            raise ConfigError(f"{where(full + '.move_destination')}: {full}.move_destination: "
+                              "give true or false")  # fmt: skip
         try:
             address = fields["address"]
             peer = remotes.parse(name, str(address))

@@ -22,7 +22,17 @@ from ..store.files import UnsafeStore, check_own_dirs
 from ..store.index import Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
 from . import configfile, output, timeparse
-from .types import Account, AETitle, DiskFloor, Duration, FileMode, IPAddress, Moment, seconds
+from .types import (
+    Account,
+    AETitle,
+    DiskFloor,
+    Duration,
+    FileMode,
+    IPAddress,
+    Moment,
+    Network,
+    seconds,
+)  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -216,6 +226,7 @@ def use_store(store: Path, *, create: bool = False) -> Path:
     error (a typo must not start an empty store), unless --create asks for it."""
     if store.exists() and not store.is_dir():
         raise click.ClickException(f"store {store} is not a directory")
+    _not_as_root_in_anothers(store)
     if not store.exists():
         ctx = click.get_current_context()
         source = ctx.get_parameter_source("store")
@@ -228,6 +239,23 @@ def use_store(store: Path, *, create: bool = False) -> Path:
         except OSError as exc:
             raise click.ClickException(f"cannot create the store {store}: {exc.strerror}") from exc
     return store.absolute()
+
+
+def _not_as_root_in_anothers(store: Path) -> None:
+    """root must not write into a store another user owns (the service's): what it
+    made there would be root's, and that user could no longer read or remove it."""
+    try:
+        owner = store.stat().st_uid
+    except OSError:
+        return
+    if os.geteuid() == 0 and owner != 0:
+        from ..life.access import user_name
+
+        name = user_name(owner)
+        raise click.ClickException(
+            f"the store {store} belongs to the user {name}: run dicomfs as that user "
+            f"(sudo -u {name} dicomfs ...), so that nothing in it becomes root's"
+        )
 
 
 def _no_store(store: Path, source: ParameterSource | None, can_create: bool) -> str:
@@ -655,6 +683,7 @@ def _local_user() -> str:
 )
 @click.option(
     "--allow-address",
+    type=Network(),
     multiple=True,
     metavar="ADDR[/BITS]",
     help="Accept only these addresses or networks (repeatable).  [default: any]",
@@ -778,11 +807,7 @@ def serve_command(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
     _log_as_service()
-    try:
-        policy = Policy(allow_aet, allow_address, require_user)
-        policy.address_refusal("127.0.0.1")  # a malformed network fails here, not later
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--allow-address") from exc
+    policy = Policy(allow_aet, allow_address, require_user)
     timeouts = Timeouts(request_timeout, pdu_timeout, idle_timeout)
     receiving = ReceiverOptions(
         bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts
@@ -800,6 +825,7 @@ def serve_command(
             None if no_mount else mountpoint,
             options,
             warn_free,
+            configured_by=settings().files,
         )
     except (ServiceError, mount.MountError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -843,6 +869,8 @@ def status_command(store: Path, as_json: bool) -> None:
     from .. import control
     from . import statusview
 
+    if not store.is_dir():
+        raise click.ClickException(f"store {store} does not exist: check the path")
     try:
         report = control.ask(store)
     except PermissionError:
@@ -853,6 +881,8 @@ def status_command(store: Path, as_json: bool) -> None:
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"the serve of {store} did not answer: {exc}") from exc
     if report is None:
+        if as_json:
+            click.echo(output.to_json({"running": False, "store": str(store)}))
         click.echo(output.printable(f"no dicomfs serve is running for the store {store}"),
                    err=True)  # fmt: skip
         sys.exit(3)
@@ -902,8 +932,10 @@ def config_command(ctx: click.Context, as_json: bool) -> None:
         name = row.key.name.rpartition(".")[2]
         if row.value is None:
             lines.append(f"# {name} = (not set: {row.key.about})")
-        else:
-            lines.append(f"{name} = {configfile.toml_value(row.value)}  # {row.origin}")
+            continue
+        missing = row.key.name in ("store", "mount.path") and not os.path.isdir(row.value)
+        lines.append(f"{name} = {configfile.toml_value(row.value)}  # {row.origin}"
+                     + ("  (does not exist)" if missing else ""))  # fmt: skip
     for name, (peer, origin) in sorted(loaded.remotes.items()):
         lines += ["", f"[remotes.{name}]  # {origin}"]
         lines.append(f"address = {configfile.toml_value(str(peer))}")

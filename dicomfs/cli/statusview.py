@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from ..store.catalog import iso
 from .output import count, printable, size
 
 
 def lines(report: dict[str, Any]) -> list[str]:
-    now = time.time()
     receiver, mount, disk = report["receiver"], report["mount"], report["disk"]
     stored, due = report["stored"], report["expiring_within_24h"]
     out = [
         f"dicomfs serve {report['version']} (pid {report['pid']}) up since "
-        f"{iso(report['since'])} ({_span(now - report['since'])})",
+        f"{report['since']} ({_span(report['up_seconds'])})",
         f"  store     {report['store']}: {count(stored['instances'], 'instance')} in "
         f"{stored['series']} series, {size(stored['bytes'])}",
         f"  disk      {size(disk['free'])} free of {size(disk['total'])}"
         + ("  NEARLY FULL" if disk["nearly_full"] else "")
         + f" (the warning is at {disk['warning_at']})",
-        f"  receiver  {receiver['aet']} on {receiver['bind']}:{receiver['port']}",
+        f"  receiver  {receiver['aet']} on {receiver['bind']}:{receiver['port']}; "
+        f"{receiver['letting_in']}",
         f"  mount     {mount['path'] or '-'} ({mount['state']})",
         f"  expiring within 24 h: {due['series']} series, {count(due['instances'], 'instance')}, "
         f"{size(due['bytes'])}",
@@ -32,6 +30,8 @@ def lines(report: dict[str, Any]) -> list[str]:
     )
     for aet, counts in report["today"].items():
         parts = [count(counts["associations"], "association")]
+        if counts["open"]:
+            parts[0] += f" and {counts['open']} open"
         if counts["refused"]:
             parts.append(f"{counts['refused']} refused")
         parts += [count(counts["instances"], "instance"), size(counts["bytes"])]
@@ -43,13 +43,13 @@ def lines(report: dict[str, Any]) -> list[str]:
     for association in associations:
         out.append(
             f"    {association['calling_aet']}@{association['address']} since "
-            f"{iso(association['since'])}: {count(association['instances'], 'instance')}, "
+            f"{association['since']}: {count(association['instances'], 'instance')}, "
             f"{size(association['bytes'])}"
         )
     errors = report["errors"]
     out.append(f"  last warnings and errors: {len(errors) or 'none'}")
     for error in errors:
-        out.append(f"    {iso(error['at'])} {error['level']} {error['message']}")
+        out.append(f"    {error['at']} {error['level']} {error['message']}")
     return [printable(line) for line in out]
 
 

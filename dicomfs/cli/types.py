@@ -136,3 +136,16 @@ class DiskFloor(click.ParamType):
             return diskspace.Floor.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class Network(click.ParamType):
+    """An address or a network: 10.1.2.3, 10.1.0.0/16, fd00::/8."""
+
+    name = "network"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            ipaddress.ip_network(str(value).strip(), strict=False)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not an address or a network: {exc}", param, ctx)
+        return str(value).strip()

@@ -152,7 +152,9 @@ def prepare(mountpoint: Path) -> None:
         log.warning("clearing a stale mount left at %s", mountpoint)
         unmount(mountpoint, lazy=True)
     if os.path.ismount(mountpoint):
-        raise MountError(f"{mountpoint} is already a mount point")
+        pid = serving_pid(mountpoint)
+        held_by = f": dicomfs (pid {pid}) serves it" if pid else ""
+        raise MountError(f"{mountpoint} is already a mount point{held_by}")
     try:
         held = len(os.listdir(mountpoint))
     except OSError as exc:
@@ -301,10 +303,15 @@ def _stopped_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run_until_signal(tasks: Sequence[Task], until: threading.Event | None = None) -> None:
+def run_until_signal(
+    tasks: Sequence[Task],
+    until: threading.Event | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
     """Run the tasks, each in a thread, until SIGINT or SIGTERM (or until `until` is
     set: by the mount's reader, when the file system is unmounted); then stop them and
-    wait for them to finish what they were doing.
+    wait for them to finish what they were doing. on_started is called once a signal
+    stops them cleanly (a SIGTERM before would end the process at once).
 
     The wait is on an event, never a thread's join: a join that a signal interrupts
     may take the thread for ended (CPython 3.11's bpo-45274 mend)."""
@@ -314,6 +321,8 @@ def run_until_signal(tasks: Sequence[Task], until: threading.Event | None = None
         with _stopped_by_signals():
             for thread in threads:
                 thread.start()
+            if on_started is not None:
+                on_started()
             # A signal to this thread ends the wait at once; one that reached another
             # thread is seen here when the wait times out.
             awaited = stop if until is None else until

@@ -18,6 +18,7 @@ class Counts:
     instances: int = 0
     bytes: int = 0
     failed: int = 0  # instances refused
+    open: int = 0  # associations under way (their instances are counted already)
 
 
 class Activity:

@@ -15,11 +15,12 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
 from ..store import files as store_files
+from ..store.directories import SeriesDirectories
 from ..store.index import Index, Sender
 from ..store.writer import IndexWriter
 from . import spool
@@ -61,13 +62,14 @@ def store_spooled(store: Path, spooled: Path, sender: Sender, writer: IndexWrite
 
 def store_received(
     store: Path, received: Path, sync: Callable[[], None], sender: Sender, writer: IndexWriter,
-    *, head: bytes = b"",
+    *, head: bytes = b"", directories: SeriesDirectories | None = None,
 ) -> Stored:  # fmt: skip
     """Move a complete Part 10 file into the store and index it.
 
     sync() makes the received file durable; head is its first bytes, if at hand
-    (see read_meta). Every step is made here, in turn: handing the directory's fsync
-    to another thread, to overlap the commit, gained nothing (see the README).
+    (see read_meta); directories, the association's, if it has some. Every step is
+    made here, in turn: handing the directory's fsync to another thread, to overlap
+    the commit, gained nothing (see the README).
     """
     _step("received")
     try:
@@ -80,35 +82,59 @@ def store_received(
         raise Refused(describe(exc)) from exc
     _step("synced")
     rel = store_files.canonical_path(meta.study_uid, meta.series_uid, meta.sop_uid)
-    name = os.path.basename(rel)
-    with _directory_of(store, rel) as (target, changed):
-        try:
-            os.replace(received, name, dst_dir_fd=target)  # a resent instance replaces it whole
-            state = store_files.state_at(target, name)
-        except OSError as exc:
-            raise Refused(describe(exc)) from exc
-        _step("renamed")
-        try:
-            store_files.fsync_all([target, *changed])  # its name survives power loss
-        except OSError as exc:
-            raise Refused(describe(exc)) from exc
-        _step("placed")
+    own = directories is None
+    directories = directories or SeriesDirectories(store)
+    try:
+        state = _place(received, rel, directories)
+    finally:
+        if own:
+            directories.close()
+    _step("placed")
 
-        def index(index: Index) -> str | None:
-            return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
+    def index(index: Index) -> str | None:
+        return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
 
-        try:
-            previous = writer.run(index)
-        except Exception as exc:
-            # Not acknowledged, but the file stays: the next start indexes it, and
-            # the sender's retry replaces it.
-            raise Refused(f"could not index it: {exc}") from exc
+    try:
+        previous = writer.run(index)
+    except Exception as exc:
+        # Not acknowledged, but the file stays: the next start indexes it, and the
+        # sender's retry replaces it.
+        raise Refused(f"could not index it: {exc}") from exc
     _step("committed")
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.
         with contextlib.suppress(OSError):
             store_files.delete_files(store, [previous])
     return Stored(meta, rel, state.size)
+
+
+def _place(received: Path, rel: str, directories: SeriesDirectories) -> store_files.FileState:
+    """Rename the received file to rel and fsync the directories that changed: its
+    name survives power loss. A directory held open that was removed meanwhile
+    (expiry) is opened afresh, once."""
+    folder, name = os.path.split(rel)
+    for attempt in (1, 2):
+        try:
+            target, changed, held = directories.open(folder)
+        except OSError as exc:
+            raise Refused(describe(exc)) from exc
+        try:
+            try:
+                os.replace(received, name, dst_dir_fd=target)  # a resent one replaces it whole
+            except FileNotFoundError:
+                if held and attempt == 1 and os.path.exists(received):
+                    directories.forget(folder)  # removed since: made again
+                    continue
+                raise
+            state = store_files.state_at(target, name)
+            _step("renamed")
+            store_files.fsync_all([target, *changed])
+            return state
+        except OSError as exc:
+            raise Refused(describe(exc)) from exc
+        finally:
+            store_files.close_all(changed)
+    raise AssertionError("unreachable")
 
 
 # The durable steps, in order (see the module's docstring). A test makes the process
@@ -120,21 +146,6 @@ _CRASH_AT = os.environ.get("DICOMFS_TEST_CRASH_AT")
 def _step(name: str) -> None:
     if name == _CRASH_AT:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _directory_of(store: Path, rel: str) -> Iterator[tuple[int, list[int]]]:
-    """Descriptors of rel's directory, made if missing (never through a symlink), and
-    of the directories that gained an entry, to fsync."""
-    try:
-        with store_files.opened(store) as root:
-            target, changed = store_files.make_dirs(root, os.path.dirname(rel))
-    except OSError as exc:
-        raise Refused(describe(exc)) from exc
-    try:
-        yield target, changed
-    finally:
-        store_files.close_all([target, *changed])
 
 
 def describe(exc: OSError) -> str:

@@ -27,6 +27,7 @@ from .. import config
 from ..life import access
 from ..sizes import size
 from ..store import files as store_files
+from ..store.directories import SeriesDirectories
 from ..store.index import Index, IndexUnusable, Sender, audit
 from ..store.writer import IndexWriter
 from . import commands, dimse, ingest, queries, remotes, retrieve
@@ -56,6 +57,22 @@ class Policy:
     networks: Sequence[str] = ()  # addresses or networks: 10.1.2.3, 10.1.0.0/16
     require_user: bool = False
 
+    @property
+    def open(self) -> bool:
+        return not (self.calling_aets or self.networks or self.require_user)
+
+    def __str__(self) -> str:
+        if self.open:
+            return "anyone may connect"
+        told = []
+        if self.calling_aets:
+            told.append(f"calling AE titles {', '.join(self.calling_aets)}")
+        if self.networks:
+            told.append(f"addresses {', '.join(self.networks)}")
+        if self.require_user:
+            told.append("a DICOM user required")
+        return "; ".join(told)
+
     def address_refusal(self, address: str) -> str | None:
         """Why a connection from this address is refused, or None."""
         if self.networks and not any(
@@ -75,6 +92,15 @@ class Policy:
         if self.require_user and not user:
             return "no DICOM user identity was offered, and one is required"
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAssociation:
+    calling_aet: str
+    address: str
+    since: float
+    instances: int  # received so far
+    bytes: int
 
 
 @dataclasses.dataclass
@@ -115,6 +141,7 @@ class Receiver:
         self._senders: dict[int, Sender] = {}  # of the accepted, for the index and the log
         self._queries: dict[int, _Queries] = {}  # association -> its C-FINDs
         self._readers: dict[int, Index] = {}  # association -> its read-only index (queries)
+        self._directories: dict[int, SeriesDirectories] = {}  # association -> where it stores
         self._stopping = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -128,7 +155,10 @@ class Receiver:
         self.port = listener.getsockname()[1]
         self._accepting = threading.Thread(target=self._accept, name="accept", daemon=True)
         self._accepting.start()
-        log.info("receiving as %s on %s:%d", self.aet, host, port)
+        log.info("receiving as %s on %s:%d; %s", self.aet, host, self.port, self.policy)
+        exposed = exposure(self.policy, host, self.port)
+        if exposed:
+            log.warning("%s", exposed)
 
     def stop(self) -> None:
         """Stop accepting, abort every association, and wait (STOP_TIMEOUT at most) for
@@ -148,8 +178,8 @@ class Receiver:
             pending = list(self._pending.values())
             accepted = list(self._accepted.values())
         if accepted:
-            log.info("stopping: aborting %d associations (their senders send the rest "
-                     "again later)", len(accepted))  # fmt: skip
+            counted = "1 association" if len(accepted) == 1 else f"{len(accepted)} associations"
+            log.info("stopping: aborting %s (their senders send the rest again later)", counted)
         for association in pending:
             association.shut(say_abort=False)  # nothing to abort yet
         for association in accepted:
@@ -208,6 +238,7 @@ class Receiver:
                 if not stopping and len(self._accepted) < self.max_associations:
                     self._accepted[id(association)] = association
                     self._senders[id(association)] = _sender_of(association)
+                    self._directories[id(association)] = SeriesDirectories(self.store)
                     return None
             if stopping:
                 return dimse.STOPPING
@@ -232,7 +263,7 @@ class Receiver:
                 raise ingest.Refused(ingest.describe(spooled.error))
             return ingest.store_received(
                 self.store, Path(spooled.path), spooled.sync, sender, self.writer,
-                head=bytes(spooled.head),
+                head=bytes(spooled.head), directories=self._directories[id(association)],
             )  # fmt: skip
 
         outcome = dimse.store_outcome(stored, request.sop_instance, sender)
@@ -366,8 +397,11 @@ class Receiver:
             self._pending.pop(key, None)
             accepted = self._accepted.pop(key, None) is not None
             self._senders.pop(key, None)
+            directories = self._directories.pop(key, None)
         if reader is not None:
             reader.close()
+        if directories is not None:
+            directories.close()
         if accepted:
             total = _Tally("", "")
             for tally in tallies.values():
@@ -383,17 +417,17 @@ class Receiver:
         if records:
             self._audit(records)
 
-    def open_associations(self) -> list[dict[str, object]]:
+    def open_associations(self) -> list[OpenAssociation]:
         """The associations served now, for dicomfs status."""
         with self._lock:
             return [
-                {
-                    "calling_aet": association.calling_aet,
-                    "address": association.address,
-                    "since": association.began,
-                    "instances": sum(t.instances for t in self._tallies.get(key, {}).values()),
-                    "bytes": sum(t.bytes for t in self._tallies.get(key, {}).values()),
-                }
+                OpenAssociation(
+                    association.calling_aet,
+                    association.address,
+                    association.began,
+                    sum(t.instances for t in self._tallies.get(key, {}).values()),
+                    sum(t.bytes for t in self._tallies.get(key, {}).values()),
+                )
                 for key, association in self._accepted.items()
             ]
 
@@ -433,6 +467,17 @@ class Receiver:
             self.writer.run(lambda index: audit.append(index.conn, records))
         except Exception:
             log.exception("could not write the audit trail")
+
+
+def exposure(policy: Policy, host: str, port: int) -> str | None:
+    """The warning a receiver open to anyone on the network deserves, if it is."""
+    if not policy.open or ipaddress.ip_address(host).is_loopback:
+        return None
+    return (
+        f"anyone who reaches port {port} may send, and query and retrieve every patient's "
+        "images: name the scanners and workstations with --allow-aet or --allow-address "
+        "([receiver] allow_aet, allow_address in the configuration file)"
+    )
 
 
 def _log_association(association: Association, total: _Tally, asked: _Queries | None) -> None:

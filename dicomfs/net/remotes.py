@@ -15,7 +15,7 @@ from ..store.index import INDEX_DIR
 
 # AET@HOST:PORT, an IPv6 address in brackets: PACS@[fd00::4]:104
 _ADDRESS = re.compile(
-    r"^(?P<aet>[^@]+)@(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:@\[\]]+)):(?P<port>\d{1,5})$"
+    r"^(?P<aet>[^@]+)@(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:@\[\]\s]+)):(?P<port>\d{1,5})$"
 )
 _AE_CHARACTERS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")  # printable ASCII but backslash
 
