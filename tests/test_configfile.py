@@ -93,6 +93,8 @@ def test_config_before_the_command_applies_to_it(tmp_path: Path) -> None:
         ('[mount]\nallow_other = "yes"\n', ":2: mount.allow_other: give true or false"),
         ('[receiver]\nallow_address = ["10.1.0.0/33"]\n', ":2: receiver.allow_address: '10.1"),
         ('[mount]\nmode = 440\n', ':2: mount.mode: give it in quotes, such as "0440"'),
+        ('[receiver]\ntls_cert = "/c.pem"\n', ":2: receiver.tls_cert and receiver.tls_key go"),
+        ("port = 104\n", ":1: unknown key 'port': did you mean 'receiver.port'?"),
         ("[receiver]\nport = \n", ":2: not valid TOML"),
         ('[remotes.pacs]\naddress = "PACS@host"\n', ":2: remotes.pacs: 'PACS@host' is not"),
         ('[remotes.pacs]\nadress = "P@h:1"\n', ":2: unknown key 'remotes.pacs.adress'"),
@@ -168,3 +170,15 @@ def test_a_remote_in_the_file_is_known_and_kept_out_of_the_store(tmp_path: Path)
     dicomfs("--config", str(config), "remote", "add", "bay3t", "BAY3T@127.0.0.1:104")
     kept = json.loads((store / ".dicomfs" / "remotes.json").read_text())
     assert set(kept) == {"bay3t"}
+
+
+def test_a_file_that_cannot_be_looked_at_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def closed(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.delenv("DICOMFS_CONFIG")
+    monkeypatch.setattr(Path, "is_file", closed)
+    with pytest.raises(configfile.ConfigError, match="cannot read the configuration file"):
+        configfile.files_to_read(None)

@@ -26,6 +26,7 @@ from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 
 from dicomfs.dicom import corpus
+from dicomfs.store import directories
 
 from .conftest import PYDICOM_DATA, tree_fingerprint
 from .peers import send_raw_store, serving
@@ -165,7 +166,9 @@ def test_the_receiver_answers_every_mutant_and_goes_on_storing(
             assert status in (0x0000, 0xC210), f"mutant {number} of {source.path.name}"
             answered.append(status)
             assert not server.spooled(), f"mutant {number} left its spool file"
-            assert len(os.listdir(fds)) <= baseline + 1, f"mutant {number} left a descriptor"
+            # Bounded: the association holds a few series' directories open besides.
+            held = directories.HELD
+            assert len(os.listdir(fds)) <= baseline + 1 + held, f"mutant {number} left one"
             if number % 10 == 0:  # the service still stores good instances
                 good = corpus.dataset(corpus.Spec())
                 assert assoc.send_c_store(good).Status == 0x0000

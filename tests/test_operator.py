@@ -19,8 +19,10 @@ from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
 from dicomfs import control
 from dicomfs.dicom import corpus
+from dicomfs.net import receiver as receiver_module
 from dicomfs.net.receiver import Policy, exposure
 from dicomfs.store.index import Index
+from dicomfs.store.writer import IndexWriter
 from tests.peers import Serve, dcmtk, free_port
 from tests.test_cli import dicomfs
 
@@ -191,6 +193,29 @@ def test_a_receiver_open_to_anyone_on_the_network_is_a_warning() -> None:
     assert exposure(anyone, "127.0.0.1", 104) is None  # this machine alone
     assert exposure(named, "0.0.0.0", 104) is None
     assert str(named) == "addresses 10.1.0.0/16"
+    # Neither narrows who may connect: any user name is taken, and 0.0.0.0/0 is all.
+    assert exposure(Policy(require_user=True), "0.0.0.0", 104) is not None
+    assert exposure(Policy(networks=["0.0.0.0/0"]), "::", 104) is not None
+
+
+def test_a_receiver_listens_on_ipv6_and_names_an_ipv4_peer_plainly(tmp_path: Path) -> None:
+    assert receiver_module._plain_address("::ffff:10.1.2.3") == "10.1.2.3"
+    assert receiver_module._plain_address("fd00::4") == "fd00::4"
+    store = tmp_path / "store"
+    Index(store).close()
+    writer = IndexWriter(store)
+    receiver = receiver_module.Receiver(store, writer, policy=Policy(networks=["::1"]))
+    try:
+        receiver.start("::1", 0)
+        ae = AE("WS1")
+        ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+        assoc = ae.associate("::1", receiver.port, ae_title="DICOMFS")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        receiver.stop()
+        writer.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can be refused this")
@@ -205,3 +230,9 @@ def test_root_is_refused_a_store_another_user_owns(tmp_path: Path) -> None:
         assert refused.returncode == 1, command
         assert "run dicomfs as that user (sudo -u" in refused.stderr
     assert not (store / ".dicomfs" / "remotes.json").exists()
+    # A store at the root of a disk of root's: its own directory tells whose it is.
+    os.chown(store, 0, 0)
+    os.chown(store / ".dicomfs", 65534, 65534)
+    refused = dicomfs("index", "--store", str(store), check=False)
+    assert refused.returncode == 1
+    assert "belongs to the user nobody" in refused.stderr

@@ -137,10 +137,18 @@ def files_to_read(named: Path | None) -> list[Path]:
     if named is None and os.environ.get(ENVIRONMENT):
         named, source = Path(os.environ[ENVIRONMENT]), f"${ENVIRONMENT}"
     if named is not None:
-        if not named.is_file():
+        if not _is_file(named):
             raise ConfigError(f"configuration file {named} (from {source}) does not exist")
         return [named]
-    return [path for path in (SYSTEM_FILE, user_file()) if path.is_file()]
+    return [path for path in (SYSTEM_FILE, user_file()) if _is_file(path)]
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise ConfigError(f"cannot read the configuration file {path}: permission denied "
+                          f"(a file elsewhere: --config or ${ENVIRONMENT})") from None  # fmt: skip
 
 
 def load(group: click.Group, named: Path | None = None) -> Settings:
@@ -182,6 +190,10 @@ def _read(group: click.Group, path: Path, settings: Settings) -> None:
         settings.settings[name] = Setting(checked, where(name))
     for name, fields in _remotes_of(document, where).items():
         settings.remotes[name] = fields
+    tls = [name for name in ("receiver.tls_cert", "receiver.tls_key") if name in settings.settings]
+    if len(tls) == 1:
+        raise ConfigError(f"{where(tls[0])}: receiver.tls_cert and receiver.tls_key go together: "
+                          "give both, or neither")  # fmt: skip
 
 
 def _flatten(document: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -195,8 +207,10 @@ def _flatten(document: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 
 def _suggestion(name: str) -> str:
     known = [key.name for key in KEYS] + [REMOTES]
-    close = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(
-        name.split(".")[0], [REMOTES], n=1
+    close = (
+        [key.name for key in KEYS if key.name.rpartition(".")[2] == name.rpartition(".")[2]]
+        or difflib.get_close_matches(name, known, n=1)
+        or difflib.get_close_matches(name.split(".")[0], [REMOTES], n=1)
     )
     if close:
         return f": did you mean {close[0]!r}?"

@@ -19,7 +19,7 @@ from .. import __version__, config
 from ..net import remotes
 from ..store import catalog, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
-from ..store.index import Index, IndexUnusable
+from ..store.index import INDEX_DIR, Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
 from . import configfile, output, timeparse
 from .types import (
@@ -224,8 +224,11 @@ def use_store(store: Path, *, create: bool = False) -> Path:
     """The store, absolute. One rule for every command: the default store is made on
     first use; a store named by --store or $DICOMFS_STORE that does not exist is an
     error (a typo must not start an empty store), unless --create asks for it."""
-    if store.exists() and not store.is_dir():
-        raise click.ClickException(f"store {store} is not a directory")
+    try:
+        if store.exists() and not store.is_dir():
+            raise click.ClickException(f"store {store} is not a directory")
+    except PermissionError:
+        raise click.ClickException(f"cannot reach the store {store}: permission denied") from None
     _not_as_root_in_anothers(store)
     if not store.exists():
         ctx = click.get_current_context()
@@ -244,17 +247,21 @@ def use_store(store: Path, *, create: bool = False) -> Path:
 def _not_as_root_in_anothers(store: Path) -> None:
     """root must not write into a store another user owns (the service's): what it
     made there would be root's, and that user could no longer read or remove it."""
-    try:
-        owner = store.stat().st_uid
-    except OSError:
+    if os.geteuid() != 0:
         return
-    if os.geteuid() == 0 and owner != 0:
+    owners = set()
+    for path in (store, store / INDEX_DIR):
+        with contextlib.suppress(OSError):
+            owners.add(path.stat().st_uid)
+    owner = max(owners, default=0)  # another user's, if either is
+    if owner != 0:
         from ..life.access import user_name
 
         name = user_name(owner)
+        sudo_name = name if not name.isdigit() else f"'#{name}'"
         raise click.ClickException(
             f"the store {store} belongs to the user {name}: run dicomfs as that user "
-            f"(sudo -u {name} dicomfs ...), so that nothing in it becomes root's"
+            f"(sudo -u {sudo_name} dicomfs ...), so that nothing in it becomes root's"
         )
 
 
@@ -869,8 +876,11 @@ def status_command(store: Path, as_json: bool) -> None:
     from .. import control
     from . import statusview
 
-    if not store.is_dir():
-        raise click.ClickException(f"store {store} does not exist: check the path")
+    try:
+        if not (store / INDEX_DIR).is_dir():
+            raise click.ClickException(f"{store} is not a dicomfs store: check the path")
+    except PermissionError:
+        raise click.ClickException(f"cannot reach the store {store}: permission denied") from None
     try:
         report = control.ask(store)
     except PermissionError:

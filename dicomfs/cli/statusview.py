@@ -36,7 +36,7 @@ def lines(report: dict[str, Any]) -> list[str]:
             parts.append(f"{counts['refused']} refused")
         parts += [count(counts["instances"], "instance"), size(counts["bytes"])]
         if counts["failed"]:
-            parts.append(f"{counts['failed']} instances refused")
+            parts.append(f"{count(counts['failed'], 'instance')} refused")
         out.append(f"    {aet or '(no AE title)':16}  {', '.join(parts)}")
     associations = report["associations"]
     out.append(f"  associations open: {len(associations)}")

@@ -150,7 +150,10 @@ class Receiver:
         self.activity = Activity()  # today's, by calling AE title
 
     def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
-        listener = socket.create_server((host, port), backlog=BACKLOG)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server(
+            (host, port), family=family, backlog=BACKLOG, dualstack_ipv6=host == "::"
+        )
         self._listener, self._tls = listener, tls
         self.port = listener.getsockname()[1]
         self._accepting = threading.Thread(target=self._accept, name="accept", daemon=True)
@@ -179,7 +182,7 @@ class Receiver:
             accepted = list(self._accepted.values())
         if accepted:
             counted = "1 association" if len(accepted) == 1 else f"{len(accepted)} associations"
-            log.info("stopping: aborting %s (their senders send the rest again later)", counted)
+            log.info("stopping: aborting %s (the rest is sent again later)", counted)
         for association in pending:
             association.shut(say_abort=False)  # nothing to abort yet
         for association in accepted:
@@ -203,7 +206,7 @@ class Receiver:
                 sock, peer = listener.accept()
             except OSError:
                 return  # stop() shut the listener
-            address = str(peer[0])
+            address = _plain_address(str(peer[0]))
             refused = self.policy.address_refusal(address)
             if refused:  # before reading a byte from it
                 self._refuse(address, refused, calling="", called="", user=None)
@@ -469,9 +472,22 @@ class Receiver:
             log.exception("could not write the audit trail")
 
 
+def _plain_address(address: str) -> str:
+    """::ffff:10.1.2.3 (an IPv4 peer of a dual-stack listener) -> 10.1.2.3, which the
+    allowed networks and the audit trail name."""
+    mapped = ipaddress.ip_address(address)
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        return str(mapped.ipv4_mapped)
+    return address
+
+
 def exposure(policy: Policy, host: str, port: int) -> str | None:
-    """The warning a receiver open to anyone on the network deserves, if it is."""
-    if not policy.open or ipaddress.ip_address(host).is_loopback:
+    """The warning a receiver open to anyone on the network deserves, if it is. A
+    DICOM user narrows nothing: any name is taken, and none is checked."""
+    everywhere = not policy.networks or any(
+        ipaddress.ip_network(net, strict=False).prefixlen == 0 for net in policy.networks
+    )
+    if policy.calling_aets or not everywhere or ipaddress.ip_address(host).is_loopback:
         return None
     return (
         f"anyone who reaches port {port} may send, and query and retrieve every patient's "
