@@ -17,7 +17,7 @@ from click.core import ParameterSource
 
 from .. import __version__, config
 from ..net import remotes
-from ..store import catalog, modes, search
+from ..store import catalog, diskspace, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
 from ..store.index import INDEX_DIR, Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
@@ -772,7 +772,7 @@ def serve_command(
     tls_key: Path | None,
     retention: float,
     sweep_interval: float,
-    warn_free: Any,
+    warn_free: diskspace.Floor,
     allow_other: bool,
     allow_delete: bool,
     uid: int | None,
