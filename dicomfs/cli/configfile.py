@@ -38,7 +38,7 @@ ANY = ("*",)  # a key that sets its option in every command that has it
 class Key:
     name: str  # as in the file: "receiver.port"
     param: str  # the option it is the default of
-    form: str  # what TOML value it takes: path, text, integer, flag, list, account
+    form: str  # what TOML value it takes: path, text, mode, integer, flag, list, account
     commands: tuple[str, ...] = ANY  # or only these ("serve"; "remote add")
     about: str = ""  # for `dicomfs config` and the example file
 
