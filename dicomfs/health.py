@@ -125,7 +125,7 @@ class Report:
             "errors": [{**error, "at": iso(error["at"])} for error in self.errors.last()],
         }
         with Index(self.store, readonly=True) as index:
-            report["stored"] = _stored(index)
+            report["stored"] = index.totals()
             due = expiry.due(index.conn, now + DAY, self.retention)
         report["expiring_within_24h"] = {
             "series": len(due),
@@ -140,11 +140,3 @@ class Report:
         serving = mount.serving_pid(self.mountpoint)
         state = "mounted" if serving == os.getpid() else "not mounted"
         return {"path": str(self.mountpoint), "state": state}
-
-
-def _stored(index: Index) -> dict[str, int]:
-    series, instances, size = index.conn.execute(
-        "SELECT count(DISTINCT series), coalesce(sum(instances), 0), coalesce(sum(bytes), 0) "
-        "FROM series_counts"
-    ).fetchone()
-    return {"series": series, "instances": instances, "bytes": size}

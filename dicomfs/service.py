@@ -118,19 +118,6 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
 DISK_CHECK_INTERVAL = 10.0  # seconds between two looks at the store's free space
 
 
-def disk_watcher(disk: health.DiskWatch) -> mount.Task:
-    """A task that says in the log when the store's disk crosses its floor."""
-
-    def watch(stop: threading.Event) -> None:
-        while not stop.wait(DISK_CHECK_INTERVAL):
-            try:
-                disk.check()
-            except OSError as exc:
-                log.warning("cannot see the store's free space: %s", exc)
-
-    return watch
-
-
 def run(
     store: Path,
     receiving: ReceiverOptions,
@@ -186,7 +173,8 @@ def _serve(
             ) from exc
         running.announce(store, receiving.port, receiving.aet)
         status.start()
-        tasks = [sweeper(store, writer, expiring), disk_watcher(disk)]
+        watching_disk = mount.every(DISK_CHECK_INTERVAL, disk.check, "a look at the free space")
+        tasks = [sweeper(store, writer, expiring), watching_disk]
         receiving_on = f"receiving on {receiving.host}:{receiving.port} as {receiving.aet}"
         if mountpoint is None:
             mount.run_until_signal(tasks, on_started=lambda: _ready(receiving_on))

@@ -157,6 +157,11 @@ def load(group: click.Group, named: Path | None = None) -> Settings:
     settings = Settings(files_to_read(named), {}, {})
     for path in settings.files:
         _read(group, path, settings)
+    # Said of the files together: the system's may give one, the user's the other.
+    tls = [name for name in ("receiver.tls_cert", "receiver.tls_key") if name in settings.settings]
+    if len(tls) == 1:
+        raise ConfigError(f"{settings.settings[tls[0]].origin}: receiver.tls_cert and "
+                          "receiver.tls_key go together: give both, or neither")  # fmt: skip
     return settings
 
 
@@ -190,10 +195,6 @@ def _read(group: click.Group, path: Path, settings: Settings) -> None:
         settings.settings[name] = Setting(checked, where(name))
     for name, fields in _remotes_of(document, where).items():
         settings.remotes[name] = fields
-    tls = [name for name in ("receiver.tls_cert", "receiver.tls_key") if name in settings.settings]
-    if len(tls) == 1:
-        raise ConfigError(f"{where(tls[0])}: receiver.tls_cert and receiver.tls_key go together: "
-                          "give both, or neither")  # fmt: skip
 
 
 def _flatten(document: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -233,9 +234,9 @@ def _checked(group: click.Group, key: Key, value: Any) -> Any:
         if not os.path.isabs(value):
             raise click.BadParameter(f"{value!r} is not an absolute path")
         return value
-    param = _param(group, key)
     if key.form == "flag":
         return value
+    param = _command_and_param(group, key)[1]
     if key.form == "list":
         if not all(isinstance(item, str) for item in value):
             raise click.BadParameter('give a list of strings, such as ["A", "B"]')
@@ -255,10 +256,6 @@ def _form_help(form: str) -> str:
         "mode": 'give it in quotes, such as "0440"',
         "list": 'give a list, such as ["A", "B"]',
     }[form]
-
-
-def _param(group: click.Group, key: Key) -> click.Parameter:
-    return _command_and_param(group, key)[1]
 
 
 def _command_and_param(group: click.Group, key: Key) -> tuple[click.Command, click.Parameter]:

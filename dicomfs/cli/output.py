@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..sizes import size
+from ..sizes import count, size
 from ..store import views
 from ..store.catalog import iso, iso_date
 from ..store.indexer import Report
@@ -120,11 +120,6 @@ def study_line(row: dict[str, Any]) -> str:
     ]
     paths = [p for view in views.VIEW_NAMES for p in row["paths"][view]]
     return printable("  ".join(fields + paths))
-
-
-def count(number: int, noun: str) -> str:
-    """1 -> '1 instance', 3 -> '3 instances'."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def audit_line(record: dict[str, Any]) -> str:

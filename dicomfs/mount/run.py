@@ -205,7 +205,7 @@ def run(
             settle_the_collector()
             beside = [
                 follower.follow,
-                _every(access.FLUSH_INTERVAL, operations.flush_accesses, "recording accesses"),
+                every(access.FLUSH_INTERVAL, operations.flush_accesses, "recording accesses"),
                 *tasks,
             ]
             run_until_signal(beside, until=unmounted)
@@ -263,7 +263,7 @@ def settle_the_collector() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
-def _every(interval: float, work: Callable[[], None], what: str) -> Task:
+def every(interval: float, work: Callable[[], object], what: str) -> Task:
     """A task that does work every interval seconds; a failure is logged, not fatal."""
 
     def repeat(stop: threading.Event) -> None:

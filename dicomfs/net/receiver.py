@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import config
 from ..life import access
-from ..sizes import size
+from ..sizes import count, size
 from ..store import files as store_files
 from ..store.directories import SeriesDirectories
 from ..store.index import Index, IndexUnusable, Sender, audit
@@ -181,8 +181,8 @@ class Receiver:
             pending = list(self._pending.values())
             accepted = list(self._accepted.values())
         if accepted:
-            counted = "1 association" if len(accepted) == 1 else f"{len(accepted)} associations"
-            log.info("stopping: aborting %s (the rest is sent again later)", counted)
+            log.info("stopping: aborting %s (the rest is sent again later)",
+                     count(len(accepted), "association"))  # fmt: skip
         for association in pending:
             association.shut(say_abort=False)  # nothing to abort yet
         for association in accepted:
@@ -406,12 +406,7 @@ class Receiver:
         if directories is not None:
             directories.close()
         if accepted:
-            total = _Tally("", "")
-            for tally in tallies.values():
-                total.instances += tally.instances
-                total.bytes += tally.bytes
-                total.failed += tally.failed
-                total.last_failure = tally.last_failure or total.last_failure
+            total = _total(tallies)
             self.activity.ended(association.calling_aet, total.instances, total.bytes, total.failed)
             _log_association(association, total, asked)
         records = _received(_sender_of(association), tallies)
@@ -422,17 +417,13 @@ class Receiver:
 
     def open_associations(self) -> list[OpenAssociation]:
         """The associations served now, for dicomfs status."""
+        found = []
         with self._lock:
-            return [
-                OpenAssociation(
-                    association.calling_aet,
-                    association.address,
-                    association.began,
-                    sum(t.instances for t in self._tallies.get(key, {}).values()),
-                    sum(t.bytes for t in self._tallies.get(key, {}).values()),
-                )
-                for key, association in self._accepted.items()
-            ]
+            for key, association in self._accepted.items():
+                total = _total(self._tallies.get(key, {}))
+                who = (association.calling_aet, association.address, association.began)
+                found.append(OpenAssociation(*who, total.instances, total.bytes))
+        return found
 
     # --- the audit trail ------------------------------------------------------------------
 
@@ -496,10 +487,20 @@ def exposure(policy: Policy, host: str, port: int) -> str | None:
     )
 
 
+def _total(tallies: dict[str, _Tally]) -> _Tally:
+    """What one association sent of all its studies together."""
+    total = _Tally("", "")
+    for tally in tallies.values():
+        total.instances += tally.instances
+        total.bytes += tally.bytes
+        total.failed += tally.failed
+        total.last_failure = tally.last_failure or total.last_failure
+    return total
+
+
 def _log_association(association: Association, total: _Tally, asked: _Queries | None) -> None:
     """One line per association: who, from where, what it sent, and how it ended."""
-    parts = [f"{total.instances} {'instance' if total.instances == 1 else 'instances'}",
-             size(total.bytes)]  # fmt: skip
+    parts = [count(total.instances, "instance"), size(total.bytes)]
     if total.failed:
         parts.append(f"{total.failed} refused (the last: {total.last_failure})")
     if asked is not None:

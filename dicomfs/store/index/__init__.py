@@ -691,6 +691,14 @@ class Index:
             found.update(row[0] for row in rows)
         return found
 
+    def totals(self) -> dict[str, int]:
+        """The series, instances and bytes in the store (series_counts keeps them)."""
+        series, instances, size = self.conn.execute(
+            "SELECT count(DISTINCT series), coalesce(sum(instances), 0), "
+            "coalesce(sum(bytes), 0) FROM series_counts"
+        ).fetchone()
+        return {"series": series, "instances": instances, "bytes": size}
+
     def counts(self) -> dict[str, int]:
         return {
             table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
