@@ -7,19 +7,34 @@ import itertools
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom.data
 import pytest
 
 from dicomfs.dicom import corpus, names
-from dicomfs.store.index import Index
+from dicomfs.store.index import INDEX_VARIABLE, Index, migrations
+
+from . import postgres
 
 PYDICOM_DATA = Path(pydicom.data.__file__).parent
 
 
 def back_to_v5(conn: sqlite3.Connection) -> None:
     """Take a current index back to schema 5, for tests of upgrades from older ones."""
+    # Schema 9 undone: patients keyed by one string, ID and name with a NUL between.
+    conn.execute(f"CREATE TABLE patients_v8 {migrations.TREE_TABLES['patients']}")
+    conn.execute(
+        """INSERT INTO patients_v8 SELECT id, patient_id || char(0) || patient_name,
+               patient_id, patient_name, birth_date, name_folded, dir_name FROM patients"""
+    )
+    conn.executescript(
+        """DROP TABLE patients; ALTER TABLE patients_v8 RENAME TO patients;
+           CREATE INDEX patients_patient_id ON patients(patient_id);
+           CREATE INDEX patients_dir_name ON patients(dir_name);
+           CREATE INDEX patients_patient_id_nocase ON patients(patient_id COLLATE NOCASE);"""
+    )
     journal = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'changes'"
                            " OR name LIKE 'changes_%' AND type = 'trigger'").fetchall()  # fmt: skip
     for (name,) in journal:
@@ -57,6 +72,36 @@ def store(tmp_path: Path) -> Path:
 def index(store: Path):
     with Index(store) as idx:
         yield idx
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """One throwaway PostgreSQL cluster for the session, started by the first test that
+    asks for it (fsync off: a crash test starts a postgres.Cluster of its own)."""
+    if postgres.server_bin() is None:
+        pytest.skip(postgres.SKIP_REASON)
+    with postgres.Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: postgres.Cluster) -> str:
+    """The URL of a new, empty database of this test's own."""
+    return postgres_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once with each engine: the SQLite file beside the store, then a
+    new PostgreSQL database ($DICOMFS_INDEX, which every dicomfs the test starts
+    inherits). A module asks for it with pytestmark = usefixtures("index_engine"),
+    before any fixture that opens the index."""
+    if request.param == "postgresql":
+        only = request.node.get_closest_marker("sqlite_only")
+        if only is not None:
+            pytest.skip(f"SQLite's alone: {only.args[0]}")
+        monkeypatch.setenv(INDEX_VARIABLE, request.getfixturevalue("postgres_url"))
+    return str(request.param)
 
 
 def copy_pydicom_files(dest: Path) -> list[Path]:

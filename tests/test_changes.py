@@ -4,7 +4,6 @@ what it is told."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from dicomfs.mount.inodes import ROOT_INODE, file_inode
 from dicomfs.store import views
 from dicomfs.store.index import Index
 from dicomfs.store.indexer import reconcile
+
+pytestmark = pytest.mark.usefixtures("index_engine")
 
 
 class Told:
@@ -69,10 +70,8 @@ class Tree:
         return self.told
 
     def write(self, sql: str, *args: object) -> None:
-        conn = sqlite3.connect(self.store / ".dicomfs" / "index.sqlite")
-        with conn:
-            conn.execute(sql, args)
-        conn.close()
+        with Index(self.store) as index, index.transaction():
+            index.conn.execute(sql, args)
 
     def close(self) -> None:
         self.changes.close()
@@ -165,11 +164,8 @@ def test_a_read_makes_times_stale_and_no_listing_nor_any_cached_page(tree: Tree)
 def test_a_mount_left_behind_by_pruned_changes_drops_everything(tree: Tree) -> None:
     tree.write("INSERT INTO changes (study) VALUES (1)")
     tree.write("INSERT INTO changes (study) VALUES (1)")
-    (last,) = (
-        sqlite3.connect(tree.store / ".dicomfs" / "index.sqlite")
-        .execute("SELECT max(seq) FROM changes")
-        .fetchone()
-    )
+    with Index(tree.store, readonly=True) as index:
+        (last,) = index.conn.execute("SELECT max(seq) FROM changes").fetchone()
     tree.write("DELETE FROM changes WHERE seq < ?", last)  # as pruning does
     told = tree.check()
     placed = {(parent, name.encode()) for _, parent, name in tree.fs.inodes.placed()}

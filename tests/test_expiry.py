@@ -21,6 +21,8 @@ from dicomfs.store.index import Index
 from dicomfs.store.indexer import check, reconcile
 from dicomfs.store.writer import IndexWriter
 
+pytestmark = pytest.mark.usefixtures("index_engine")
+
 DAY = 86400.0
 
 

@@ -24,9 +24,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicomfs.dicom import corpus
 from dicomfs.net import reactor
 from dicomfs.store.index import Index, query
+from dicomfs.store.index.engine import SQLITE
 from dicomfs.store.indexer import reconcile
 
 from .peers import Orthanc, dcmtk, serving
+
+pytestmark = pytest.mark.usefixtures("index_engine")
 
 STUDY_ROOT = "-S"
 PATIENT_ROOT = "-P"
@@ -120,6 +123,7 @@ def test_each_level_answers_its_own_keys_and_counts(conn: sqlite3.Connection) ->
         list(query.find(conn, "FRAME", {}))
 
 
+@pytest.mark.sqlite_only("SQLite's query plans")
 def test_every_query_of_a_patient_or_study_seeks_through_an_index(conn: sqlite3.Connection) -> None:
     """What a workstation asks most (a patient ID, a study UID, a date range, a study's
     series) is found through an index, never by reading every row."""
@@ -131,7 +135,7 @@ def test_every_query_of_a_patient_or_study_seeks_through_an_index(conn: sqlite3.
         ("SERIES", {"StudyInstanceUID": "1.2.3"}),
         ("IMAGE", {"SeriesInstanceUID": "1.2.3.4"}),
     ):
-        sql, arguments = query.sql(level, keys)
+        sql, arguments = query.sql(level, keys, SQLITE)
         plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", arguments))
         first = plan.split("SCAN")[0] if "SCAN" in plan else plan
         assert "SEARCH" in first, (level, keys, plan)
@@ -206,11 +210,10 @@ def test_findscu_finds_by_accents_and_gets_every_key_it_asks_for(tmp_path: Path)
     assert (match.NumberOfStudyRelatedSeries, match.NumberOfStudyRelatedInstances) == (1, 1)
     assert match.ReferringPhysicianName == ""  # asked, not indexed: returned empty
     assert match.RetrieveAETitle == "DICOMFS"
-    log = (
-        sqlite3.connect(store / ".dicomfs" / "index.sqlite")
-        .execute("SELECT calling_aet, detail FROM audit WHERE event = 'queried'")
-        .fetchall()
-    )
+    with Index(store, readonly=True) as index:
+        log = index.conn.execute(
+            "SELECT calling_aet, detail FROM audit WHERE event = 'queried'"
+        ).fetchall()
     assert log == [("FINDSCU", "1 query, 1 match")]
 
 

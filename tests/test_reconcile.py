@@ -14,10 +14,13 @@ import pydicom
 import pytest
 
 from dicomfs.dicom import corpus
-from dicomfs.store.index import SCHEMA_VERSION, Index, IndexUnusable
+from dicomfs.store.index import Index, IndexUnusable
+from dicomfs.store.index.schema import SCHEMA_VERSION
 from dicomfs.store.indexer import import_paths, reconcile
 
 from .conftest import back_to_v5, copy_pydicom_files, tree_fingerprint
+
+pytestmark = pytest.mark.usefixtures("index_engine")
 
 
 def indexed_sops(index: Index) -> set[str]:
@@ -233,6 +236,7 @@ def test_a_study_corrected_to_another_patient_leaves_no_empty_patient(store, ind
     assert index.counts() == {"patients": 1, "studies": 1, "series": 1, "instances": 1}
 
 
+@pytest.mark.sqlite_only("an upgrade of an older SQLite index")
 def test_an_index_made_by_the_first_schema_is_upgraded_with_its_times(tmp_path: Path) -> None:
     store = tmp_path / "store"
     corpus.write_regular(store, patients=1, studies=1, series=2, instances=3)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from dicomfs.store.indexer import reconcile
 
 from .peers import Orthanc, dcmtk, free_port, serving, terminate
 
+pytestmark = pytest.mark.usefixtures("index_engine")
+
 STUDY = f"{corpus.UID_ROOT}1.0.0"  # the first patient's study: two series of three
 OTHER_STUDY = f"{corpus.UID_ROOT}1.1.0"  # the second patient's
 SERIES = f"{STUDY}.1"
@@ -63,8 +64,8 @@ def made(store: Path, *, instances: int = 3) -> None:
 
 
 def in_index(store: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(store / ".dicomfs" / "index.sqlite") as conn:
-        return conn.execute(sql, args).fetchall()
+    with Index(store, readonly=True) as index:
+        return [tuple(row) for row in index.conn.execute(sql, args).fetchall()]
 
 
 def stored_files(store: Path) -> dict[str, Path]:

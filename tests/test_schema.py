@@ -101,10 +101,54 @@ def test_an_upgrade_to_7_keeps_every_row_and_a_row_id_is_never_given_twice(store
         assert conn.execute("SELECT id FROM instances WHERE sop_uid = '1.2.3.3'").fetchone() == (3,)
 
 
+def test_an_upgrade_to_9_keys_patients_by_id_and_name_and_gives_no_patient_id_twice(
+    store: Path,
+) -> None:
+    path = store / INDEX_DIR / INDEX_FILE
+    path.parent.mkdir(mode=0o700)
+    old = sqlite_utils.Database(sqlite3.connect(path))
+    for migration in migrations.MIGRATIONS[:8]:
+        migration(old)
+    old.executescript(
+        """
+        INSERT INTO patients VALUES (1, 'P1' || char(0) || 'DOE^J', 'P1', 'DOE^J', '', 'doe j',
+                                     'DOE_J_P1');
+        INSERT INTO patients VALUES (2, 'P2' || char(0) || 'ROE^R', 'P2', 'ROE^R', '', 'roe r',
+                                     'ROE_R_P2');
+        INSERT INTO patient_words VALUES ('doe', 1), ('j', 1);
+        INSERT INTO studies (id, study_uid, patient, study_date, study_time, description,
+            accession, dir_name, day_dir, uid_dir) VALUES
+            (1, '1.2', 1, '20040101', '', 'Brain', 'A1', 'd', '20040101.DAY', '1.2.UID');
+        DELETE FROM patients WHERE id = 2;
+        PRAGMA user_version = 8;
+        """
+    )
+    old.conn.commit()
+    old.conn.close()
+    with Index(store) as index:  # upgraded on opening
+        conn = index.conn
+        assert conn.execute("SELECT id, patient_id, patient_name FROM patients").fetchall() == [
+            (1, "P1", "DOE^J")
+        ]
+        assert conn.execute("SELECT patient FROM studies").fetchall() == [(1,)]
+        assert conn.execute("SELECT count(*) FROM patient_words").fetchone() == (2,)
+        with index.transaction():
+            (new,) = conn.execute(
+                """INSERT INTO patients (patient_id, patient_name, birth_date, name_folded,
+                   dir_name) VALUES ('P3', 'X', '', 'x', 'X_P3') RETURNING id"""
+            ).fetchone()
+        assert new == 3  # not 2: the mount may still name the patient that had it
+        with pytest.raises(sqlite3.IntegrityError), index.transaction():
+            conn.execute(
+                """INSERT INTO patients (patient_id, patient_name, birth_date, name_folded,
+                   dir_name) VALUES ('P1', 'DOE^J', '', 'doe j', 'DOE_J_P1')"""
+            )
+
+
 def test_index_makes_a_new_store_from_the_current_schema(store: Path) -> None:
     with Index(store) as index:
         assert index.version() == schema.SCHEMA_VERSION
-        assert shape(index.db) == shape(_created(store.parent / "reference.sqlite"))
+        assert shape(index.engine.db) == shape(_created(store.parent / "reference.sqlite"))
 
 
 def _created(path: Path) -> sqlite_utils.Database:

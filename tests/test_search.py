@@ -19,6 +19,8 @@ from dicomfs.store.indexer import reconcile
 
 from .conftest import back_to_v5
 
+pytestmark = pytest.mark.usefixtures("index_engine")
+
 SPEC = corpus.Spec(
     patient_name="MARTIN^PAUL", patient_id="PULL0021", accession="Acc-77A",
     study_description="Genou droit", series_description="T1 sagittal",
@@ -36,6 +38,7 @@ def statements_of(index: Index, terms: list[str]) -> list[str]:
     return statements
 
 
+@pytest.mark.sqlite_only("SQLite's query plans")
 @pytest.mark.parametrize(
     "term", ["pull002", "ACC-77", "genou", "sagit", "martin", "2004-06", "1.2.826.0.1"]
 )
@@ -75,6 +78,7 @@ def test_description_words_follow_their_rows(store: Path) -> None:
             assert index.conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
+@pytest.mark.sqlite_only("an upgrade of an older SQLite index")
 def test_an_index_of_schema_4_learns_the_words_of_its_descriptions(store: Path) -> None:
     corpus.write(store / "knee.dcm", SPEC)
     with Index(store) as index:

@@ -49,6 +49,7 @@ class Key:
 
 KEYS = (
     Key("store", "store", "path", about="the store: DICOM files and their index"),
+    Key("index", "index", "text", about="the index in PostgreSQL; none: SQLite in the store"),
     Key("mount.path", "mountpoint", "path", about="where serve mounts the views"),
     Key("mount.owner", "uid", "account", about="owner of the files in the mount"),
     Key("mount.group", "gid", "account", about="group of the files in the mount"),

@@ -19,7 +19,7 @@ from .. import __version__, config
 from ..net import remotes
 from ..store import catalog, diskspace, modes, search
 from ..store.files import UnsafeStore, check_own_dirs
-from ..store.index import INDEX_DIR, Index, IndexUnusable
+from ..store.index import INDEX_DIR, INDEX_VARIABLE, Index, IndexUnusable
 from ..store.indexer import import_paths, reconcile
 from . import configfile, output, timeparse
 from .types import (
@@ -28,6 +28,7 @@ from .types import (
     DiskFloor,
     Duration,
     FileMode,
+    IndexURL,
     IPAddress,
     Moment,
     Network,
@@ -200,7 +201,22 @@ def _resolve_store(ctx: click.Context, param: click.Parameter, store: Path) -> P
     return store
 
 
+def _use_index(ctx: click.Context, param: click.Parameter, url: str | None) -> None:
+    """Every index this command opens is the one --index names (see store.index)."""
+    if url:
+        os.environ[INDEX_VARIABLE] = url
+
+
 def store_option(func: F) -> F:
+    func = click.option(
+        "--index",
+        type=IndexURL(),
+        envvar=INDEX_VARIABLE,
+        expose_value=False,
+        callback=_use_index,
+        help="The index in a PostgreSQL database that several machines share "
+        "(postgresql://USER@HOST:PORT/DATABASE). Default: the SQLite file in the store.",
+    )(func)
     return click.option(
         "--store",
         type=click.Path(file_okay=False, path_type=Path),

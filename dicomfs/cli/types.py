@@ -149,3 +149,20 @@ class Network(click.ParamType):
         except ValueError as exc:
             self.fail(f"{value!r} is not an address or a network: {exc}", param, ctx)
         return str(value).strip()
+
+
+class IndexURL(click.ParamType):
+    """A PostgreSQL database's URL: postgresql://USER@HOST:PORT/DATABASE."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not text.startswith(("postgresql://", "postgres://")):
+            self.fail(
+                f"{value!r} is not a PostgreSQL database's URL: "
+                "postgresql://USER@HOST:PORT/DATABASE",
+                param,
+                ctx,
+            )
+        return text

@@ -10,13 +10,13 @@ doomed), then its files go from the disk.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from pathlib import Path
 
 from ..store import files as store_files
 from ..store import thumbnails, views
 from ..store.index import Index, audit, lifecycle
+from ..store.index.engine import Connection
 from ..store.writer import IndexWriter
 
 DEFAULT_RETENTION = 7 * 86400.0
@@ -38,7 +38,7 @@ class DueSeries:
     series_number: int | None
 
 
-def due(conn: sqlite3.Connection, now: float, retention: float) -> list[DueSeries]:
+def due(conn: Connection, now: float, retention: float) -> list[DueSeries]:
     """The series that expire at `now`, least recently used first."""
     return [DueSeries(*row) for row in lifecycle.due_series(conn, now - retention, now)]
 
@@ -128,7 +128,7 @@ class NotFound(Exception):
     """What the user named is not a study or series of the store; the message says why."""
 
 
-def resolve(conn: sqlite3.Connection, target: str, mountpoint: Path) -> tuple[str, str]:
+def resolve(conn: Connection, target: str, mountpoint: Path) -> tuple[str, str]:
     """(UID, 'study' or 'series') for a UID, or for a study or series directory in the
     mount (any view)."""
     if "/" not in target and not Path(target).exists():
@@ -178,12 +178,12 @@ def unkeep(index: Index, uid: str) -> bool:
     return lifecycle.drop_keep(index.conn, uid)
 
 
-def is_kept(conn: sqlite3.Connection, uid: str) -> bool:
+def is_kept(conn: Connection, uid: str) -> bool:
     """Is there a keep of this UID, lapsed or not?"""
     return lifecycle.has_keep(conn, uid)
 
 
-def kept(conn: sqlite3.Connection, now: float) -> list[Keep]:
+def kept(conn: Connection, now: float) -> list[Keep]:
     """Every keep, with whose it is; those whose time passed are marked lapsed, so
     that no keep ends silently."""
     return [
@@ -192,11 +192,11 @@ def kept(conn: sqlite3.Connection, now: float) -> list[Keep]:
     ]
 
 
-def kept_study_uids(conn: sqlite3.Connection, now: float) -> set[str]:
+def kept_study_uids(conn: Connection, now: float) -> set[str]:
     """Studies kept whole or in part, for the KEPT marker of index.html."""
     return lifecycle.kept_study_uids(conn, now)
 
 
-def least_used_by_study(conn: sqlite3.Connection) -> dict[int, float]:
+def least_used_by_study(conn: Connection) -> dict[int, float]:
     """When each study's first series to expire was last used, for index.html."""
     return lifecycle.least_used_by_study(conn)

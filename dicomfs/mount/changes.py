@@ -24,7 +24,6 @@ notification: they are never sent from a thread that answers requests.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,12 +31,17 @@ from typing import Protocol
 
 from ..store import views
 from ..store.index import Index
+from ..store.index.engine import Connection
+from ..store.index.postgres_engine import PostgresEngine
 from ..store.views import Kind, Node
 from .inodes import ROOT_INODE, Inodes, file_inode
 
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 0.05  # seconds: how long the kernel may show what a commit changed
+# With an index in PostgreSQL, a notification wakes the check at once (Doorbell);
+# looking now and then anyway costs one indexed query.
+CHECK_EVERY_WITH_DOORBELL = 1.0
 _ALWAYS_THERE = frozenset({Kind.ROOT, Kind.TOP})
 
 
@@ -73,10 +77,20 @@ class Changes:
         self._seen = last or 0
 
     def follow(self, stop: threading.Event) -> None:
-        """Check every CHECK_EVERY seconds, or at once when asked, until stop is set."""
+        """Check every CHECK_EVERY seconds, or at once when asked or rung, until stop
+        is set."""
+        every = CHECK_EVERY
+        engine = self._open().engine
+        if isinstance(engine, PostgresEngine):
+            bell = threading.Thread(
+                target=engine.doorbell().run, args=(self._wake, stop), name="index doorbell",
+                daemon=True,
+            )  # fmt: skip
+            bell.start()
+            every = CHECK_EVERY_WITH_DOORBELL
         try:
             while not stop.is_set():
-                self._wake.wait(CHECK_EVERY)
+                self._wake.wait(every)
                 with self._round_done:
                     self._wake.clear()
                     self._checking = True
@@ -107,10 +121,13 @@ class Changes:
             self._wake.set()
             self._round_done.wait_for(lambda: self._rounds >= wanted, timeout)
 
-    def _conn(self) -> sqlite3.Connection:
+    def _open(self) -> Index:
         if self._index is None:  # opened in the thread that uses it
             self._index = Index(self.store, readonly=True)
-        return self._index.conn
+        return self._index
+
+    def _conn(self) -> Connection:
+        return self._open().conn
 
     def check(self) -> None:
         """Tell the kernel what the changes since the last check make stale."""
@@ -131,7 +148,7 @@ class Changes:
         else:
             self._apply(conn, rows)
 
-    def _apply(self, conn: sqlite3.Connection, rows: list[tuple[int, ...]]) -> None:
+    def _apply(self, conn: Connection, rows: list[tuple[int, ...]]) -> None:
         self.memory.stale_listings()
         files: dict[int, bool] = {}  # instance -> its pages too (not just its times)
         series: dict[int, bool] = {}  # series -> its listing too
@@ -165,7 +182,7 @@ class Changes:
         for inode, listing in stale.items():
             self.kernel.invalidate_inode(inode, pages=listing)
 
-    def _on_paths(self, conn: sqlite3.Connection, study: int) -> set[int]:
+    def _on_paths(self, conn: Connection, study: int) -> set[int]:
         """The known directories on the study's paths in every view, where the mount
         last showed it and where it is now, and the directories above them."""
         found = set(self.inodes.showing(Kind.STUDY, study))
@@ -183,7 +200,7 @@ class Changes:
 
     def _mark(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         inode: int | None,
         listing: bool,
         stale: dict[int, bool],
@@ -200,7 +217,7 @@ class Changes:
             stale[inode] = stale.get(inode, False) or listing
 
     @staticmethod
-    def _exists(conn: sqlite3.Connection, node: Node) -> bool:
+    def _exists(conn: Connection, node: Node) -> bool:
         return node.kind in _ALWAYS_THERE or views.attributes(conn, node) is not None
 
     def _forget(self, inode: int) -> None:

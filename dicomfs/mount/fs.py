@@ -35,6 +35,7 @@ from ..life import access, expiry
 from ..store import files as store_files
 from ..store import thumbnails, views
 from ..store.index import Index, IndexUnusable
+from ..store.index.engine import Connection
 from ..store.views import Attributes, Entry, Kind, Node
 from ..store.writer import IndexWriter
 from . import kernel, nowait, page, series_page
@@ -171,7 +172,7 @@ class DicomOperations:
             self._local.index = Index(self.store, readonly=True)
         return self._local.index
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Connection:
         return self._index().conn
 
     def _node(self, inode: int) -> Node:

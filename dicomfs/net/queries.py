@@ -10,7 +10,6 @@ character set the identifier came in.
 
 from __future__ import annotations
 
-import sqlite3
 import struct
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pynetdicom.dsutils import decode
 
 from ..dicom.meta import charset_terms, may_be_utf8
 from ..store.index import query
+from ..store.index.engine import Connection
 from ..store.index.query import Retrievable
 
 CHARACTER_SET = "ISO_IR 192"
@@ -85,7 +85,7 @@ def _utf8_by_mistake(asked: Dataset) -> bool:
 
 
 def retrievable(
-    conn: sqlite3.Connection, identifier: bytes, syntax: str, study_root: bool = False
+    conn: Connection, identifier: bytes, syntax: str, study_root: bool = False
 ) -> list[Retrievable]:
     """The instances a C-MOVE's or C-GET's identifier names."""
     _, level, keys = read(identifier, syntax, study_root)
@@ -96,7 +96,7 @@ def retrievable(
 
 
 def matches(
-    conn: sqlite3.Connection, identifier: bytes, syntax: str, aet: str, study_root: bool = False
+    conn: Connection, identifier: bytes, syntax: str, aet: str, study_root: bool = False
 ) -> Iterator[bytes]:
     """Each match of the identifier, encoded in the presentation context's syntax."""
     asked, level, keys = read(identifier, syntax, study_root)

@@ -16,13 +16,13 @@ import contextlib
 import io
 import logging
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 from . import files
 from .index import INDEX_DIR
+from .index.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ SIZE = 128  # pixels, the longer side
 MOST_BYTES = 3 * SIZE * SIZE + 4096  # a PNG of SIZE x SIZE RGB, uncompressed, is smaller
 
 
-def of_series(store: Path, conn: sqlite3.Connection, series: int) -> bytes | None:
+def of_series(store: Path, conn: Connection, series: int) -> bytes | None:
     """The series' thumbnail as PNG, made now if there is none newer than its last
     instance; None if the series is gone."""
     row = conn.execute(
@@ -73,7 +73,7 @@ def remove(store: Path, series_uids: list[str]) -> None:
     )
 
 
-def sweep(store: Path, conn: sqlite3.Connection) -> int:
+def sweep(store: Path, conn: Connection) -> int:
     """Remove the thumbnails of series no longer in the index; how many went."""
     try:
         names = os.listdir(store / THUMBS_DIR)
@@ -100,7 +100,7 @@ def _read_if_newer(store: Path, rel: str, than: float) -> bytes | None:
         return None
 
 
-def _make(store: Path, conn: sqlite3.Connection, series: int) -> bytes:
+def _make(store: Path, conn: Connection, series: int) -> bytes:
     (count,) = conn.execute("SELECT count(*) FROM instances WHERE series = ?", (series,)).fetchone()
     middle = conn.execute(
         """SELECT path FROM instances WHERE series = ?

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .index import Index
+from .index.sqlite_engine import SQLiteEngine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,8 +89,12 @@ class IndexWriter:
             if self._flushed >= commit:
                 return
             target = self._commits  # every commit made by now is in the WAL file
+            engine = self._index.engine
+            if not isinstance(engine, SQLiteEngine):  # PostgreSQL's commit is on disk
+                self._flushed = target
+                return
             if self._wal < 0:
-                self._wal = os.open(f"{self._index.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                self._wal = os.open(engine.wal, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fdatasync(self._wal)
             except OSError as exc:

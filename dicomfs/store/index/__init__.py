@@ -1,5 +1,6 @@
-"""The SQLite index over the store: the connection, its transactions, and the
-writes and queries of instances, series, studies and patients.
+"""The index over the store: its connection (to the SQLite file beside the store, or
+to a PostgreSQL database several machines share), its transactions, and the writes
+and queries of instances, series, studies and patients.
 
 The files on disk are the truth; this is a cache of their headers that `dicomfs
 index` keeps in step with them. Its schema is schema.py's; the views' queries are
@@ -10,27 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sqlite3
+import functools
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import sqlite_utils
-
 from ...dicom import names
 from ...dicom.meta import InstanceMeta, fold
 from .. import modes
-from . import derived, schema
-from .migrations import MIGRATIONS
-from .schema import SCHEMA_VERSION
+from . import derived
+from .engine import Connection, Cursor, Dialect
+from .engine import IndexUnusable as IndexUnusable
+from .postgres_engine import PostgresEngine
+from .sqlite_engine import INDEX_DIR as INDEX_DIR
+from .sqlite_engine import INDEX_FILE as INDEX_FILE
+from .sqlite_engine import SQLiteEngine
 
-INDEX_DIR = ".dicomfs"
-INDEX_FILE = "index.sqlite"
-
-
-class IndexUnusable(Exception):
-    """The index cannot be used (newer schema, corrupt file)."""
+# Where the index is, when it is not the SQLite file beside the store: a PostgreSQL
+# database's URL (--index sets it for the whole command).
+INDEX_VARIABLE = "DICOMFS_INDEX"
 
 
 class FileState(NamedTuple):  # a tuple: reconcile makes one per file of the store
@@ -83,60 +84,37 @@ class StudySummary:
 class Index:
     """A connection to one store's index. Not shared between threads unless `shared`."""
 
-    def __init__(self, store: Path, *, readonly: bool = False, shared: bool = False) -> None:
+    def __init__(
+        self, store: Path, *, readonly: bool = False, shared: bool = False, url: str | None = None
+    ) -> None:
         """shared: usable from several threads, one at a time (the caller locks).
-        A commit survives a crash of the process at once, and power loss once the WAL
-        is flushed: at the next checkpoint, or by the writer (writer.py) before it
-        tells its caller the work is done."""
+        url: the PostgreSQL database that holds the index (postgresql://...), or ""
+        for the SQLite file in the store; by default $DICOMFS_INDEX says which."""
         self.store = store
-        self.path = store / INDEX_DIR / INDEX_FILE
-        if readonly:
-            if not self.path.exists():
-                raise IndexUnusable(
-                    f"no index in {store} yet: run 'dicomfs index --store {store}' first"
-                )
-            if _stored_version(self.path) < SCHEMA_VERSION:
-                raise IndexUnusable(
-                    f"the index in {store} was made by an older dicomfs: any command that "
-                    f"writes it upgrades it (dicomfs index --store {store})"
-                )
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            conn.execute("PRAGMA query_only = ON")  # never a write, even by mistake
+        url = url if url is not None else os.environ.get(INDEX_VARIABLE) or None
+        self.engine: SQLiteEngine | PostgresEngine
+        if url:
+            if not readonly:  # the spool, the locks and the remotes stay in the store
+                _make_own_directory(store)
+            self.engine = PostgresEngine(url, readonly=readonly)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=not shared)
-            modes.tighten(store, self._own_files())
-        conn.execute("PRAGMA busy_timeout = 30000")
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
+            self.engine = SQLiteEngine(store, readonly=readonly, shared=shared)
+        self.conn: Connection = self.engine.conn
+        self.dialect = self.engine.dialect
         # series UID -> (row id, every patient/study/series value it was written with):
         # files of one series repeat them, so most instances skip three look-ups. Kept
-        # while no other connection commits (data_version): another process may have
-        # deleted the series meanwhile (dicomfs expire).
+        # while no other connection commits: another process may have deleted the
+        # series meanwhile (dicomfs expire).
         self._series_cache: dict[str, tuple[int, tuple[object, ...]]] = {}
-        self._cached_at_version: int | None = None
-        if not readonly:
-            _use_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        elif self.version() > SCHEMA_VERSION:
-            raise IndexUnusable(self._too_new())
 
     @staticmethod
     def upgrade(store: Path) -> None:
         """Bring an index an older dicomfs made to the current schema, if it is one."""
-        path = store / INDEX_DIR / INDEX_FILE
-        if path.exists() and _stored_version(path) < SCHEMA_VERSION:
-            Index(store).close()
+        if not os.environ.get(INDEX_VARIABLE):
+            SQLiteEngine.upgrade(store)
 
     def close(self) -> None:
-        self.conn.close()
-
-    def _own_files(self) -> list[Path]:
-        """The index and its directory: patients' names, for the service's user only."""
-        wal, shm = (self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))
-        return [self.path.parent, self.path, wal, shm]
+        self.engine.close()
 
     def __enter__(self) -> Index:
         return self
@@ -144,54 +122,24 @@ class Index:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- schema -------------------------------------------------------------------------
-
     def version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
-
-    def _too_new(self) -> str:
-        return (
-            f"the index {self.path} has schema version {self.version()}, newer than this "
-            f"dicomfs understands ({SCHEMA_VERSION}): upgrade dicomfs"
-        )
-
-    def _migrate(self) -> None:
-        if self.version() > SCHEMA_VERSION:
-            raise IndexUnusable(self._too_new())
-        if self.version() == SCHEMA_VERSION:
-            return
-        # A migration may make a table anew: with foreign keys on, dropping the old one
-        # would delete every row that refers to it.
-        self.conn.execute("PRAGMA foreign_keys = OFF")
-        try:
-            while self.version() < SCHEMA_VERSION:
-                with self.transaction():
-                    # Read again under the lock: another process may have migrated meanwhile.
-                    number = self.version()
-                    if number == 0 and not self.db.table_names():
-                        schema.create(self.db)  # a new index: made as it is now, at once
-                    elif number < SCHEMA_VERSION:
-                        MIGRATIONS[number](self.db)
-                        if self.conn.execute("PRAGMA foreign_key_check").fetchone():
-                            raise IndexUnusable(f"{self.path}: a row lost what it refers to")
-                        self.conn.execute(f"PRAGMA user_version = {number + 1}")
-        finally:
-            self.conn.execute("PRAGMA foreign_keys = ON")
+        return self.engine.version()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
-        self.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Any]:
+        """A write transaction, one at a time across every process and machine that
+        writes this index; rolled back on error."""
+        self.engine.begin()
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.engine.rollback()
             self._series_cache.clear()  # it may name rows that were never committed
             raise
-        self.conn.execute("COMMIT")
+        self.engine.commit()
 
     @contextlib.contextmanager
-    def savepoint(self) -> Iterator[sqlite3.Connection]:
+    def savepoint(self) -> Iterator[Any]:
         """Inside a transaction: undo only this block's changes if it fails."""
         self.conn.execute("SAVEPOINT block")
         try:
@@ -218,12 +166,11 @@ class Index:
         rows = self._in_range("SELECT path, size, mtime_ns, reason FROM skipped", low, high)
         return {path: (FileState(size, mtime), reason) for path, size, mtime, reason in rows}
 
-    def _in_range(self, select: str, low: str, high: str | None) -> sqlite3.Cursor:
-        # "+path": a scan of the table reads a share of it faster than the path index
-        # leads to it, row by row.
+    def _in_range(self, select: str, low: str, high: str | None) -> Cursor:
+        path = self.dialect.unindexed("path")
         if high is None:
-            return self.conn.execute(f"{select} WHERE +path >= ?", (low,))
-        return self.conn.execute(f"{select} WHERE +path >= ? AND +path < ?", (low, high))
+            return self.conn.execute(f"{select} WHERE {path} >= ?", (low,))
+        return self.conn.execute(f"{select} WHERE {path} >= ? AND {path} < ?", (low, high))
 
     def instance_by_sop(self, sop_uid: str) -> tuple[int, str, int] | None:
         """(id, path, mtime_ns) of the instance with this SOPInstanceUID."""
@@ -241,7 +188,9 @@ class Index:
 
     def record_skipped(self, path: str, state: FileState, reason: str) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO skipped (path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)",
+            """INSERT INTO skipped (path, size, mtime_ns, reason) VALUES (?, ?, ?, ?)
+               ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, reason = excluded.reason""",
             (path, state.size, state.mtime_ns, reason),
         )
 
@@ -288,10 +237,10 @@ class Index:
                 transfer_syntax = excluded.transfer_syntax, file_name = excluded.file_name,
                 path = excluded.path, size = excluded.size, mtime_ns = excluded.mtime_ns,
                 received_at = excluded.received_at,
-                sender_aet = coalesce(excluded.sender_aet, sender_aet),
-                sender_address = coalesce(excluded.sender_address, sender_address),
-                called_aet = coalesce(excluded.called_aet, called_aet),
-                sender_user = coalesce(excluded.sender_user, sender_user)
+                sender_aet = coalesce(excluded.sender_aet, instances.sender_aet),
+                sender_address = coalesce(excluded.sender_address, instances.sender_address),
+                called_aet = coalesce(excluded.called_aet, instances.called_aet),
+                sender_user = coalesce(excluded.sender_user, instances.sender_user)
             """,
             (
                 meta.sop_uid, series_id, meta.sop_class_uid, meta.instance_number,
@@ -309,15 +258,13 @@ class Index:
         """Widen the series' and study's receipt times to include this instance. Each
         column is written only if it moves: a page written for nothing is a page more
         in the WAL for every instance received (first_received has an index)."""
+        latest = self.dialect.greatest("coalesce(last_received, ?1)", "?1")
         study = self.conn.execute(
-            """UPDATE series SET last_received = max(coalesce(last_received, ?1), ?1)
-               WHERE id = ?2 RETURNING study""",
+            f"UPDATE series SET last_received = {latest} WHERE id = ?2 RETURNING study",
             (received_at, series_id),
         ).fetchone()[0]
         self.conn.execute(
-            """UPDATE studies SET last_received = max(coalesce(last_received, ?1), ?1)
-               WHERE id = ?2""",
-            (received_at, study),
+            f"UPDATE studies SET last_received = {latest} WHERE id = ?2", (received_at, study)
         )
         self.conn.execute(
             """UPDATE studies SET first_received = ?1
@@ -378,7 +325,8 @@ class Index:
 
     def _doom(self, paths: Iterable[str]) -> None:
         self.conn.executemany(
-            "INSERT OR IGNORE INTO doomed (path) VALUES (?)", ((path,) for path in paths)
+            "INSERT INTO doomed (path) VALUES (?) ON CONFLICT DO NOTHING",
+            ((path,) for path in paths),
         )
 
     def doomed(self) -> list[str]:
@@ -424,9 +372,9 @@ class Index:
     # --- the parent rows, created on first sight and refreshed by the newest file ------
 
     def _patient_id(self, meta: InstanceMeta) -> int:
-        key = f"{meta.patient_id}\x00{meta.patient_name}"
         row = self.conn.execute(
-            "SELECT id, birth_date FROM patients WHERE patient_key = ?", (key,)
+            "SELECT id, birth_date FROM patients WHERE patient_id = ? AND patient_name = ?",
+            (meta.patient_id, meta.patient_name),
         ).fetchone()
         if row:
             if meta.patient_birth_date and row[1] != meta.patient_birth_date:
@@ -436,21 +384,19 @@ class Index:
                 )
             return int(row[0])
         folded = fold(meta.patient_name)
-        cursor = self.conn.execute(
-            """INSERT INTO patients (patient_key, patient_id, patient_name, birth_date,
-                                     name_folded, dir_name) VALUES (?, ?, ?, ?, ?, ?)""",
+        (patient,) = self.conn.execute(
+            """INSERT INTO patients (patient_id, patient_name, birth_date, name_folded,
+                                     dir_name) VALUES (?, ?, ?, ?, ?) RETURNING id""",
             (
-                key,
                 meta.patient_id,
                 meta.patient_name,
                 meta.patient_birth_date,
                 folded,
                 names.patient_dir(meta.patient_name, meta.patient_id),
             ),
-        )
-        patient = int(cursor.lastrowid or 0)
+        ).fetchone()
         self.conn.executemany(
-            "INSERT OR IGNORE INTO patient_words (word, patient) VALUES (?, ?)",
+            "INSERT INTO patient_words (word, patient) VALUES (?, ?) ON CONFLICT DO NOTHING",
             ((word, patient) for word in set(folded.split())),
         )
         return patient
@@ -468,12 +414,12 @@ class Index:
             (meta.study_uid,),
         ).fetchone()
         if row is None:
-            cursor = self.conn.execute(
+            (study,) = self.conn.execute(
                 """INSERT INTO studies (patient, study_date, study_time, description, accession,
-                       dir_name, day_dir, uid_dir, study_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       dir_name, day_dir, uid_dir, study_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   RETURNING id""",
                 (*values, meta.study_uid),
-            )
-            study = int(cursor.lastrowid or 0)
+            ).fetchone()
             derived.set_words(self.conn, "study_words", "study", study, meta.study_description)
             return study
         if tuple(row[1:]) != values:
@@ -491,10 +437,8 @@ class Index:
         return int(row[0])
 
     def _series_id(self, meta: InstanceMeta) -> int:
-        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
-        if version != self._cached_at_version:
+        if self.engine.others_wrote():
             self._series_cache.clear()
-            self._cached_at_version = version
         signature = _parent_values(meta)
         cached = self._series_cache.get(meta.series_uid)
         if cached and cached[1] == signature:
@@ -518,13 +462,12 @@ class Index:
             (meta.series_uid,),
         ).fetchone()
         if row is None:
-            cursor = self.conn.execute(
+            (series,) = self.conn.execute(
                 """INSERT INTO series (study, modality, station_name, series_number,
                        description, dir_name, modality_dir, station_dir, number_dir, series_uid)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                 (*values, meta.series_uid),
-            )
-            series = int(cursor.lastrowid or 0)
+            ).fetchone()
             derived.set_words(self.conn, "series_words", "series", series, meta.series_description)
             return series
         if tuple(row[1:]) != values:
@@ -592,18 +535,20 @@ class Index:
 
     def studies_with_patient_id_prefix(self, prefix: str) -> set[int]:
         """Studies of patients whose ID starts with prefix, whatever the (ASCII) case."""
+        nocase = self.dialect.nocase
         rows = self.conn.execute(
-            """SELECT id FROM patients
-               WHERE patient_id >= ?1 COLLATE NOCASE AND patient_id < ?2 COLLATE NOCASE""",
+            f"""SELECT id FROM patients WHERE {nocase("patient_id")} >= {nocase("?1")}
+                AND {nocase("patient_id")} < {nocase("?2")}""",
             (prefix, prefix + "\U0010ffff"),
         )
         return self._studies_of_patients(row[0] for row in rows)
 
     def studies_with_accession_prefix(self, prefix: str) -> set[int]:
         """Studies whose accession number starts with prefix, whatever the (ASCII) case."""
+        nocase = self.dialect.nocase
         rows = self.conn.execute(
-            """SELECT id FROM studies
-               WHERE accession >= ?1 COLLATE NOCASE AND accession < ?2 COLLATE NOCASE""",
+            f"""SELECT id FROM studies WHERE {nocase("accession")} >= {nocase("?1")}
+                AND {nocase("accession")} < {nocase("?2")}""",
             (prefix, prefix + "\U0010ffff"),
         )
         return {row[0] for row in rows}
@@ -627,24 +572,7 @@ class Index:
             return self._all_study_summaries(set(wanted))
         summaries = []
         for study_id in wanted:
-            row = self.conn.execute(
-                """
-                SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
-                       st.study_time, st.description, st.accession,
-                       group_concat(DISTINCT se.modality),
-                       group_concat(DISTINCT se.station_name),
-                       count(se.id), coalesce(held.instances, 0), coalesce(held.bytes, 0),
-                       coalesce(st.first_received, 0), held.senders
-                FROM studies st JOIN patients p ON p.id = st.patient
-                JOIN series se ON se.study = st.id,
-                (SELECT sum(sc.instances) AS instances, sum(sc.bytes) AS bytes,
-                        group_concat(DISTINCT nullif(sc.sender_aet, '')) AS senders
-                 FROM series s2 JOIN series_counts sc ON sc.series = s2.id
-                 WHERE s2.study = ?1) AS held
-                WHERE st.id = ?1
-                """,
-                (study_id,),
-            ).fetchone()
+            row = self.conn.execute(_one_summary(self.dialect), (study_id,)).fetchone()
             if row and row[0] is not None:
                 values: list[Any] = [v if v is not None else "" for v in row]
                 summaries.append(StudySummary(*values))
@@ -654,21 +582,7 @@ class Index:
     def _all_study_summaries(self, wanted: set[int]) -> list[StudySummary]:
         """study_summaries of many studies: every study's in one grouped query."""
         summaries = []
-        rows = self.conn.execute(
-            """
-            SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
-                   st.study_time, st.description, st.accession,
-                   group_concat(DISTINCT se.modality),
-                   group_concat(DISTINCT se.station_name),
-                   count(DISTINCT se.id), coalesce(sum(sc.instances), 0),
-                   coalesce(sum(sc.bytes), 0), coalesce(st.first_received, 0),
-                   group_concat(DISTINCT nullif(sc.sender_aet, ''))
-            FROM studies st JOIN patients p ON p.id = st.patient
-            JOIN series se ON se.study = st.id
-            LEFT JOIN series_counts sc ON sc.series = se.id
-            GROUP BY st.id
-            """
-        )
+        rows = self.conn.execute(_all_summaries(self.dialect))
         for row in rows:
             if row[0] in wanted:
                 values: list[Any] = [v if v is not None else "" for v in row]
@@ -706,26 +620,50 @@ class Index:
         }
 
 
-def _use_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch to WAL. Two commands starting on a new store at once race for it, and
-    SQLite answers the loser "locked" at once instead of waiting: so wait here."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+@functools.cache
+def _one_summary(dialect: Dialect) -> str:
+    """One study's summary (see StudySummary): its series counted by series_counts."""
+    listed = dialect.distinct_list
+    return f"""
+        SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
+               st.study_time, st.description, st.accession,
+               {listed("se.modality")}, {listed("se.station_name")},
+               count(se.id), coalesce(held.instances, 0), coalesce(held.bytes, 0),
+               coalesce(st.first_received, 0), held.senders
+        FROM studies st JOIN patients p ON p.id = st.patient
+        JOIN series se ON se.study = st.id,
+        (SELECT sum(sc.instances) AS instances, sum(sc.bytes) AS bytes,
+                {listed("nullif(sc.sender_aet, '')")} AS senders
+         FROM series s2 JOIN series_counts sc ON sc.series = s2.id
+         WHERE s2.study = ?1) AS held
+        WHERE st.id = ?1
+        GROUP BY st.id, p.id, held.instances, held.bytes, held.senders
+    """
 
 
-def _stored_version(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
+@functools.cache
+def _all_summaries(dialect: Dialect) -> str:
+    """Every study's summary in one grouped query."""
+    listed = dialect.distinct_list
+    return f"""
+        SELECT st.id, st.study_uid, p.patient_name, p.patient_id, st.study_date,
+               st.study_time, st.description, st.accession,
+               {listed("se.modality")}, {listed("se.station_name")},
+               count(DISTINCT se.id), coalesce(sum(sc.instances), 0),
+               coalesce(sum(sc.bytes), 0), coalesce(st.first_received, 0),
+               {listed("nullif(sc.sender_aet, '')")}
+        FROM studies st JOIN patients p ON p.id = st.patient
+        JOIN series se ON se.study = st.id
+        LEFT JOIN series_counts sc ON sc.series = se.id
+        GROUP BY st.id, p.id
+    """
+
+
+def _make_own_directory(store: Path) -> None:
+    """STORE/.dicomfs, private to the service (see modes.py)."""
+    own = store / INDEX_DIR
+    own.mkdir(parents=True, exist_ok=True)
+    modes.tighten(store, [own])
 
 
 def _parent_values(meta: InstanceMeta) -> tuple[object, ...]:

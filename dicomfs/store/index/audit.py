@@ -9,15 +9,18 @@ writes them and answers `dicomfs audit`.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from .engine import Connection
 
 FIELDS = (
     "at", "event", "calling_aet", "address", "called_aet", "user", "patient_id",
     "patient_name", "study_uid", "series_uid", "instances", "bytes", "outcome", "detail",
 )  # fmt: skip
+# The columns in SQL: "user" is a word of PostgreSQL's own, quoted in both engines.
+_COLUMNS = ", ".join(f'"{field}"' for field in FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,16 +41,16 @@ class Record:
     detail: str | None = None
 
 
-def append(conn: sqlite3.Connection, records: Iterable[Record]) -> None:
+def append(conn: Connection, records: Iterable[Record]) -> None:
     """Add records; the caller's transaction makes them durable."""
     conn.executemany(
-        f"INSERT INTO audit ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
+        f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})",
         (tuple(getattr(record, field) for field in FIELDS) for record in records),
     )
 
 
 def search(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     patient_id: str | None = None,
     since: float | None = None,
@@ -66,5 +69,5 @@ def search(
             clauses.append(clause)
             args.append(value)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = conn.execute(f"SELECT {', '.join(FIELDS)} FROM audit {where} ORDER BY at, id", args)
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM audit {where} ORDER BY at, id", args)
     return [dict(zip(FIELDS, row, strict=True)) for row in rows]

@@ -3,13 +3,13 @@ in by the migration that brought them): time summaries, description words."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from ...dicom.meta import fold
+from .engine import Connection
 
 
-def summarise_times(conn: sqlite3.Connection, series_rows: Iterable[tuple[int]]) -> None:
+def summarise_times(conn: Connection, series_rows: Iterable[tuple[int]]) -> None:
     """Recompute the time summaries of these series and of their studies."""
     studies = set()
     for (series_id,) in series_rows:
@@ -26,7 +26,7 @@ def summarise_times(conn: sqlite3.Connection, series_rows: Iterable[tuple[int]])
         summarise_study_times(conn, study_id)
 
 
-def summarise_study_times(conn: sqlite3.Connection, study_id: int) -> None:
+def summarise_study_times(conn: Connection, study_id: int) -> None:
     conn.execute(
         """UPDATE studies SET
                first_received = (SELECT min(i.received_at) FROM series se
@@ -38,13 +38,11 @@ def summarise_study_times(conn: sqlite3.Connection, study_id: int) -> None:
     )
 
 
-def set_words(
-    conn: sqlite3.Connection, table: str, column: str, row_id: int, description: str
-) -> None:
+def set_words(conn: Connection, table: str, column: str, row_id: int, description: str) -> None:
     """The words of a study's or series' description, folded as names are, replacing
     those it had (its rows' deletion takes them along: ON DELETE CASCADE)."""
     conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (row_id,))
     conn.executemany(
-        f"INSERT OR IGNORE INTO {table} (word, {column}) VALUES (?, ?)",
+        f"INSERT INTO {table} (word, {column}) VALUES (?, ?) ON CONFLICT DO NOTHING",
         ((word, row_id) for word in set(fold(description).split())),
     )

@@ -3,6 +3,7 @@ schema from version N to N+1. Append, never edit; schema.py shows the result."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import sqlite_utils
@@ -234,23 +235,41 @@ CREATE TABLE series_counts (
 ) WITHOUT ROWID;
 """
 
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """A trigger of the tree, in the SQL both engines speak (postgres_schema.py makes
+    PostgreSQL's from the same)."""
+
+    name: str
+    event: str  # when it fires, on which table: AFTER INSERT ON instances
+    body: str  # its statements, each ended by ";", on the rows NEW and OLD
+    when: str = ""  # the condition on NEW and OLD under which it fires, if any
+
+    def sqlite(self) -> str:
+        when = f"\n    WHEN {self.when}" if self.when else ""
+        return f"CREATE TRIGGER {self.name} {self.event}{when} BEGIN {self.body} END;\n"
+
+
 _COUNT_IN = """
     INSERT INTO series_counts (series, sender_aet, instances, bytes)
         VALUES (NEW.series, coalesce(NEW.sender_aet, ''), 1, NEW.size)
-        ON CONFLICT (series, sender_aet)
-        DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
+        ON CONFLICT (series, sender_aet) DO UPDATE SET
+            instances = series_counts.instances + 1,
+            bytes = series_counts.bytes + excluded.bytes;
 """
 _COUNT_OUT = """
     UPDATE series_counts SET instances = instances - 1, bytes = bytes - OLD.size
         WHERE series = OLD.series AND sender_aet = coalesce(OLD.sender_aet, '');
     DELETE FROM series_counts WHERE series = OLD.series AND instances = 0;
 """
-COUNTING_TRIGGERS = f"""
-CREATE TRIGGER instances_counted_in AFTER INSERT ON instances BEGIN {_COUNT_IN} END;
-CREATE TRIGGER instances_counted_out AFTER DELETE ON instances BEGIN {_COUNT_OUT} END;
-CREATE TRIGGER instances_recounted AFTER UPDATE OF series, size, sender_aet ON instances
-    BEGIN {_COUNT_OUT} {_COUNT_IN} END;
-"""
+COUNTING = (
+    Trigger("instances_counted_in", "AFTER INSERT ON instances", _COUNT_IN),
+    Trigger("instances_counted_out", "AFTER DELETE ON instances", _COUNT_OUT),
+    Trigger("instances_recounted", "AFTER UPDATE OF series, size, sender_aet ON instances",
+            _COUNT_OUT + _COUNT_IN),
+)  # fmt: skip
+COUNTING_TRIGGERS = "".join(trigger.sqlite() for trigger in COUNTING)
 
 
 def _schema_v7(db: sqlite_utils.Database) -> None:
@@ -350,10 +369,6 @@ CREATE INDEX series_last_received ON series(last_received);
 CREATE INDEX instances_series ON instances(series, file_name);
 CREATE INDEX instances_received_at ON instances(received_at);
 """
-TREE = (
-    "".join(f"CREATE TABLE {name} {columns};\n" for name, columns in TREE_TABLES.items())
-    + TREE_INDEXES
-)
 
 
 # Shared with schema.py. Rows are written by the triggers below, whoever writes the
@@ -388,41 +403,39 @@ _FILE_SHOWN = ("series", "file_name", "path", "size", "mtime_ns", "received_at")
 
 
 def _differs(columns: tuple[str, ...]) -> str:
-    return " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in columns)
+    return " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in columns)
 
 
-CHANGE_TRIGGERS = f"""
-CREATE TRIGGER changes_file_in AFTER INSERT ON instances BEGIN {_NEW_FILE} END;
-CREATE TRIGGER changes_file_out AFTER DELETE ON instances
-    BEGIN {_CHANGED_FILE.format(study=_STUDY_OF.format("OLD"), row="OLD")} END;
-CREATE TRIGGER changes_file_changed AFTER UPDATE OF {", ".join(_FILE_SHOWN)} ON instances
-    WHEN {_differs(_FILE_SHOWN)} BEGIN
-        {_CHANGED_FILE.format(study=_STUDY_OF.format("OLD"), row="OLD")}
-        {_CHANGED_FILE.format(study=_STUDY_OF.format("NEW"), row="NEW")}
-    END;
-CREATE TRIGGER changes_file_read AFTER UPDATE OF last_access ON instances
-    WHEN OLD.last_access IS NULL OR NEW.last_access >= OLD.last_access + {ATIME_STEP} BEGIN
-        INSERT INTO changes (study, series, instance, times_only)
-            VALUES ({_STUDY_OF.format("NEW")}, NEW.series, NEW.id, 1);
-    END;
-CREATE TRIGGER changes_series_in AFTER INSERT ON series
-    BEGIN {_STUDY_CHANGED.format("NEW")} {_SERIES_CHANGED.format(row="NEW")} END;
-CREATE TRIGGER changes_series_out AFTER DELETE ON series
-    BEGIN {_STUDY_CHANGED.format("OLD")} {_SERIES_CHANGED.format(row="OLD")} END;
-CREATE TRIGGER changes_series_renamed AFTER UPDATE OF {", ".join(_SERIES_NAMED)} ON series
-    WHEN {_differs(_SERIES_NAMED)} BEGIN
-        {_STUDY_CHANGED.format("OLD")} {_STUDY_CHANGED.format("NEW")}
-        {_SERIES_CHANGED.format(row="OLD")}
-    END;
-CREATE TRIGGER changes_study_in AFTER INSERT ON studies
-    BEGIN INSERT INTO changes (study) VALUES (NEW.id); END;
-CREATE TRIGGER changes_study_out AFTER DELETE ON studies
-    BEGIN INSERT INTO changes (study) VALUES (OLD.id); END;
-CREATE TRIGGER changes_study_renamed AFTER UPDATE OF {", ".join(_STUDY_NAMED)} ON studies
-    WHEN {_differs(_STUDY_NAMED)} BEGIN INSERT INTO changes (study) VALUES (NEW.id); END;
-CREATE TRIGGER changes_pruned AFTER INSERT ON changes WHEN NEW.seq % 1024 = 0
-    BEGIN DELETE FROM changes WHERE seq <= NEW.seq - {CHANGES_KEPT}; END;
+_FILE_OUT = _CHANGED_FILE.format(study=_STUDY_OF.format("OLD"), row="OLD")
+_FILE_IN = _CHANGED_FILE.format(study=_STUDY_OF.format("NEW"), row="NEW")
+_FILE_READ = f"""
+    INSERT INTO changes (study, series, instance, times_only)
+        VALUES ({_STUDY_OF.format("NEW")}, NEW.series, NEW.id, 1);
 """
+CHANGING = (
+    Trigger("changes_file_in", "AFTER INSERT ON instances", _NEW_FILE),
+    Trigger("changes_file_out", "AFTER DELETE ON instances", _FILE_OUT),
+    Trigger("changes_file_changed", f"AFTER UPDATE OF {', '.join(_FILE_SHOWN)} ON instances",
+            _FILE_OUT + _FILE_IN, _differs(_FILE_SHOWN)),
+    Trigger("changes_file_read", "AFTER UPDATE OF last_access ON instances", _FILE_READ,
+            f"OLD.last_access IS NULL OR NEW.last_access >= OLD.last_access + {ATIME_STEP}"),
+    Trigger("changes_series_in", "AFTER INSERT ON series",
+            _STUDY_CHANGED.format("NEW") + _SERIES_CHANGED.format(row="NEW")),
+    Trigger("changes_series_out", "AFTER DELETE ON series",
+            _STUDY_CHANGED.format("OLD") + _SERIES_CHANGED.format(row="OLD")),
+    Trigger("changes_series_renamed", f"AFTER UPDATE OF {', '.join(_SERIES_NAMED)} ON series",
+            _STUDY_CHANGED.format("OLD") + _STUDY_CHANGED.format("NEW")
+            + _SERIES_CHANGED.format(row="OLD"), _differs(_SERIES_NAMED)),
+    Trigger("changes_study_in", "AFTER INSERT ON studies",
+            "INSERT INTO changes (study) VALUES (NEW.id);"),
+    Trigger("changes_study_out", "AFTER DELETE ON studies",
+            "INSERT INTO changes (study) VALUES (OLD.id);"),
+    Trigger("changes_study_renamed", f"AFTER UPDATE OF {', '.join(_STUDY_NAMED)} ON studies",
+            "INSERT INTO changes (study) VALUES (NEW.id);", _differs(_STUDY_NAMED)),
+    Trigger("changes_pruned", "AFTER INSERT ON changes",
+            f"DELETE FROM changes WHERE seq <= NEW.seq - {CHANGES_KEPT};", "NEW.seq % 1024 = 0"),
+)  # fmt: skip
+CHANGE_TRIGGERS = "".join(trigger.sqlite() for trigger in CHANGING)
 
 
 # Indexes no query can use (the times are only read as max() of two columns together,
@@ -437,7 +450,52 @@ def _schema_v8(db: sqlite_utils.Database) -> None:
         db.execute(f"DROP INDEX IF EXISTS {name}")
 
 
+# A patient is one (PatientID, PatientName) pair, and the pair itself is its key (made
+# one string, with a NUL between them, it could not be stored in PostgreSQL). The
+# unique index on the pair also serves the look-ups by PatientID.
+PATIENTS_V9 = """(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,            -- decoded with the file's charset
+    birth_date TEXT NOT NULL,
+    name_folded TEXT NOT NULL,             -- lower-case, accents removed, for search
+    dir_name TEXT NOT NULL,                -- by-patient name before disambiguation
+    UNIQUE (patient_id, patient_name)
+)"""
+REPLACED_V9 = ("patients_patient_id",)
+
+
+def _schema_v9(db: sqlite_utils.Database) -> None:
+    """Patients keyed by their ID and name, not by one string made of both. The table
+    is made anew, its ids kept, and so is the highest id ever given (AUTOINCREMENT);
+    the caller has foreign keys off."""
+    conn = db.conn
+    (given,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'patients'"
+    ).fetchone()
+    columns = "id, patient_id, patient_name, birth_date, name_folded, dir_name"
+    conn.execute(f"CREATE TABLE patients_v9 {PATIENTS_V9}")
+    conn.execute(f"INSERT INTO patients_v9 ({columns}) SELECT {columns} FROM patients")
+    conn.execute("DROP TABLE patients")  # its indexes with it
+    conn.execute("ALTER TABLE patients_v9 RENAME TO patients")
+    (now,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'patients'"
+    ).fetchone()
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'patients'")
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('patients', ?)", (max(given, now),)
+    )
+    db.executescript(
+        "".join(
+            line
+            for line in TREE_INDEXES.splitlines(keepends=True)
+            if line.startswith("CREATE INDEX patients_")
+            and not any(line.startswith(f"CREATE INDEX {name} ") for name in REPLACED_V9)
+        )
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5, _schema_v6, _schema_v7,
-    _schema_v8,
+    _schema_v8, _schema_v9,
 ]  # fmt: skip

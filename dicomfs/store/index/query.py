@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sqlite3
 from collections.abc import Iterator
 
 from ...dicom.meta import fold
+from .engine import Connection, Dialect, dialect_of
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _TABLES = {  # each level's rows, joined to the levels above
@@ -47,12 +47,7 @@ _KEYS = {
     "StudyTime": _Key("STUDY", "st.study_time", "time"),
     "AccessionNumber": _Key("STUDY", "st.accession", "text"),
     "StudyDescription": _Key("STUDY", "st.description", "text"),
-    "ModalitiesInStudy": _Key(
-        "STUDY",
-        "(SELECT replace(group_concat(DISTINCT modality), ',', '\\') FROM series "
-        "WHERE study = st.id)",
-        "modalities",
-    ),
+    "ModalitiesInStudy": _Key("STUDY", "", "modalities"),  # its column: _column
     "SeriesInstanceUID": _Key("SERIES", "se.series_uid", "uid"),
     "Modality": _Key("SERIES", "se.modality", "text"),
     "SeriesNumber": _Key("SERIES", "se.series_number", "number"),
@@ -115,27 +110,27 @@ def answerable(keyword: str) -> bool:
     return keyword in _KEYS or keyword in _COUNTS
 
 
-def find(conn: sqlite3.Connection, level: str, keys: dict[str, str]) -> Iterator[dict[str, str]]:
+def find(conn: Connection, level: str, keys: dict[str, str]) -> Iterator[dict[str, str]]:
     """The rows of `level` that match every key with a value; each as {keyword: value}
     for every key asked for that the index can answer at that level (the others are
     left out: the caller returns them empty)."""
-    statement, arguments = sql(level, keys)
+    statement, arguments = sql(level, keys, dialect_of(conn))
     shown = _shown(level, keys)
     for row in conn.execute(statement, arguments):
         yield {keyword: _text(value) for keyword, value in zip(shown, row, strict=True)}
 
 
-def sql(level: str, keys: dict[str, str]) -> tuple[str, list[object]]:
+def sql(level: str, keys: dict[str, str], dialect: Dialect) -> tuple[str, list[object]]:
     """The statement (and its arguments) that finds `level`'s rows matching keys."""
     if level not in LEVELS:
         raise BadQuery(f"no query level {level!r}: one of {', '.join(LEVELS)}")
     shown = _shown(level, keys)
-    columns = [_KEYS[k].column if k in _KEYS else _COUNTS[k] for k in shown] or ["1"]
-    where, arguments = _where(level, keys)
+    columns = [_column(_KEYS[k], dialect) if k in _KEYS else _COUNTS[k] for k in shown] or ["1"]
+    where, arguments = _where(level, keys, dialect)
     return f"SELECT {', '.join(columns)} FROM {_TABLES[level]}{where}", arguments
 
 
-def retrievable(conn: sqlite3.Connection, level: str, keys: dict[str, str]) -> list[Retrievable]:
+def retrievable(conn: Connection, level: str, keys: dict[str, str]) -> list[Retrievable]:
     """The instances a C-MOVE or C-GET of these keys sends, study by study and series
     by series, each series in its files' order. The level's unique key must have a
     value: a retrieval names what it wants, it never means "everything"."""
@@ -151,7 +146,7 @@ def retrievable(conn: sqlite3.Connection, level: str, keys: dict[str, str]) -> l
     for keyword, value in named.items():
         if "*" in value or "?" in value:
             raise BadQuery(f"no wildcards in a retrieval's {keyword}")
-    where, arguments = _where(level, named)
+    where, arguments = _where(level, named, dialect_of(conn))
     statement = (
         "SELECT i.id, i.path, i.sop_class_uid, i.sop_uid, i.transfer_syntax, i.size, "
         "p.patient_id, p.patient_name, st.study_uid, se.series_uid "
@@ -160,7 +155,16 @@ def retrievable(conn: sqlite3.Connection, level: str, keys: dict[str, str]) -> l
     return [Retrievable(*row) for row in conn.execute(statement, arguments)]
 
 
-def _where(level: str, keys: dict[str, str]) -> tuple[str, list[object]]:
+def _column(key: _Key, dialect: Dialect) -> str:
+    """The SQL of a key's value: the modalities of a study's series, listed as DICOM
+    lists values (with backslashes), or the key's own column."""
+    if key.kind == "modalities":
+        listed = dialect.distinct_list("modality")
+        return f"(SELECT replace({listed}, ',', '\\') FROM series WHERE study = st.id)"
+    return key.column
+
+
+def _where(level: str, keys: dict[str, str], dialect: Dialect) -> tuple[str, list[object]]:
     """The WHERE clause (or "") of the keys with a value at this level or above."""
     depth = LEVELS.index(level)
     conditions: list[str] = []
@@ -169,7 +173,7 @@ def _where(level: str, keys: dict[str, str]) -> tuple[str, list[object]]:
         key = _KEYS.get(keyword)
         if key is None or not value or LEVELS.index(key.level) > depth:
             continue  # universal matching, or not a key of this level
-        condition, values = _condition(key, value)
+        condition, values = _condition(key, value, dialect)
         conditions.append(condition)
         arguments += values
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), arguments
@@ -186,7 +190,7 @@ def _shown(level: str, keys: dict[str, str]) -> list[str]:
     ]
 
 
-def _condition(key: _Key, value: str) -> tuple[str, list[object]]:
+def _condition(key: _Key, value: str, dialect: Dialect) -> tuple[str, list[object]]:
     if key.kind == "uid":
         uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
         return f"{key.column} IN ({', '.join('?' * len(uids))})", list(uids)
@@ -204,7 +208,7 @@ def _condition(key: _Key, value: str) -> tuple[str, list[object]]:
         except ValueError:
             raise BadQuery(f"{value!r} is not a number") from None
     if key.kind == "name":
-        return "p.name_folded GLOB ?", [_folded_pattern(value)]
+        return dialect.matching("p.name_folded"), [dialect.pattern(_folded_pieces(value))]
     if key.kind == "modalities":
         values: list[object] = [v.strip() for v in value.split("\\") if v.strip()]
         marks = ", ".join("?" * len(values))
@@ -213,7 +217,7 @@ def _condition(key: _Key, value: str) -> tuple[str, list[object]]:
             values,
         )
     if "*" in value or "?" in value:
-        return f"{key.column} GLOB ?", [_glob(value)]
+        return dialect.matching(key.column), [dialect.pattern(_pieces(value))]
     return f"{key.column} = ?", [value]
 
 
@@ -225,19 +229,20 @@ def _between(column: str, first: str, last: str) -> tuple[str, list[object]]:
     return f"{column} <= ? AND {column} != ''", [last]
 
 
-def _glob(value: str) -> str:
-    """DICOM's wildcards as GLOB's, everything else literal ([ is GLOB's own)."""
-    return "".join("[[]" if ch == "[" else ch for ch in value)
+def _pieces(value: str) -> list[str]:
+    """A value with DICOM's wildcards as its pieces: each "*" or "?", and the literal
+    text between them (for Dialect.pattern)."""
+    return [part for part in re.split(r"([*?])", value) if part]
 
 
-def _folded_pattern(value: str) -> str:
+def _folded_pieces(value: str) -> list[str]:
     """A PatientName pattern against the folded names: each run between wildcards
     folded as the names were (case, accents, ^ and = between words)."""
-    parts = [part for part in re.split(r"([*?])", value) if part]
-    pattern = ""
+    parts = _pieces(value)
+    pieces = []
     for at, part in enumerate(parts):
         if part in ("*", "?"):
-            pattern += part
+            pieces.append(part)
             continue
         words = fold(part)
         # fold drops the separators around words: keep one where a wildcard meets it
@@ -245,8 +250,8 @@ def _folded_pattern(value: str) -> str:
             words = " " + words
         if words and part[-1] in "^= " and at + 1 < len(parts):
             words += " "
-        pattern += _glob(words)
-    return pattern
+        pieces.append(words)
+    return pieces
 
 
 def _text(value: object) -> str:

@@ -14,18 +14,26 @@ from .migrations import (
     CHANGES,
     COUNTING_TRIGGERS,
     MIGRATIONS,
+    PATIENTS_V9,
+    REPLACED_V9,
     SERIES_COUNTS,
-    TREE,
+    TREE_INDEXES,
+    TREE_TABLES,
     UNUSED_V8,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# The tree as migration 7 made it, less the indexes migration 8 dropped.
+# The tree as migration 7 made it, less the indexes migration 8 dropped, with the
+# patients of migration 9.
+_TABLES_NOW = {**TREE_TABLES, "patients": PATIENTS_V9}
+_GONE = (*UNUSED_V8, *REPLACED_V9)
 _TREE_NOW = "".join(
+    f"CREATE TABLE {name} {columns};\n" for name, columns in _TABLES_NOW.items()
+) + "".join(
     line
-    for line in TREE.splitlines(keepends=True)
-    if not any(line.startswith(f"CREATE INDEX {name} ") for name in UNUSED_V8)
+    for line in TREE_INDEXES.splitlines(keepends=True)
+    if not any(line.startswith(f"CREATE INDEX {name} ") for name in _GONE)
 )
 
 CURRENT = (

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import collections
 import re
-import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, cast
 
+from ..index.engine import Connection
 from . import by_date, by_modality, by_patient, by_received, by_uid
 from .levels import (
     ALL_TIMES,
@@ -102,7 +102,7 @@ def generated(node: Node) -> Generated:
     return Generated("studies", page_view(node), 0)
 
 
-def _on_demand(conn: sqlite3.Connection, name: str) -> Entry | None:
+def _on_demand(conn: Connection, name: str) -> Entry | None:
     found = _ON_DEMAND.fullmatch(name)
     if found is None:
         return None
@@ -160,7 +160,7 @@ def is_file(node: Node) -> bool:
     return node.kind in (Kind.FILE, Kind.PAGE)
 
 
-def list_entries(conn: sqlite3.Connection, node: Node) -> list[Entry]:
+def list_entries(conn: Connection, node: Node) -> list[Entry]:
     """The entries of a directory node with their attributes, sorted by name: what
     readdir shows. Empty if the directory no longer exists."""
     entries = _entries(conn, node, None)
@@ -168,7 +168,7 @@ def list_entries(conn: sqlite3.Connection, node: Node) -> list[Entry]:
     return entries
 
 
-def list_children(conn: sqlite3.Connection, node: Node) -> list[Listed]:
+def list_children(conn: Connection, node: Node) -> list[Listed]:
     """list_entries without a node for each entry: (name, key in the level below,
     attributes), sorted by name, for a find lists thousands; the node of the one
     wanted is node.child(key). Not for the root, whose entries are of several views."""
@@ -178,7 +178,7 @@ def list_children(conn: sqlite3.Connection, node: Node) -> list[Listed]:
     return children
 
 
-def file_names(conn: sqlite3.Connection, node: Node) -> list[tuple[str, int]]:
+def file_names(conn: Connection, node: Node) -> list[tuple[str, int]]:
     """The names and row ids of a series directory's files, sorted by name: what
     readdir shows of them."""
     names_of = node.level.file_names
@@ -191,7 +191,7 @@ def _by_name(listed: Listed) -> str:
     return listed[0]
 
 
-def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Entry | None:
+def lookup(conn: Connection, node: Node, name: str) -> Entry | None:
     """The entry called name in a directory node, or None: the listing narrowed to
     the entries that can carry that name, through an indexed column."""
     if node == ROOT and name.startswith("."):
@@ -204,7 +204,7 @@ def lookup(conn: sqlite3.Connection, node: Node, name: str) -> Entry | None:
     return None
 
 
-def _entries(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[Entry]:
+def _entries(conn: Connection, node: Node, wanted: str | None) -> list[Entry]:
     if node == ROOT:
         return _root_entries(conn)
     lists = node.level.lists
@@ -213,7 +213,7 @@ def _entries(conn: sqlite3.Connection, node: Node, wanted: str | None) -> list[E
     return node.entries(lists(conn, node.key, wanted))
 
 
-def _root_entries(conn: sqlite3.Connection) -> list[Entry]:
+def _root_entries(conn: Connection) -> list[Entry]:
     received, accessed = conn.execute(ALL_TIMES).fetchone()
     views = directory(received, accessed)
     return [
@@ -222,7 +222,7 @@ def _root_entries(conn: sqlite3.Connection) -> list[Entry]:
     ]
 
 
-def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
+def attributes(conn: Connection, node: Node) -> Attributes | None:
     """The node's attributes, or None if it no longer exists.
 
     index.html's size is not known here: it is the mount's, which generates it."""
@@ -244,7 +244,7 @@ def attributes(conn: sqlite3.Connection, node: Node) -> Attributes | None:
     return directory(*row)
 
 
-def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
+def file_info(conn: Connection, node: Node) -> InstanceFile | None:
     row = conn.execute(
         """SELECT id, path, size, mtime_ns, received_at, last_access
            FROM instances WHERE id = ?""",
@@ -254,7 +254,7 @@ def file_info(conn: sqlite3.Connection, node: Node) -> InstanceFile | None:
 
 
 def all_study_paths(
-    conn: sqlite3.Connection, wanted: Sequence[str] = VIEW_NAMES
+    conn: Connection, wanted: Sequence[str] = VIEW_NAMES
 ) -> dict[int, dict[str, list[str]]]:
     """Every study's directories in every view (or the views wanted), by study row id,
     as study_paths gives one study's: each view walked down once, each directory above
@@ -288,7 +288,7 @@ def all_study_paths(
 
 
 def _listings(
-    conn: sqlite3.Connection, frontier: list[tuple[Node, str]]
+    conn: Connection, frontier: list[tuple[Node, str]]
 ) -> Iterator[tuple[Node, str, list[Listed]]]:
     """Each directory of one level with its listing: one query for them all where the
     level can, else one each."""
@@ -302,7 +302,7 @@ def _listings(
         yield node, path, [] if lists is None else lists(conn, node.key, None)
 
 
-def series_paths(conn: sqlite3.Connection, study: int, view: str) -> dict[int, list[str]]:
+def series_paths(conn: Connection, study: int, view: str) -> dict[int, list[str]]:
     """The directories of a study's series in a view, by series row id, each as the
     study's directory there (study_paths) and the name its listing gives the series."""
     found: dict[int, list[str]] = {}
@@ -316,7 +316,7 @@ def series_paths(conn: sqlite3.Connection, study: int, view: str) -> dict[int, l
     return found
 
 
-def study_paths(conn: sqlite3.Connection, study: int) -> dict[str, list[str]]:
+def study_paths(conn: Connection, study: int) -> dict[str, list[str]]:
     """The study's directory in each view, relative to the mount point: the names
     the views' own listings give it."""
     return Namer(conn).study_paths(study)
@@ -329,7 +329,7 @@ class Namer:
 
     NARROWED_AT_MOST = 4  # lookups in one parent before it is listed whole
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._asked: collections.Counter[Node] = collections.Counter()
         self._listed: dict[Node, dict[Node, str]] = {}

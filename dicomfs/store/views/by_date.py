@@ -6,9 +6,9 @@ Studies without a StudyDate show under 0000/00/00. The date levels are small
 from __future__ import annotations
 
 import collections
-import sqlite3
 from collections.abc import Callable
 
+from ..index.engine import Connection
 from .by_patient import patient_dir_name
 from .levels import (
     ALL_TIMES,
@@ -22,6 +22,7 @@ from .levels import (
     View,
     base,
     directory,
+    key_of,
     named,
     named_among_all,
     present,
@@ -47,7 +48,7 @@ def _date(key: Key) -> str:
     return "" if day.strip("0") == "" else day
 
 
-def _years(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _years(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = conn.execute(
         """SELECT substr(study_date, 1, 4), max(last_received), max(last_access)
             FROM studies GROUP BY 1"""
@@ -57,11 +58,11 @@ def _years(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Liste
     )
 
 
-def _date_part(start: int) -> Callable[[sqlite3.Connection, Key, str | None], list[Listed]]:
+def _date_part(start: int) -> Callable[[Connection, Key, str | None], list[Listed]]:
     """The lister of the two digits of StudyDate at `start` (month, day), among the
     studies under the key's prefix."""
 
-    def listing(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+    def listing(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
         prefix = str(key[0])
         found = conn.execute(
             f"""SELECT substr(study_date, {start}, 2), max(last_received), max(last_access)
@@ -78,14 +79,14 @@ def _date_part(start: int) -> Callable[[sqlite3.Connection, Key, str | None], li
 # A name shared by other entries of the store, and who shares it (named_among_all):
 # for one directory's listing and for every directory's at once alike.
 _SHARING = "(SELECT count(*) FROM patients peer WHERE peer.dir_name = p.dir_name)"
-_SHARERS = "SELECT patient_key FROM patients WHERE dir_name = ?"
+_SHARERS = "SELECT patient_id, patient_name FROM patients WHERE dir_name = ?"
 
 
-def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _patients(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     date = _date(key)
     found = rows(
         conn,
-        f"""SELECT p.dir_name, p.patient_key,
+        f"""SELECT p.dir_name, p.patient_id, p.patient_name,
                   {_SHARING},
                   p.id, max(st.last_received), max(st.last_access)
            FROM studies st JOIN patients p ON p.id = st.patient WHERE st.study_date = ?""",
@@ -98,27 +99,31 @@ def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Li
     return present(
         named_among_all(
             conn,
-            [(n, pkey, peers, (date, pid), directory(r, a)) for n, pkey, peers, pid, r, a in found],
+            [
+                (n, key_of(patient_id, name), peers, (date, pid), directory(r, a))
+                for n, patient_id, name, peers, pid, r, a in found
+            ],
             _SHARERS,
         )
     )
 
 
-def _all_patients(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+def _all_patients(conn: Connection) -> dict[Key, list[Listed]]:
     """Every day's patients, as _patients lists one day's."""
     found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
-    for date, n, pkey, peers, pid, r, a in conn.execute(
-        f"""SELECT st.study_date, p.dir_name, p.patient_key,
+    for date, n, patient_id, name, peers, pid, r, a in conn.execute(
+        f"""SELECT st.study_date, p.dir_name, p.patient_id, p.patient_name,
                   {_SHARING},
                   p.id, max(st.last_received), max(st.last_access)
            FROM studies st JOIN patients p ON p.id = st.patient
            GROUP BY st.study_date, p.id"""
     ):
+        pkey = key_of(patient_id, name)
         found[(date or "00000000",)].append((n, pkey, peers, (date, pid), directory(r, a)))
     return {key: present(named_among_all(conn, day, _SHARERS)) for key, day in found.items()}
 
 
-def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _studies(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         """SELECT id, dir_name, study_uid, last_received, last_access FROM studies
@@ -130,7 +135,7 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
 
 
-def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+def _all_studies(conn: Connection) -> dict[Key, list[Listed]]:
     """Every patient's studies of every day, as _studies lists one's."""
     found: dict[Key, list[tuple[str, str, Key, Attributes]]] = collections.defaultdict(list)
     for sid, date, patient, n, uid, r, a in conn.execute(
@@ -145,7 +150,7 @@ def _prefix_times(key: Key) -> tuple[str, Key]:
     return f"{ALL_TIMES} WHERE study_date BETWEEN ? AND ?", _date_range(str(key[0]))
 
 
-def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+def _study_chains(conn: Connection, study: int) -> list[list[Key]]:
     patient, study_date = conn.execute(
         "SELECT patient, study_date FROM studies WHERE id = ?", (study,)
     ).fetchone()

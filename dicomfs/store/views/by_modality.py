@@ -4,8 +4,8 @@ the lab's own layout. A study shows under each modality and station of its serie
 from __future__ import annotations
 
 import collections
-import sqlite3
 
+from ..index.engine import Connection, Dialect, dialect_of
 from .levels import (
     ALL_TIMES,
     FILES,
@@ -27,16 +27,19 @@ from .levels import (
 _SERIES_TIMES = "SELECT max(last_received), max(last_access) FROM series"
 _JOINED = """FROM series se JOIN studies st ON st.id = se.study
              WHERE se.modality_dir = ? AND se.station_dir = ?"""
-# A lookup of one study's name starts from the studies of that name (CROSS JOIN keeps
-# that order): SQLite, without statistics, would scan the station's series first.
-_JOINED_BY_NAME = """FROM studies st CROSS JOIN series se ON st.id = se.study
-                     WHERE se.modality_dir = ? AND se.station_dir = ?"""
 
 
-def _modalities(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _joined_by_name(dialect: Dialect) -> str:
+    """_JOINED for a lookup of one study's name: from the studies of that name first
+    (SQLite, without statistics, would scan the station's series first)."""
+    return f"""FROM studies st {dialect.ordered_join} series se ON st.id = se.study
+               WHERE se.modality_dir = ? AND se.station_dir = ?"""
+
+
+def _modalities(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
-        "SELECT modality_dir, max(last_received), max(last_access) FROM series WHERE 1",
+        "SELECT modality_dir, max(last_received), max(last_access) FROM series WHERE TRUE",
         (),
         "modality_dir",
         base(wanted),
@@ -45,7 +48,7 @@ def _modalities(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[
     return present([(mod, (mod,), directory(r, a)) for mod, r, a in found])
 
 
-def _stations(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _stations(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         """SELECT station_dir, max(last_received), max(last_access) FROM series
@@ -58,7 +61,7 @@ def _stations(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Li
     return present([(sta, (*key, sta), directory(r, a)) for sta, r, a in found])
 
 
-def _days(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _days(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         f"SELECT st.day_dir, max(se.last_received), max(se.last_access) {_JOINED}",
@@ -76,14 +79,15 @@ _SHARING = "(SELECT count(*) FROM studies peer WHERE peer.uid_dir = st.uid_dir)"
 _SHARERS = "SELECT study_uid FROM studies WHERE uid_dir = ?"
 
 
-def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _studies(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     mod, sta, _ = key
     found = rows(
         conn,
         f"""SELECT st.uid_dir, st.study_uid,
                    {_SHARING},
                    st.id, max(se.last_received), max(se.last_access)
-            {_JOINED if wanted is None else _JOINED_BY_NAME} AND st.day_dir = ?""",
+            {_JOINED if wanted is None else _joined_by_name(dialect_of(conn))}
+            AND st.day_dir = ?""",
         key,
         "st.uid_dir",
         base(wanted),
@@ -103,7 +107,7 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     )
 
 
-def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+def _all_studies(conn: Connection) -> dict[Key, list[Listed]]:
     """Every day's studies under every modality and station, as _studies lists one's."""
     found: dict[Key, list[tuple[str, str, int, Key, Attributes]]] = collections.defaultdict(list)
     for mod, sta, day, n, uid, peers, sid, r, a in conn.execute(
@@ -117,7 +121,7 @@ def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
     return {key: present(named_among_all(conn, day, _SHARERS)) for key, day in found.items()}
 
 
-def _series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _series(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     mod, sta, study = key
     found = rows(
         conn,
@@ -130,12 +134,12 @@ def _series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[List
     return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
 
 
-def _uid_dir(conn: sqlite3.Connection, key: Key) -> str:
+def _uid_dir(conn: Connection, key: Key) -> str:
     (uid_dir,) = conn.execute("SELECT uid_dir FROM studies WHERE id = ?", key[-1:]).fetchone()
     return str(uid_dir)
 
 
-def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+def _study_chains(conn: Connection, study: int) -> list[list[Key]]:
     places = conn.execute(
         """SELECT DISTINCT se.modality_dir, se.station_dir, st.day_dir
            FROM series se JOIN studies st ON st.id = se.study WHERE st.id = ?

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import collections
-import sqlite3
 
+from ..index.engine import Connection
 from .levels import (
     ALL_TIMES,
     FILES,
@@ -17,6 +17,7 @@ from .levels import (
     View,
     base,
     directory,
+    key_of,
     named,
     present,
     rows,
@@ -26,22 +27,28 @@ from .levels import (
 )
 
 
-def _patients(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _patients(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
-        """SELECT p.id, p.dir_name, p.patient_key, max(st.last_received), max(st.last_access)
-           FROM patients p JOIN studies st ON st.patient = p.id WHERE 1""",
+        """SELECT p.id, p.dir_name, p.patient_id, p.patient_name, max(st.last_received),
+                  max(st.last_access)
+           FROM patients p JOIN studies st ON st.patient = p.id WHERE TRUE""",
         (),
         "p.dir_name",
         base(wanted),
         "GROUP BY p.id",
     )
     return present(
-        named([(name, str(pkey), (pid,), directory(r, a)) for pid, name, pkey, r, a in found])
+        named(
+            [
+                (dir_name, key_of(patient_id, name), (pid,), directory(r, a))
+                for pid, dir_name, patient_id, name, r, a in found
+            ]
+        )
     )
 
 
-def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _studies(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         "SELECT id, dir_name, study_uid, last_received, last_access FROM studies WHERE patient = ?",
@@ -52,7 +59,7 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     return present(named([(n, uid, (sid,), directory(r, a)) for sid, n, uid, r, a in found]))
 
 
-def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
+def _all_studies(conn: Connection) -> dict[Key, list[Listed]]:
     """Every patient's studies, as _studies lists each patient's."""
     found: dict[Key, list[tuple[str, str, Key, Attributes]]] = collections.defaultdict(list)
     for sid, patient, n, uid, r, a in conn.execute(
@@ -62,12 +69,12 @@ def _all_studies(conn: sqlite3.Connection) -> dict[Key, list[Listed]]:
     return {key: present(named(studies)) for key, studies in found.items()}
 
 
-def patient_dir_name(conn: sqlite3.Connection, key: Key) -> str:
+def patient_dir_name(conn: Connection, key: Key) -> str:
     (dir_name,) = conn.execute("SELECT dir_name FROM patients WHERE id = ?", key).fetchone()
     return str(dir_name)
 
 
-def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+def _study_chains(conn: Connection, study: int) -> list[list[Key]]:
     (patient,) = conn.execute("SELECT patient FROM studies WHERE id = ?", (study,)).fetchone()
     return [[(patient,), (study,)]]
 

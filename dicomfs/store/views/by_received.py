@@ -4,10 +4,10 @@ it", each study under the local day and time its first instance arrived."""
 from __future__ import annotations
 
 import datetime
-import sqlite3
 import time
 
 from ...dicom import names
+from ..index.engine import Connection, dialect_of
 from .levels import (
     ALL_TIMES,
     FILES,
@@ -36,16 +36,16 @@ def _day_of(received: float | None) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(received or 0))
 
 
-def _days(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _days(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = conn.execute(
-        """SELECT date(first_received, 'unixepoch', 'localtime'), max(last_received),
-                  max(last_access)
-           FROM studies WHERE first_received IS NOT NULL GROUP BY 1"""
+        f"""SELECT {dialect_of(conn).local_day("first_received")}, max(last_received),
+                   max(last_access)
+            FROM studies WHERE first_received IS NOT NULL GROUP BY 1"""
     )
     return present([(day, (day,), directory(r, a)) for day, r, a in found])
 
 
-def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _studies(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     """A day's studies; for a wanted name, those that arrived in the second its clock
     names, through the index on first_received."""
     try:
@@ -95,7 +95,7 @@ def _clock_windows(day: str, name: str) -> list[tuple[float, float]]:
     return [(second - 1, second + 2) for second in sorted(starts)]
 
 
-def _study_base(conn: sqlite3.Connection, key: Key) -> str:
+def _study_base(conn: Connection, key: Key) -> str:
     first, patient_dir, study_dir = conn.execute(
         """SELECT st.first_received, p.dir_name, st.dir_name
            FROM studies st JOIN patients p ON p.id = st.patient WHERE st.id = ?""",
@@ -118,7 +118,7 @@ def _day_times(key: Key) -> tuple[str, Key]:
     return f"{ALL_TIMES} WHERE first_received >= ? AND first_received < ?", bounds
 
 
-def _study_chains(conn: sqlite3.Connection, study: int) -> list[list[Key]]:
+def _study_chains(conn: Connection, study: int) -> list[list[Key]]:
     (first,) = conn.execute("SELECT first_received FROM studies WHERE id = ?", (study,)).fetchone()
     return [[(_day_of(first),), (study,)]]
 

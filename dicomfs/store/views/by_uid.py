@@ -5,10 +5,10 @@ its hash (names.uid_names). Either way a name's base is the safe form of its UID
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from ...dicom import names
+from ..index.engine import Connection
 from .levels import (
     ALL_TIMES,
     FILES,
@@ -27,12 +27,12 @@ from .levels import (
 )
 
 
-def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _studies(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     # uid_dir holds the safe form, so a lookup seeks through its index.
     uid_dir = None if wanted is None else f"{base(wanted)}.UID"
     found = rows(
         conn,
-        "SELECT study_uid, id, last_received, last_access FROM studies WHERE 1",
+        "SELECT study_uid, id, last_received, last_access FROM studies WHERE TRUE",
         (),
         "uid_dir",
         uid_dir,
@@ -40,12 +40,12 @@ def _studies(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Lis
     return present(_named(found, ""))
 
 
-def _series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _series(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     sql = "SELECT series_uid, id, last_received, last_access FROM series WHERE study = ?"
     return present(_named(_uid_rows(conn, sql, key, "series_uid", wanted, ""), ""))
 
 
-def _files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def _files(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     sql = """SELECT sop_uid, id, received_at, last_access, size FROM instances
              WHERE series = ?"""
     found = _uid_rows(conn, sql, key, "sop_uid", wanted, ".dcm")
@@ -57,7 +57,7 @@ def _files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Liste
 
 
 def _uid_rows(
-    conn: sqlite3.Connection, sql: str, args: Key, column: str, wanted: str | None, ext: str
+    conn: Connection, sql: str, args: Key, column: str, wanted: str | None, ext: str
 ) -> list[tuple[Any, ...]]:
     """The rows of sql (UID first) that can carry the wanted name. A name without a
     suffix is a plain UID, sought through the column's index; one with a suffix is
@@ -82,7 +82,7 @@ def _named(found: list[tuple[Any, ...]], ext: str) -> list[Listed]:
     ]
 
 
-def _safe_form(conn: sqlite3.Connection, key: Key) -> str:
+def _safe_form(conn: Connection, key: Key) -> str:
     (uid_dir,) = conn.execute("SELECT uid_dir FROM studies WHERE id = ?", key).fetchone()
     return str(uid_dir).removesuffix(".UID")
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 from ...dicom import names
+from ..index.engine import Connection
 
 Key = tuple[object, ...]  # which directory or file of its level: row ids, names
 
@@ -41,9 +41,9 @@ class Attributes(NamedTuple):  # a tuple: readdir makes one per entry
 
 
 Listed = tuple[str, Key, Attributes]  # an entry's name, its key in the level below, its stat
-Lister = Callable[[sqlite3.Connection, Key, str | None], list[Listed]]
-AllLister = Callable[[sqlite3.Connection], dict[Key, list[Listed]]]  # by directory key
-FileNamer = Callable[[sqlite3.Connection, Key], list[tuple[str, int]]]  # (name, row id)
+Lister = Callable[[Connection, Key, str | None], list[Listed]]
+AllLister = Callable[[Connection], dict[Key, list[Listed]]]  # by directory key
+FileNamer = Callable[[Connection, Key], list[tuple[str, int]]]  # (name, row id)
 Times = Callable[[Key], tuple[str, tuple[object, ...]]]  # SQL of (newest receipt, access)
 
 
@@ -56,7 +56,7 @@ class Level:
     times: Times | None = None  # None where the node's attributes come otherwise
     # How study_paths names an entry of this level without listing its parent:
     name_of: Callable[[Key], str] | None = None  # the key is the name (a date, a modality)
-    base_of: Callable[[sqlite3.Connection, Key], str] | None = None  # else: narrow by this
+    base_of: Callable[[Connection, Key], str] | None = None  # else: narrow by this
     # A series' files by name alone, sorted: what a find reads of them, a query its
     # index answers without the rows. None: the listing's names.
     file_names: FileNamer | None = None
@@ -73,7 +73,7 @@ class View:
     levels: tuple[Level, ...]
     # The keys of a study's directory in this view, one key per level below the top
     # (several chains where a study shows in several places: by-modality).
-    study_chains: Callable[[sqlite3.Connection, int], list[list[Key]]]
+    study_chains: Callable[[Connection, int], list[list[Key]]]
     places: tuple[Place, ...] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,7 +164,7 @@ def base(wanted: str | None) -> str | None:
 
 
 def rows(
-    conn: sqlite3.Connection,
+    conn: Connection,
     sql: str,
     args: Key,
     column: str,
@@ -186,8 +186,14 @@ def named(rows: Sequence[tuple[str, str, Key, Attributes]]) -> list[Listed]:
     return [(name, child, found) for name, (_, _, child, found) in zip(unique, rows, strict=True)]
 
 
+def key_of(*values: object) -> str:
+    """What tells apart entries that share a base name (see names.unique_names): the
+    values that make the entry one, a patient's ID and name, say, NUL between them."""
+    return "\x00".join(map(str, values))
+
+
 def named_among_all(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rows: Sequence[tuple[str, str, int, Key, Attributes]],
     peers_sql: str,
 ) -> list[Listed]:
@@ -198,7 +204,7 @@ def named_among_all(
     shared: dict[str, dict[str, str]] = {}
     for base_name, _, sharing, _, _ in rows:
         if sharing > 1 and base_name not in shared:
-            keys = [str(key) for (key,) in conn.execute(peers_sql, (base_name,))]
+            keys = [key_of(*row) for row in conn.execute(peers_sql, (base_name,))]
             unique = names.unique_names([(base_name, key) for key in keys])
             shared[base_name] = dict(zip(keys, unique, strict=True))
     return [
@@ -215,7 +221,7 @@ def present(entries: list[Listed]) -> list[Listed]:
 # --- what several views share: a study's series, a series' files, their times --------
 
 
-def study_series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def study_series(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         """SELECT id, dir_name, series_uid, last_received, last_access FROM series
@@ -229,7 +235,7 @@ def study_series(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list
     )
 
 
-def series_files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list[Listed]:
+def series_files(conn: Connection, key: Key, wanted: str | None) -> list[Listed]:
     found = rows(
         conn,
         """SELECT id, file_name, sop_uid, size, received_at, last_access FROM instances
@@ -247,7 +253,7 @@ def series_files(conn: sqlite3.Connection, key: Key, wanted: str | None) -> list
     )
 
 
-def series_file_names(conn: sqlite3.Connection, key: Key) -> list[tuple[str, int]]:
+def series_file_names(conn: Connection, key: Key) -> list[tuple[str, int]]:
     """series_files' names and row ids, sorted, from the index on (series, file_name)
     alone, unless two files share a name (then series_files says how each is named)."""
     found = conn.execute(
@@ -267,7 +273,7 @@ def series_times(key: Key) -> tuple[str, Key]:
     return "SELECT last_received, last_access FROM series WHERE id = ?", key[-1:]
 
 
-def study_dir_name(conn: sqlite3.Connection, key: Key) -> str:
+def study_dir_name(conn: Connection, key: Key) -> str:
     (dir_name,) = conn.execute("SELECT dir_name FROM studies WHERE id = ?", key[-1:]).fetchone()
     return str(dir_name)
 

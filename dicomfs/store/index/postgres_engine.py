@@ -1,0 +1,233 @@
+"""The index in a PostgreSQL database (psycopg 3), which several machines share: their
+receivers write it, their mounts read it.
+
+The statements are the ones SQLite runs (engine.py), with `?` and `?N` numbered as
+PostgreSQL's `$N` on their way. Every connection is in autocommit: a reader sees
+each commit at once and holds no snapshot open; a writer opens its transactions
+itself, and takes the writers' lock first, so that one writes at a time across
+every machine, as SQLite's BEGIN IMMEDIATE makes one write at a time across
+processes. The journal of changes then grows in the order of commits, which the
+mounts rely on (mount/changes.py). A commit returns once it is on the server's disk
+(synchronous_commit), which is what a receiver's Success promises.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import logging
+import os
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Loader
+
+from . import postgres_schema
+from .engine import POSTGRESQL, Cursor, IndexUnusable
+from .schema import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock keys: the writers' lock, and the one a new index is made under.
+WRITER_LOCK = 0x6469636F6D6673  # "dicomfs"
+SCHEMA_LOCK = WRITER_LOCK + 1
+
+# Placeholders, outside quoted text and comments: ? or ?N.
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?(\d*)")
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """sql with each `?` as `$N` (N counting them) and each `?N` as `$N`."""
+    count = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal count
+        if not match.group(0).startswith("?"):
+            return match.group(0)  # quoted text or a comment, as it is
+        if match.group(1):
+            return f"${match.group(1)}"
+        count += 1
+        return f"${count}"
+
+    return _TOKENS.sub(number, sql)
+
+
+class _Number(Loader):
+    """numeric as int when whole (sum() of bigint is numeric), float otherwise: what
+    SQLite gives for the same query."""
+
+    def load(self, data: Any) -> int | float:
+        value = decimal.Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+class Connection:
+    """A psycopg connection that takes the index's statements as SQLite's takes them."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+        return self.raw.execute(numbered(sql), list(parameters) or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        cursor = self.raw.cursor()
+        cursor.executemany(numbered(sql), [list(row) for row in rows])
+        return cursor
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def where(url: str) -> str:
+    """The URL, to be shown: without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class PostgresEngine:
+    dialect = POSTGRESQL
+
+    def __init__(self, url: str, *, readonly: bool) -> None:
+        self._url = url
+        self.where = where(url)
+        try:
+            raw = psycopg.connect(
+                url,
+                autocommit=True,
+                cursor_factory=psycopg.RawCursor,
+                application_name="dicomfs",
+            )
+        except psycopg.Error as exc:
+            raise IndexUnusable(f"cannot reach the index at {self.where}: {exc}") from exc
+        raw.adapters.register_loader("numeric", _Number)
+        # Each day of by-received/ is a day of this machine's clock, as in SQLite.
+        raw.execute("SELECT set_config('TimeZone', $1, false)", [_local_zone()])
+        raw.execute("SET synchronous_commit = on")  # whatever the server's default
+        if readonly:
+            raw.execute("SET default_transaction_read_only = on")
+        self.conn = Connection(raw)
+        self._seen: int | None = None  # the newest change when this writer last committed
+        self._checked = False
+        if readonly:
+            self._check_version()
+        else:
+            self._make_or_check()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def doorbell(self) -> Doorbell:
+        return Doorbell(self._url, self.where)
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+        self._checked = False
+
+    def commit(self) -> None:
+        self._seen = self._newest_change()
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self._seen = None
+
+    def others_wrote(self) -> bool:
+        """Whether another writer committed since this one last did: asked once a
+        transaction (this one's own changes since then are its own)."""
+        if self._checked:
+            return False
+        self._checked = True
+        return self._seen is None or self._newest_change() != self._seen
+
+    def _newest_change(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+
+    def version(self) -> int:
+        row = self.conn.execute(f"SELECT version FROM {postgres_schema.VERSION_TABLE}").fetchone()
+        return int(row[0])
+
+    def _exists(self) -> bool:
+        row = self.conn.execute("SELECT to_regclass(?)", (postgres_schema.VERSION_TABLE,))
+        return row.fetchone()[0] is not None
+
+    def _check_version(self) -> None:
+        if not self._exists():
+            raise IndexUnusable(f"no index at {self.where} yet: run 'dicomfs index' with it first")
+        if self.version() != SCHEMA_VERSION:
+            raise IndexUnusable(
+                f"the index at {self.where} has schema version {self.version()}; this "
+                f"dicomfs uses {SCHEMA_VERSION}: run the same dicomfs on every machine"
+            )
+
+    def _make_or_check(self) -> None:
+        """Make the index if the database has none yet (under a lock: two machines may
+        start at once), else check that it is this dicomfs's."""
+        if not self._exists():
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+                if not self._exists():
+                    for statement in postgres_schema.statements():
+                        self.conn.raw.execute(statement)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        self._check_version()
+
+
+class Doorbell:
+    """What tells a mount at once that a transaction changed the tree, whichever
+    machine committed it: a connection of its own that LISTENs to the triggers'
+    notifications (postgres_schema.CHANGES_CHANNEL)."""
+
+    def __init__(self, url: str, where: str) -> None:
+        self._url = url
+        self._where = where
+
+    def run(self, ring: threading.Event, stop: threading.Event) -> None:
+        """Set `ring` at each notification, and whenever the connection is made
+        again (what was committed meanwhile rang for nobody), until stop is set."""
+        lost = False
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {postgres_schema.CHANGES_CHANNEL}")
+                    if lost:
+                        log.info("the index's notifications are back (%s)", self._where)
+                    lost = False
+                    ring.set()
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            ring.set()
+            except psycopg.Error as exc:
+                if not lost:
+                    log.warning("lost the index's notifications (%s): %s", self._where, exc)
+                lost = True
+                stop.wait(1.0)
+
+
+def _local_zone() -> str:
+    """This machine's time zone by its name (Europe/Zurich), as PostgreSQL knows it."""
+    if os.environ.get("TZ"):
+        return os.environ["TZ"].lstrip(":")
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return "UTC"
+    _, found, name = target.partition("/zoneinfo/")
+    return name if found else time.strftime("%z")  # a fixed offset, at worst
