@@ -1,6 +1,7 @@
 """A running serve answers `dicomfs status` on a local socket in its store.
 
-STORE/.dicomfs/serve.sock: its user alone may connect, or its group too when the
+STORE/.dicomfs/serve.sock (serve@NAME.sock where several serves share the store:
+sharing.py): its user alone may connect, or its group too when the
 store is shared (modes.py). It is never on the
 network. A client sends one request line and reads one JSON document to the end.
 The socket is bound and reached through /proc/self/fd/N/, so that a long store
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .store import modes
+from .store import modes, sharing
 from .store.index import INDEX_DIR
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class StatusSocket:
         if self._thread is not None:
             self._thread.join()
         with contextlib.suppress(FileNotFoundError):
-            (self._store / INDEX_DIR / SOCKET_NAME).unlink()
+            (self._store / INDEX_DIR / sharing.own(SOCKET_NAME)).unlink()
 
     def _answer(self) -> None:
         listener = self._listener
@@ -107,6 +108,6 @@ def ask(store: Path) -> dict[str, Any] | None:
 def _through_fd(store: Path) -> Iterator[str]:
     fd = os.open(store / INDEX_DIR, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        yield f"/proc/self/fd/{fd}/{SOCKET_NAME}"
+        yield f"/proc/self/fd/{fd}/{sharing.own(SOCKET_NAME)}"
     finally:
         os.close(fd)

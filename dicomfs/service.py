@@ -1,16 +1,20 @@
 """`dicomfs serve`: the receiver and the mount in one process, recovering at start.
 
-One serve per store: a second one refuses to start (running.py). At start, what
-a crash may have left is put right before anything is accepted: half-received
-files in the store's tmp directory are removed, and the index is reconciled with
-the files (a file renamed into place just before a crash, but never
-acknowledged, is indexed now). Then the receiver listens and the mount serves
-until SIGINT or SIGTERM. Under systemd (Type=notify) serve says READY=1 once it
-receives and its mount is up, and STOPPING=1 when its stop begins (notify.py).
+One serve per store, or per machine where several share the store and its index
+in PostgreSQL (sharing.py): a second one refuses to start (running.py). At start,
+what a crash may have left is put right before anything is accepted: its
+half-received files in the store's tmp directory are removed, and the index is
+reconciled with the files (a file renamed into place just before a crash, but
+never acknowledged, is indexed now). Of several serves sharing an index, one at a
+time reconciles and expires (SweeperTurn), and another takes over when it goes.
+Then the receiver listens and the mount serves until SIGINT or SIGTERM. Under
+systemd (Type=notify) serve says READY=1 once it receives and its mount is up, and
+STOPPING=1 when its stop begins (notify.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -18,7 +22,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import control, health, notify
@@ -30,6 +34,7 @@ from .net.wire import Timeouts
 from .store import diskspace, running
 from .store import files as store_files
 from .store.index import Index
+from .store.index.engine import SweeperTurn
 from .store.indexer import reconcile
 from .store.writer import IndexWriter
 
@@ -52,8 +57,9 @@ class ReceiverOptions:
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
 
 
-def recover(store: Path) -> None:
-    """Remove half-received files, then bring the index in step with the files."""
+def recover(store: Path, turn: SweeperTurn) -> None:
+    """Remove half-received files, then bring the index in step with the files (if it
+    is this serve's turn: several may share the index, sharing.py)."""
     removed = 0
     for leftover in store_files.tmp_dir(store).iterdir():
         if leftover.is_file():
@@ -62,6 +68,9 @@ def recover(store: Path) -> None:
     if removed:
         what = "1 half-received file" if removed == 1 else f"{removed} half-received files"
         log.warning("removed %s left by a crash", what)
+    if not turn.held():
+        log.info("another serve sharing the index expires and reconciles it")
+        return
     with Index(store) as index:
         report = reconcile(index, store)
     log.info(
@@ -91,12 +100,22 @@ class ExpiryOptions:
     interval: float  # seconds between sweeps
 
 
-def sweeper(store: Path, writer: IndexWriter, options: ExpiryOptions) -> mount.Task:
-    """A task that expires what is due, and reconciles, every `interval` seconds."""
+def sweeper(
+    store: Path, writer: IndexWriter, options: ExpiryOptions, turn: SweeperTurn
+) -> mount.Task:
+    """A task that expires what is due, and reconciles, every `interval` seconds,
+    whenever it is this serve's turn."""
 
     def sweep_forever(stop: threading.Event) -> None:
+        held = turn.held()
         while not stop.wait(options.interval):
-            sweep(store, writer, options)
+            if turn.held():
+                if not held:
+                    log.info("this serve now expires and reconciles the shared index")
+                held = True
+                sweep(store, writer, options)
+            else:
+                held = False
 
     return sweep_forever
 
@@ -132,15 +151,25 @@ def run(
     errors = health.RecentErrors()  # for dicomfs status
     logging.getLogger().addHandler(errors)
     try:
-        with running.locked(store):
+        with running.locked(store), _sweeper_turn(store) as turn:
             read = ", ".join(map(str, configured_by)) or "none (the options and their defaults)"
             log.info("configuration files: %s", read)
             _serve(store, receiving, expiring, mountpoint, mount_options,
-                   health.DiskWatch(store, warn_free), errors)  # fmt: skip
+                   health.DiskWatch(store, warn_free), errors, turn)  # fmt: skip
     except running.AlreadyServed as exc:
         raise ServiceError(str(exc)) from exc
     finally:
         logging.getLogger().removeHandler(errors)
+
+
+@contextlib.contextmanager
+def _sweeper_turn(store: Path) -> Iterator[SweeperTurn]:
+    with Index(store) as index:
+        turn = index.engine.sweeper_turn()
+    try:
+        yield turn
+    finally:
+        turn.close()
 
 
 def _serve(
@@ -151,10 +180,11 @@ def _serve(
     mount_options: MountOptions,
     disk: health.DiskWatch,
     errors: health.RecentErrors,
+    turn: SweeperTurn,
 ) -> None:
     disk.check()  # a disk nearly full is said at the start
     notify.status("recovering: clearing half-received files, reconciling the index")
-    recover(store)
+    recover(store, turn)
     tls = tls_context(receiving.tls_cert, receiving.tls_key)
     writer = IndexWriter(store)
     receiver = Receiver(
@@ -174,7 +204,7 @@ def _serve(
         running.announce(store, receiving.port, receiving.aet)
         status.start()
         watching_disk = mount.every(DISK_CHECK_INTERVAL, disk.check, "a look at the free space")
-        tasks = [sweeper(store, writer, expiring), watching_disk]
+        tasks = [sweeper(store, writer, expiring, turn), watching_disk]
         receiving_on = f"receiving on {receiving.host}:{receiving.port} as {receiving.aet}"
         if mountpoint is None:
             mount.run_until_signal(tasks, on_started=lambda: _ready(receiving_on))

@@ -29,6 +29,7 @@ from bench_ingest import bench_ingest, status_mb
 from bench_page import bench_page
 from bench_pull import bench_pull
 from bench_qr import bench_qr
+from bench_several import bench_several
 
 PER_PATIENT = 300  # one study of 3 series of 100 instances, as the 1 M corpus
 REALISTIC = range(99_999, 100_000)  # a patient number the corpus never reaches
@@ -233,12 +234,12 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="corpus directory to reuse between runs")
     parser.add_argument(
         "--only",
-        choices=["index", "mount", "find", "ingest", "pull", "qr", "page"],
+        choices=["index", "mount", "find", "ingest", "pull", "qr", "page", "several"],
         action="append",
         help="run only these",
     )
     args = parser.parse_args()
-    only = set(args.only or ["index", "mount", "find", "ingest", "pull", "qr", "page"])
+    only = set(args.only or ["index", "mount", "find", "ingest", "pull", "qr", "page", "several"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="dicomfs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -259,6 +260,9 @@ def main() -> None:
             bench_qr(work, large if (large / ".dicomfs").exists() else None)
         if "page" in only:
             bench_page(work, mounted)
+        if "several" in only:
+            main_store = work / "store"
+            bench_several(work, main_store if (main_store / ".dicomfs").exists() else None)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

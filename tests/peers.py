@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pydicom
 from pynetdicom.dimse_primitives import C_STORE
 
 from dicomfs.net import reactor
+from dicomfs.store import sharing
 
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
 
@@ -50,6 +52,21 @@ def dcmtk(
     )
 
 
+@contextlib.contextmanager
+def _named(name: str | None) -> Iterator[None]:
+    """sharing.py's names as a serve of this --name sees them."""
+    before = os.environ.get(sharing.NAME_VARIABLE)
+    if name is not None:
+        os.environ[sharing.NAME_VARIABLE] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(sharing.NAME_VARIABLE, None)
+        else:
+            os.environ[sharing.NAME_VARIABLE] = before
+
+
 class Serve:
     """`dicomfs serve` on a loopback port; stopped (and unmounted) by stop()."""
 
@@ -65,6 +82,8 @@ class Serve:
         """config: serve from this configuration file alone (store, mount and port are
         then what it says, and only tell this object where to look)."""
         self.store, self.port, self.mount = store, port or free_port(), mount
+        self.name = next((extra[i + 1] for i, arg in enumerate(extra[:-1]) if arg == "--name"),
+                         None)  # fmt: skip
         where = ["--mount", str(mount)] if mount else ["--no-mount"]
         if mount is not None:
             mount.mkdir(exist_ok=True)
@@ -96,14 +115,20 @@ class Serve:
     def _announced(self) -> bool:
         """Its serve.json says where it listens (not one a crashed serve left)."""
         with contextlib.suppress(OSError, ValueError):
-            record = json.loads((self.store / ".dicomfs" / "serve.json").read_text())
+            record = json.loads((self.store / ".dicomfs" / self._own("serve.json")).read_text())
             return bool(record["pid"] == self.process.pid)
         return False
+
+    def _own(self, file_name: str) -> str:
+        """Its own file of that name in STORE/.dicomfs, as sharing.py names it."""
+        with _named(self.name):
+            return sharing.own(file_name)
 
     def spooled(self) -> list[Path]:
         """The spool files that hold data: half-received instances. (An association
         makes its next spool file ahead, empty, once it has answered an instance.)"""
-        spool = self.store / ".dicomfs" / "tmp"
+        with _named(self.name):
+            spool = self.store / ".dicomfs" / sharing.own_spool("tmp")
         return [path for path in spool.iterdir() if path.stat().st_size]
 
     def kill(self) -> None:
@@ -240,3 +265,15 @@ def send_raw_store(
         finally:
             assoc._reactor_checkpoint.set()
     return None if response is None else int(response.Status)
+
+
+def acknowledged(log: list[str]) -> list[Path]:
+    """Files storescu -v saw answered with Success."""
+    done, current = [], None
+    for line in log:
+        if match := re.search(r"Sending file: (.*)$", line):
+            current = Path(match.group(1).strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            done.append(current)
+            current = None
+    return done

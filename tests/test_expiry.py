@@ -174,10 +174,13 @@ def test_the_sweeper_in_serve_expires_on_its_interval(store: Path) -> None:
                 assert series_uids(store) == set(by_series)  # nothing before the first interval
             return len(waits) == 3
 
-    task = sweeper(store, writer, ExpiryOptions(retention=7 * DAY, interval=300))
+    with Index(store) as index:
+        turn = index.engine.sweeper_turn()  # this serve's: it is the only one
+    task = sweeper(store, writer, ExpiryOptions(retention=7 * DAY, interval=300), turn)
     try:
         task(Intervals())  # type: ignore[arg-type]
     finally:
+        turn.close()
         writer.close()
     assert waits == [300, 300, 300]
     assert series_uids(store) == set()

@@ -5,6 +5,7 @@ engines: index_engine in conftest.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -203,3 +204,17 @@ def test_a_server_out_of_reach_is_one_line_that_never_shows_the_password(store: 
         Index(store, url=url)
     assert "secret" not in str(raised.value)
     assert "dicomfs:***@127.0.0.1" in str(raised.value)
+
+
+def test_a_nul_in_a_header_s_text_is_indexed_as_the_replacement_character(
+    store: Path, postgres_url: str
+) -> None:
+    """A damaged header may hold a NUL, which SQLite keeps and PostgreSQL cannot."""
+    corpus.write_regular(store / "a", patients=1, studies=1, series=1, instances=1)
+    (path,) = (store / "a").rglob("*.dcm")
+    meta = dataclasses.replace(read_meta(str(path)), patient_name="DOE\x00^JOHN")
+    with Index(store, url=postgres_url) as index:
+        with index.transaction():
+            index.put_instance(meta, "a/x.dcm", FileState(1, 1), received_at=1e9)
+        (summary,) = index.study_summaries(index.study_ids())
+    assert summary.patient_name == "DOE\ufffd^JOHN"

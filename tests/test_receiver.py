@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import resource
 import signal
 import socket
@@ -28,6 +27,7 @@ from dicomfs.dicom import corpus
 from dicomfs.net import ingest
 from dicomfs.store import running
 
+from . import peers
 from .peers import Serve, dcmtk, free_port, serving
 
 pytestmark = pytest.mark.skipif(
@@ -291,7 +291,7 @@ def test_every_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
             break
     sender.wait(timeout=60)
     log += sender.stdout.readlines()
-    acknowledged = _acknowledged(log)
+    acknowledged = peers.acknowledged(log)
     assert len(acknowledged) >= 150
     with serving(store):  # restarting recovers by itself
         pass
@@ -400,7 +400,7 @@ def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instan
     assert took < 10, f"serve took {took:.1f} s to stop"
     assert all(sender.returncode != 0 for sender in senders)  # aborted: they send again later
     acknowledged = [pydicom.dcmread(path).SOPInstanceUID for log in logs
-                    for path in _acknowledged(log)]  # fmt: skip
+                    for path in peers.acknowledged(log)]  # fmt: skip
     assert len(acknowledged) >= 100
     assert max(_successes(log) for log in logs) < 2000  # stopped before either was done
     stored = {str(row[0]) for row in rows(store, "SELECT sop_uid FROM instances")}
@@ -420,18 +420,6 @@ def test_a_stop_mid_transfer_aborts_at_once_and_audits_every_acknowledged_instan
 
 def _successes(log: list[str]) -> int:
     return sum("Received Store Response (Success)" in line for line in list(log))
-
-
-def _acknowledged(log: list[str]) -> list[Path]:
-    """Files storescu -v saw answered with Success."""
-    done, current = [], None
-    for line in log:
-        if match := re.search(r"Sending file: (.*)$", line):
-            current = Path(match.group(1).strip())
-        elif "Received Store Response (Success)" in line and current is not None:
-            done.append(current)
-            current = None
-    return done
 
 
 def test_one_serve_per_store_and_where_it_listens_is_known(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from click.core import ParameterSource
 
 from .. import __version__, config
 from ..net import remotes
-from ..store import catalog, diskspace, modes, search
+from ..store import catalog, diskspace, modes, search, sharing
 from ..store.files import UnsafeStore, check_own_dirs
-from ..store.index import INDEX_DIR, INDEX_VARIABLE, Index, IndexUnusable
+from ..store.index import INDEX_DIR, INDEX_VARIABLE, Index, IndexUnusable, to_postgres
 from ..store.indexer import import_paths, reconcile
 from . import configfile, output, timeparse
 from .types import (
@@ -32,6 +32,7 @@ from .types import (
     IPAddress,
     Moment,
     Network,
+    ServeName,
     seconds,
 )  # fmt: skip
 
@@ -205,6 +206,25 @@ def _use_index(ctx: click.Context, param: click.Parameter, url: str | None) -> N
     """Every index this command opens is the one --index names (see store.index)."""
     if url:
         os.environ[INDEX_VARIABLE] = url
+
+
+def _use_name(ctx: click.Context, param: click.Parameter, name: str | None) -> None:
+    """This machine's serve is the one --name names (see store/sharing.py)."""
+    if name:
+        os.environ[sharing.NAME_VARIABLE] = name
+
+
+def name_option(func: F) -> F:
+    return click.option(
+        "--name",
+        type=ServeName(),
+        envvar=sharing.NAME_VARIABLE,
+        expose_value=False,
+        callback=_use_name,
+        help="With the index in PostgreSQL: this serve's name among those sharing the "
+        "store (its lock, status socket and spool are its own). Default: this "
+        "machine's host name.",
+    )(func)
 
 
 def store_option(func: F) -> F:
@@ -417,9 +437,24 @@ def open_index(store: Path, *, create: bool = False) -> Index:
     default=None,
     help="Parser processes.  [default: one per core]",
 )
+@click.option(
+    "--to",
+    "to_url",
+    type=IndexURL(),
+    default=None,
+    help="Copy the store's SQLite index into this PostgreSQL database, which must hold "
+    "no index yet (postgresql://USER@HOST:PORT/DATABASE): every table with its row ids "
+    "but the journal of changes, in one transaction; then check the copy table by "
+    "table. The SQLite file is only read.",
+)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def index_command(
-    store: Path, create: bool, as_json: bool, jobs: int | None, paths: tuple[Path, ...]
+    store: Path,
+    create: bool,
+    as_json: bool,
+    jobs: int | None,
+    to_url: str | None,
+    paths: tuple[Path, ...],
 ) -> None:
     """Bring the index in step with the files, or import files from elsewhere.
 
@@ -432,13 +467,26 @@ def index_command(
     with the same SOPInstanceUID the newest wins, as in the store; the others are
     reported, not copied.
 
+    With --to: the lab moves to several machines. The store's SQLite index is
+    copied into a PostgreSQL database that holds none yet, and the copy checked;
+    stop serve and the mounts of the store first. Then every machine names the
+    database in its configuration file (index = "postgresql://...").
+
     \b
     Examples:
       dicomfs index --store /data/dicom
       dicomfs index --create --store /data/new-store ~/old-scans/
       dicomfs index --json
       dicomfs index /media/cdrom/DICOM old-scans/
+      dicomfs index --store /data/dicom --to postgresql://dicomfs@db.example.org/dicomfs
     """
+    if to_url is not None:
+        if paths or create:
+            raise UsageError("--to copies the index of an existing store: no PATHS, no --create")
+        if not os.path.lexists(store):  # nor is the default store made for it
+            raise click.ClickException(f"store {store} does not exist: check --store")
+        _copy_index(use_store(store), to_url, as_json)
+        return
     store = use_store(store, create=create)
     for path in paths:
         if path.resolve().is_relative_to(store):
@@ -456,6 +504,22 @@ def index_command(
             click.echo(output.to_json(report.as_dict()))
         else:
             output.print_index_report(report, store)
+
+
+def _copy_index(store: Path, url: str, as_json: bool) -> None:
+    """index --to: the store's SQLite index into a PostgreSQL database, checked."""
+    try:
+        check_own_dirs(store)
+        with output.ProgressBar("Copying", enabled=not as_json) as progress:
+            copied = to_postgres.copy_index(store, url, progress)
+    except (IndexUnusable, UnsafeStore, to_postgres.CopyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"cannot read the index of {store}: {exc}") from exc
+    if as_json:
+        click.echo(output.to_json(dataclasses.asdict(copied) | {"checked": True}))
+        return
+    output.print_copy_report(copied, store)
 
 
 @main.command("find", context_settings=CONTEXT)
@@ -688,6 +752,7 @@ def _local_user() -> str:
 
 @main.command("serve", context_settings=CONTEXT)
 @store_option
+@name_option
 @create_option
 @mountpoint_option("Where to mount the views.")
 @click.option("--no-mount", is_flag=True, help="Receive only; do not mount.")
@@ -875,6 +940,7 @@ def _log_as_service() -> None:
 
 @main.command("status", context_settings=CONTEXT)
 @store_option
+@name_option
 @json_option
 def status_command(store: Path, as_json: bool) -> None:
     """What the running dicomfs serve of the store is doing.

@@ -103,6 +103,27 @@ def print_index_report(report: Report, store: Path) -> None:
         click.echo(printable(f"  ... and {hidden} more skipped ({summary}); --json lists them all"))
 
 
+def print_copy_report(copied: Any, store: Path) -> None:
+    """index --to (to_postgres.Copied): the rows of each table, that the copy was
+    checked, one summary line, and what to do next."""
+    for table, rows in copied.rows.items():
+        click.echo(printable(f"  {table:<14} {count(rows, 'row')} copied"))
+    click.echo("checked: every table's rows are the SQLite index's, value for value")
+    click.echo(
+        printable(
+            f"{len(copied.rows)} tables, {count(copied.total, 'row')} copied in "
+            f"{copied.seconds:.1f} s from {store} to {copied.where}"
+        )
+    )
+    click.echo(
+        printable(
+            f'next: on every machine, put index = "{copied.where}" in the configuration '
+            "file (the service's: /etc/dicomfs/dicomfs.toml), then start serve and the "
+            "mounts again; the SQLite index is left as it was"
+        )
+    )
+
+
 def _date(value: str) -> str:
     return iso_date(value) or "----------"
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..net import remotes
-from ..store import diskspace
+from ..store import diskspace, sharing
 from . import timeparse
 
 
@@ -165,4 +165,16 @@ class IndexURL(click.ParamType):
                 param,
                 ctx,
             )
+        return text
+
+
+class ServeName(click.ParamType):
+    """A serve's name among those sharing a store: letters, digits, . _ -."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not sharing.NAME.match(text):
+            self.fail(f"{value!r} is not a name: letters, digits, '.', '_' and '-'", param, ctx)
         return text

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from . import sharing
 from .index import INDEX_DIR, INDEX_FILE, FileState
 
 log = logging.getLogger(__name__)
@@ -234,11 +235,17 @@ def check_own_dirs(store: Path) -> None:
 
 
 def tmp_dir(store: Path) -> Path:
-    """STORE/.dicomfs/tmp, made if missing; never through a symlink."""
+    """STORE/.dicomfs/tmp (or this machine's below it, see sharing.py), made if
+    missing; never through a symlink."""
     with opened(store) as root:
-        directory, changed = make_dirs(root, f"{INDEX_DIR}/{TMP_DIR}")
+        directory, changed = make_dirs(root, _spool())
         close_all([directory, *changed])
-    return store / INDEX_DIR / TMP_DIR
+    return store / _spool()
+
+
+def _spool() -> str:
+    """This machine's spool, below the store (see sharing.py)."""
+    return f"{INDEX_DIR}/{sharing.own_spool(TMP_DIR)}"
 
 
 def top_key(name: str, is_dir: bool) -> str:
@@ -320,7 +327,7 @@ def write_atomically(store: Path, rel_path: str, source: IO[bytes]) -> FileState
     """Copy a stream into the store at rel_path; visible only once complete and durable."""
     directory, name = os.path.split(rel_path)
     with opened(store) as root:
-        spool, made = make_dirs(root, f"{INDEX_DIR}/{TMP_DIR}")
+        spool, made = make_dirs(root, _spool())
         close_all(made)
         try:
             fd, tmp_name = create_temp(spool, "in-", ".part")

@@ -1,4 +1,5 @@
-"""The one `dicomfs serve` of a store: its lock, and where it listens.
+"""The one `dicomfs serve` of a store (or of a machine, see sharing.py): its lock, and
+where it listens.
 
 serve holds an flock on STORE/.dicomfs/serve.lock for its whole life (the kernel
 releases it however the process ends), so a second serve of the same store
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import files as store_files
+from . import sharing
 from .index import INDEX_DIR
 
 LOCK_FILE = "serve.lock"
@@ -96,7 +98,7 @@ def listening(store: Path) -> Listening | None:
 
 
 def _open_lock(store: Path, flags: int) -> int:
-    path = store / INDEX_DIR / LOCK_FILE
+    path = store / INDEX_DIR / sharing.own(LOCK_FILE)
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, store_files.FILE_MODE)
 
 
@@ -113,4 +115,4 @@ def _lock(fd: int, kind: int, *, patience: float) -> bool:
 
 
 def _record_path(store: Path) -> Path:
-    return store / INDEX_DIR / RECORD_FILE
+    return store / INDEX_DIR / sharing.own(RECORD_FILE)

@@ -35,6 +35,25 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
+class SweeperTurn(Protocol):
+    """Whether this serve is the one of those sharing the index that expires and
+    reconciles (postgres_engine.SweeperTurn); a store's only serve always is."""
+
+    def held(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class OnlyServe:
+    """The sweeper's turn of a store's only serve (the index in its SQLite file)."""
+
+    def held(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
 class IndexUnusable(Exception):
     """The index cannot be used (newer schema, corrupt file, a server out of reach)."""
 

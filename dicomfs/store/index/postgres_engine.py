@@ -13,6 +13,7 @@ mounts rely on (mount/changes.py). A commit returns once it is on the server's d
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import functools
 import logging
@@ -25,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Loader
+import psycopg.conninfo
+from psycopg.adapt import Dumper, Loader
 
 from . import postgres_schema
 from .engine import POSTGRESQL, Cursor, IndexUnusable
@@ -33,9 +35,15 @@ from .schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_xact_lock keys: the writers' lock, and the one a new index is made under.
+# Advisory locks' keys: the writers' lock, the one a new index is made under, and the
+# sweeper's turn.
 WRITER_LOCK = 0x6469636F6D6673  # "dicomfs"
 SCHEMA_LOCK = WRITER_LOCK + 1
+SWEEPER_LOCK = WRITER_LOCK + 2
+# A connection to a server that went away unannounced (a machine off, a network cut)
+# is given up after about 25 s, rather than the kernel's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3}  # fmt: skip
 
 # Placeholders, outside quoted text and comments: ? or ?N.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?(\d*)")
@@ -65,6 +73,16 @@ class _Number(Loader):
     def load(self, data: Any) -> int | float:
         value = decimal.Decimal(bytes(data).decode())
         return int(value) if value == value.to_integral_value() else float(value)
+
+
+class _NulFree(Dumper):
+    """Text as PostgreSQL can store it: a NUL (which a damaged header may hold, and
+    SQLite keeps) becomes U+FFFD, the replacement character."""
+
+    oid = 0  # of no type yet, as psycopg's own: the server infers it
+
+    def dump(self, obj: str) -> bytes:
+        return obj.replace("\x00", "\ufffd").encode()
 
 
 class Connection:
@@ -105,7 +123,7 @@ class PostgresEngine:
         self.where = where(url)
         try:
             raw = psycopg.connect(
-                url,
+                _with_keepalives(url),
                 autocommit=True,
                 cursor_factory=psycopg.RawCursor,
                 application_name="dicomfs",
@@ -113,6 +131,7 @@ class PostgresEngine:
         except psycopg.Error as exc:
             raise IndexUnusable(f"cannot reach the index at {self.where}: {exc}") from exc
         raw.adapters.register_loader("numeric", _Number)
+        raw.adapters.register_dumper(str, _NulFree)
         # Each day of by-received/ is a day of this machine's clock, as in SQLite.
         raw.execute("SELECT set_config('TimeZone', $1, false)", [_local_zone()])
         raw.execute("SET synchronous_commit = on")  # whatever the server's default
@@ -131,6 +150,9 @@ class PostgresEngine:
 
     def doorbell(self) -> Doorbell:
         return Doorbell(self._url, self.where)
+
+    def sweeper_turn(self) -> SweeperTurn:
+        return SweeperTurn(self._url, self.where)
 
     def begin(self) -> None:
         self.conn.execute("BEGIN")
@@ -205,7 +227,7 @@ class Doorbell:
         lost = False
         while not stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with psycopg.connect(_with_keepalives(self._url), autocommit=True) as conn:
                     conn.execute(f"LISTEN {postgres_schema.CHANGES_CHANNEL}")
                     if lost:
                         log.info("the index's notifications are back (%s)", self._where)
@@ -219,6 +241,47 @@ class Doorbell:
                     log.warning("lost the index's notifications (%s): %s", self._where, exc)
                 lost = True
                 stop.wait(1.0)
+
+
+class SweeperTurn:
+    """Which of the serves sharing the index expires and reconciles: the one that
+    holds a session's advisory lock on a connection of its own. When that serve
+    ends, or its machine or its connection goes, the server lets the lock go and
+    the next serve to ask takes it."""
+
+    def __init__(self, url: str, where: str) -> None:
+        self._url = url
+        self._where = where
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+
+    def held(self) -> bool:
+        """Whether this serve's turn it is, now: taken if nobody holds it."""
+        try:
+            if self._conn is None:
+                self._conn = psycopg.connect(_with_keepalives(self._url), autocommit=True)
+            if self._held:
+                self._conn.execute("SELECT 1")  # still connected: still held
+            else:
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", [SWEEPER_LOCK])
+                self._held = bool(row.fetchone()[0])  # type: ignore[index]
+        except psycopg.Error as exc:
+            if self._held:
+                log.warning("lost the sweeper's turn (%s): %s", self._where, exc)
+            self.close()
+        return self._held
+
+    def close(self) -> None:
+        """Let the turn go (the server does when the connection closes)."""
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+        self._held = False
+
+
+def _with_keepalives(url: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, **KEEPALIVES)
 
 
 def _local_zone() -> str:

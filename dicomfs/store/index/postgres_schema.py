@@ -64,7 +64,15 @@ _APPEND_ONLY = "RAISE EXCEPTION 'the audit trail is append-only';"
 
 def statements() -> list[str]:
     """Every statement that makes a new, empty index at the current version."""
-    made = tables_and_indexes()
+    return tables_and_indexes() + triggers_and_version()
+
+
+def triggers_and_version() -> list[str]:
+    """What a new index has beyond its tables and indexes: the triggers and their
+    functions, and last the schema's version. A copy of an index (to_postgres.py)
+    makes them once its rows are in: a row trigger would count them again, and
+    fill the journal."""
+    made: list[str] = []
     for each in (*COUNTING, *CHANGING):
         made += trigger(each)
     made += [

@@ -11,7 +11,7 @@ import sqlite_utils
 
 from .. import modes
 from . import schema
-from .engine import SQLITE, IndexUnusable
+from .engine import SQLITE, IndexUnusable, OnlyServe
 from .migrations import MIGRATIONS
 from .schema import SCHEMA_VERSION
 
@@ -64,6 +64,9 @@ class SQLiteEngine:
         path = store / INDEX_DIR / INDEX_FILE
         if path.exists() and _stored_version(path) < SCHEMA_VERSION:
             SQLiteEngine(store, readonly=False, shared=False).close()
+
+    def sweeper_turn(self) -> OnlyServe:
+        return OnlyServe()  # one serve a store (running.py)
 
     @property
     def wal(self) -> Path:

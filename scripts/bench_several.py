@@ -1,0 +1,186 @@
+"""Several machines: the index in PostgreSQL against the SQLite file, in one run.
+
+- the main corpus's index copied into a throwaway PostgreSQL cluster (`dicomfs index
+  --to`), then `dicomfs find` and the first `ls` of each view with one and the other;
+- four storescu associations into one serve on SQLite, and into two serves (two
+  associations each) sharing a store and the index in PostgreSQL.
+
+The cluster is Debian's server started for the run on a loopback port (as the tests
+start it, tests/postgres.py), with fsync on: a commit is on disk as a lab's is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench_ingest import free_port, send, wait_for_port, write_corpora
+
+from dicomfs.store.index import INDEX_VARIABLE
+from dicomfs.store.index.to_postgres import copy_index
+from dicomfs.store.views import VIEW_NAMES
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from tests.postgres import Cluster, server_bin
+
+ROUNDS = 3
+FIND_GOAL = 2.0  # PostgreSQL within 2x of SQLite
+LISTING_GOAL = 2.0
+RECEIVERS_GOAL = 1.5  # two receivers on PostgreSQL against one on SQLite
+
+
+def bench_several(work: Path, store: Path | None) -> None:
+    """store: the main corpus, indexed (for find and the views); None skips that part."""
+    if server_bin() is None:
+        print("several machines: skipped (needs PostgreSQL: scripts/install --test)")
+        return
+    with Cluster(fsync=True) as cluster:
+        if store is not None:
+            _reads(store, work, cluster.create_database())
+        _receivers(work, cluster)
+
+
+@contextlib.contextmanager
+def _index(url: str | None) -> Iterator[None]:
+    """Every dicomfs started in the block uses this index (None: the store's SQLite)."""
+    before = os.environ.pop(INDEX_VARIABLE, None)
+    if url is not None:
+        os.environ[INDEX_VARIABLE] = url
+    try:
+        yield
+    finally:
+        os.environ.pop(INDEX_VARIABLE, None)
+        if before is not None:
+            os.environ[INDEX_VARIABLE] = before
+
+
+def _seconds(*command: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _reads(store: Path, work: Path, url: str) -> None:
+    copied = copy_index(store, url)
+    print(f"several machines, {copied.rows.get('instances', 0):,} instances:")
+    print(f"  dicomfs index --to (copy and check)  {copied.seconds:6.1f} s "
+          f"({copied.total:,} rows)")  # fmt: skip
+    dicomfs = [sys.executable, "-m", "dicomfs"]
+    patient = max(0, sum(1 for _ in store.glob("p*")) // 2 - 1)
+    base = min(_seconds(*dicomfs, "--help") for _ in range(3))  # start-up alone
+    for term in (f"ID{patient:05d}", f"patient{patient:05d}"):
+        times = {}
+        for name, using in (("SQLite", None), ("PostgreSQL", url)):
+            with _index(using):
+                best = min(_seconds(*dicomfs, "find", "--store", str(store), term)
+                           for _ in range(ROUNDS))  # fmt: skip
+            times[name] = max(0.001, best - base)
+        ratio = times["PostgreSQL"] / times["SQLite"]
+        print(f"  dicomfs find {term:14s} PostgreSQL/SQLite {ratio:5.2f}  (goal <= {FIND_GOAL};"
+              f" {times['SQLite']:.3f} s, {times['PostgreSQL']:.3f} s)")  # fmt: skip
+    listings = {}
+    for name, using in (("SQLite", None), ("PostgreSQL", url)):
+        with _index(using), _mounted(store, work / f"mnt-{name}") as mnt:
+            listings[name] = {view: _seconds("ls", str(mnt / view)) for view in VIEW_NAMES}
+    for view in VIEW_NAMES:
+        lite, pg = listings["SQLite"][view], listings["PostgreSQL"][view]
+        print(f"  first ls {view:12s} PostgreSQL/SQLite {pg / lite:5.2f}  (goal <= {LISTING_GOAL};"
+              f" {lite:.3f} s, {pg:.3f} s)")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _mounted(store: Path, mnt: Path) -> Iterator[Path]:
+    mnt.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomfs", "mount", "--store", str(store), str(mnt)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (mnt / "by-patient").is_dir():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the mount of {store} did not come up")
+            time.sleep(0.05)
+        yield mnt
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def _receivers(work: Path, cluster: Cluster) -> None:
+    workload = write_corpora(work / "ingest-corpus")[2]  # 4 associations of 128 KB MR
+    runs = Path(tempfile.mkdtemp(prefix="several-", dir=work))
+    one, two = [], []
+    try:
+        for round_ in range(ROUNDS):
+            order: list[Callable[[], float]] = [
+                lambda: _one_on_sqlite(runs, workload.associations),
+                lambda: _two_on_postgres(runs, workload.associations, cluster.create_database()),
+            ]
+            if round_ % 2:
+                order.reverse()
+            rates = [workload.count / run() for run in order]
+            one.append(rates[0] if round_ % 2 == 0 else rates[1])
+            two.append(rates[1] if round_ % 2 == 0 else rates[0])
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+    ratios = sorted(b / a for a, b in zip(one, two, strict=True))
+    print(f"  {workload.label}:")
+    print(f"    one serve, SQLite          {statistics.median(one):6.0f} instances/s")
+    print(f"    two serves, PostgreSQL     {statistics.median(two):6.0f} instances/s")
+    print(f"    two on PostgreSQL / one on SQLite  {statistics.median(ratios):5.2f} "
+          f"(rounds {ratios[0]:.2f}-{ratios[-1]:.2f})   (goal >= {RECEIVERS_GOAL})")  # fmt: skip
+
+
+def _one_on_sqlite(runs: Path, associations: list[list[Path]]) -> float:
+    store = Path(tempfile.mkdtemp(prefix="sqlite-", dir=runs))
+    with _index(None), _serving(store, "one") as port:
+        return send(associations, port, "DICOMFS", True)
+
+
+def _two_on_postgres(runs: Path, associations: list[list[Path]], url: str) -> float:
+    """The same associations shared out between two serves of one store and index."""
+    store = Path(tempfile.mkdtemp(prefix="postgres-", dir=runs))
+    with _index(url), _serving(store, "first") as first, _serving(store, "second") as second:
+        halves = [(first, associations[0::2]), (second, associations[1::2])]
+        with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
+            start = time.perf_counter()
+            sending = [pool.submit(send, half, port, "DICOMFS", True) for port, half in halves]
+            for sent in sending:
+                sent.result()
+            return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _serving(store: Path, name: str) -> Iterator[int]:
+    port = free_port()
+    log = store.parent / f"{store.name}-{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomfs", "serve", "--create", "--store", str(store),
+         "--name", name, "--no-mount", "--bind", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
