@@ -133,7 +133,7 @@ def test_a_caller_alone_whose_work_fails_is_told_and_nothing_of_it_is_committed(
 
     with pytest.raises(ValueError, match="fails half-way"):
         writer.run(half_done)
-    assert committed(store) == set()  # its transaction was its savepoint: all undone
+    assert committed(store) == set()  # its transaction undone: all of it
     assert "commit failed" not in caplog.text  # its own failure, not the index's
     writer.run(lambda index: index.record_skipped("next.dcm", FileState(1, 2), "after"))
     assert committed(store) == {"next.dcm"}

@@ -3,19 +3,26 @@
 Each caller queues its work and waits for the commit lock. Whoever gets the
 lock first commits everything queued by then in one transaction and wakes the
 others whose work it carried; a caller alone pays no thread hand-off at all.
-Each piece of work runs in its own savepoint (one alone in its transaction needs
-none): one that fails is undone and reported to its caller alone.
+The work of a batch runs in one transaction. If any of it fails, the transaction
+is undone and each piece runs again alone, in a transaction of its own: one that
+fails is reported to its caller alone, and the others are done. (A savepoint
+around each piece did the same at two statements a piece, each a round trip to
+a PostgreSQL server; work fails seldom, and every piece only writes the index,
+so running it again is safe.)
 
 A caller hears that its work is done only once its commit survives power loss:
 the commit goes to the WAL unflushed (synchronous=NORMAL), and the WAL is then
 flushed (fdatasync) outside the commit lock, by the caller or by one whose flush
 came after its commit. So the next batch commits while this one's flush waits for
-the disk, where a synchronous commit held the lock for the whole flush.
+the disk, where a synchronous commit held the lock for the whole flush. With the
+index in PostgreSQL alike: the commit returns before the server has flushed its
+log (synchronous_commit off for that transaction), and the flush is a synchronous
+commit of a transaction of its own, on a connection of its own, outside both the
+commit lock and the writers' lock that other machines' receivers wait for.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -90,7 +97,8 @@ class IndexWriter:
                 return
             target = self._commits  # every commit made by now is in the WAL file
             engine = self._index.engine
-            if not isinstance(engine, SQLiteEngine):  # PostgreSQL's commit is on disk
+            if not isinstance(engine, SQLiteEngine):
+                engine.flush()  # the server's log, by a commit of its own
                 self._flushed = target
                 return
             if self._wal < 0:
@@ -104,27 +112,34 @@ class IndexWriter:
             self._flushed = target
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
-        index = self._index
-        alone = len(batch) == 1  # its transaction undoes it: no savepoint needed
         try:
-            with index.transaction():
+            if len(batch) == 1 or not self._together(batch):
                 for job in batch:
-                    try:
-                        with contextlib.nullcontext() if alone else index.savepoint():
-                            job.result = job.work(index)
-                    except Exception as exc:
-                        job.error = exc
-                        if alone:
-                            raise
-        except Exception as exc:
-            if not (alone and exc is batch[0].error):  # the commit itself failed
-                log.error("index commit failed: %s", exc)
-            for job in batch:
-                job.error = job.error or exc
-        else:
-            self._commits += 1
-            for job in batch:
-                job.commit = self._commits
+                    self._together([job])
         finally:
             for job in batch:
                 job.done = True
+
+    def _together(self, batch: list[_Job[Any]]) -> bool:
+        """Run the batch's work in one transaction; whether it committed. A lone job's
+        error is its own; a batch's is nobody's yet (the caller runs each alone)."""
+        failed: Exception | None = None  # by the work itself, not the commit
+        try:
+            with self._index.transaction(flushed_later=True):
+                for job in batch:
+                    try:
+                        job.result = job.work(self._index)
+                    except Exception as exc:
+                        failed = exc
+                        raise
+        except Exception as exc:
+            if len(batch) > 1:
+                return False
+            batch[0].error = exc
+            if exc is not failed:
+                log.error("index commit failed: %s", exc)
+            return False
+        self._commits += 1
+        for job in batch:
+            job.commit = self._commits
+        return True

@@ -126,10 +126,11 @@ class Index:
         return self.engine.version()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, *, flushed_later: bool = False) -> Iterator[Any]:
         """A write transaction, one at a time across every process and machine that
-        writes this index; rolled back on error."""
-        self.engine.begin()
+        writes this index; rolled back on error. flushed_later: its commit need not be
+        on disk when it returns, as the writer flushes it (writer.py)."""
+        self.engine.begin(flushed_later=flushed_later)
         try:
             yield self.conn
         except BaseException:
@@ -213,16 +214,25 @@ class Index:
         now = time.time() if received_at is None else received_at
         # The file at this path may have held another instance before it was replaced,
         # and this instance may have belonged to another series: both may leave orphans.
-        orphans = [
-            row[0]
-            for row in self.conn.execute(
-                "DELETE FROM instances WHERE path = ? AND sop_uid != ? RETURNING series",
-                (path, meta.sop_uid),
-            )
-        ]
-        before = self.conn.execute(
-            "SELECT series, path FROM instances WHERE sop_uid = ?", (meta.sop_uid,)
-        ).fetchone()
+        # Both are seldom so: one look finds either (each is a round trip to PostgreSQL).
+        before, displaced = None, False
+        for sop_uid, series, held_at in self.conn.execute(
+            "SELECT sop_uid, series, path FROM instances WHERE path = ? OR sop_uid = ?",
+            (path, meta.sop_uid),
+        ).fetchall():
+            if sop_uid == meta.sop_uid:
+                before = (series, held_at)
+            else:
+                displaced = True
+        orphans = []
+        if displaced:
+            orphans = [
+                row[0]
+                for row in self.conn.execute(
+                    "DELETE FROM instances WHERE path = ? AND sop_uid != ? RETURNING series",
+                    (path, meta.sop_uid),
+                )
+            ]
         if before is not None and before[0] != series_id:
             orphans.append(before[0])
         self.conn.execute(
@@ -249,28 +259,9 @@ class Index:
                 sender.aet, sender.address, sender.called_aet, sender.user,
             ),
         )  # fmt: skip
-        self._note_receipt(series_id, now)
         if orphans:
             self._prune(orphans)
         return str(before[1]) if before is not None else None
-
-    def _note_receipt(self, series_id: int, received_at: float) -> None:
-        """Widen the series' and study's receipt times to include this instance. Each
-        column is written only if it moves: a page written for nothing is a page more
-        in the WAL for every instance received (first_received has an index)."""
-        latest = self.dialect.greatest("coalesce(last_received, ?1)", "?1")
-        study = self.conn.execute(
-            f"UPDATE series SET last_received = {latest} WHERE id = ?2 RETURNING study",
-            (received_at, series_id),
-        ).fetchone()[0]
-        self.conn.execute(
-            f"UPDATE studies SET last_received = {latest} WHERE id = ?2", (received_at, study)
-        )
-        self.conn.execute(
-            """UPDATE studies SET first_received = ?1
-               WHERE id = ?2 AND (first_received IS NULL OR first_received > ?1)""",
-            (received_at, study),
-        )
 
     def remove_paths(self, paths: Iterable[str]) -> int:
         """Drop the rows of files that are gone, then parents left empty."""

@@ -45,6 +45,9 @@ SWEEPER_LOCK = WRITER_LOCK + 2
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3}  # fmt: skip
 
+# The newest change in the journal (mount/changes.py): what tells a writer that
+# another one committed (Index keeps a cache of series while none did).
+_NEWEST = "SELECT coalesce(max(seq), 0) FROM changes"
 # Placeholders, outside quoted text and comments: ? or ?N.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?(\d*)")
 
@@ -139,7 +142,8 @@ class PostgresEngine:
             raw.execute("SET default_transaction_read_only = on")
         self.conn = Connection(raw)
         self._seen: int | None = None  # the newest change when this writer last committed
-        self._checked = False
+        self._others_wrote = True
+        self._flusher: psycopg.Connection[Any] | None = None
         if readonly:
             self._check_version()
         else:
@@ -147,6 +151,8 @@ class PostgresEngine:
 
     def close(self) -> None:
         self.conn.close()
+        if self._flusher is not None:
+            self._flusher.close()
 
     def doorbell(self) -> Doorbell:
         return Doorbell(self._url, self.where)
@@ -154,29 +160,51 @@ class PostgresEngine:
     def sweeper_turn(self) -> SweeperTurn:
         return SweeperTurn(self._url, self.where)
 
-    def begin(self) -> None:
-        self.conn.execute("BEGIN")
-        self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
-        self._checked = False
+    # Each is one round trip (several statements without parameters go as one): a
+    # writer holds the writers' lock for as few of them as it can.
+    _LOCKED = f"SELECT pg_advisory_xact_lock({WRITER_LOCK}); {_NEWEST}"
+    _BEGIN = f"BEGIN; SET LOCAL synchronous_commit = on; {_LOCKED}"
+    _BEGIN_FLUSHED_LATER = f"BEGIN; SET LOCAL synchronous_commit = off; {_LOCKED}"
+    _COMMIT = f"{_NEWEST}; COMMIT"
+
+    def begin(self, *, flushed_later: bool = False) -> None:
+        """flushed_later: the commit returns before the server has it on disk (and
+        lets go of the writers' lock then); flush() waits for that."""
+        cursor = self.conn.raw.execute(self._BEGIN_FLUSHED_LATER if flushed_later
+                                       else self._BEGIN)  # fmt: skip
+        for _ in range(3):  # past BEGIN's, SET's and the lock's results:
+            cursor.nextset()  # the newest change once the lock is held
+        newest = int(cursor.fetchone()[0])  # type: ignore[index]
+        self._others_wrote = newest != self._seen
 
     def commit(self) -> None:
-        self._seen = self._newest_change()
-        self.conn.execute("COMMIT")
+        self._seen = int(self.conn.raw.execute(self._COMMIT).fetchone()[0])  # type: ignore[index]
 
     def rollback(self) -> None:
         self.conn.execute("ROLLBACK")
         self._seen = None
 
-    def others_wrote(self) -> bool:
-        """Whether another writer committed since this one last did: asked once a
-        transaction (this one's own changes since then are its own)."""
-        if self._checked:
-            return False
-        self._checked = True
-        return self._seen is None or self._newest_change() != self._seen
+    def flush(self) -> None:
+        """Return once every commit made so far, on any connection, is on the server's
+        disk: a transaction of its own that commits synchronously (its commit record
+        is written, and the server flushes the log in order), on a connection of its
+        own, so that the next transaction need not wait."""
+        if self._flusher is None:
+            self._flusher = psycopg.connect(_with_keepalives(self._url), autocommit=True)
+            self._flusher.execute("SET synchronous_commit = on")
+        try:
+            self._flusher.execute("SELECT pg_current_xact_id()")  # a commit record
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                self._flusher.close()
+            self._flusher = None
+            raise
 
-    def _newest_change(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+    def others_wrote(self) -> bool:
+        """Whether another writer committed since this one last did: said once a
+        transaction (its own changes since are its own)."""
+        said, self._others_wrote = self._others_wrote, False
+        return said
 
     def version(self) -> int:
         row = self.conn.execute(f"SELECT version FROM {postgres_schema.VERSION_TABLE}").fetchone()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .migrations import CHANGING, COUNTING, Trigger
+from .migrations import CHANGING, COUNTING, RECEIVING, Trigger
 from .schema import CURRENT, SCHEMA_VERSION
 
 # Where the schema's version is kept (SQLite's user_version has no counterpart).
@@ -73,7 +73,7 @@ def triggers_and_version() -> list[str]:
     makes them once its rows are in: a row trigger would count them again, and
     fill the journal."""
     made: list[str] = []
-    for each in (*COUNTING, *CHANGING):
+    for each in (*COUNTING, *RECEIVING, *CHANGING):
         made += trigger(each)
     made += [
         # The audit trail refuses to change, as SQLite's RAISE(ABORT) does; TRUNCATE

@@ -15,6 +15,7 @@ from .migrations import (
     COUNTING_TRIGGERS,
     MIGRATIONS,
     PATIENTS_V9,
+    RECEIPT_TRIGGERS,
     REPLACED_V9,
     SERIES_COUNTS,
     TREE_INDEXES,
@@ -43,6 +44,10 @@ CURRENT = (
 """
     + SERIES_COUNTS
     + COUNTING_TRIGGERS
+    + """
+-- The receipt times of series and studies, widened by each instance received.
+"""
+    + RECEIPT_TRIGGERS
     + """
 -- Words of folded patient names and descriptions (derived.set_words), so a search
 -- is an index range scan.

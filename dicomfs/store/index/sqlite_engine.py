@@ -81,8 +81,10 @@ class SQLiteEngine:
         shm = self.path.with_name(self.path.name + "-shm")
         return [self.path.parent, self.path, self.wal, shm]
 
-    def begin(self) -> None:
-        """A write transaction: one writer at a time, whatever the process."""
+    def begin(self, *, flushed_later: bool = False) -> None:
+        """A write transaction: one writer at a time, whatever the process. Its commit
+        is in the WAL, flushed by the writer (writer.py) or at a checkpoint, either
+        way."""
         self.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
