@@ -64,7 +64,7 @@ class StatusSocket:
         if self._thread is not None:
             self._thread.join()
         with contextlib.suppress(FileNotFoundError):
-            (self._store / INDEX_DIR / sharing.own(SOCKET_NAME)).unlink()
+            (self._store / INDEX_DIR / sharing.own(self._store, SOCKET_NAME)).unlink()
 
     def _answer(self) -> None:
         listener = self._listener
@@ -108,6 +108,6 @@ def ask(store: Path) -> dict[str, Any] | None:
 def _through_fd(store: Path) -> Iterator[str]:
     fd = os.open(store / INDEX_DIR, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        yield f"/proc/self/fd/{fd}/{sharing.own(SOCKET_NAME)}"
+        yield f"/proc/self/fd/{fd}/{sharing.own(store, SOCKET_NAME)}"
     finally:
         os.close(fd)

@@ -19,7 +19,7 @@ from .mount import run as mount
 from .net.activity import Counts
 from .net.receiver import Receiver
 from .sizes import size
-from .store import diskspace
+from .store import diskspace, sharing
 from .store.catalog import iso
 from .store.index import Index
 
@@ -124,9 +124,16 @@ class Report:
             },
             "errors": [{**error, "at": iso(error["at"])} for error in self.errors.last()],
         }
-        with Index(self.store, readonly=True) as index:
-            report["stored"] = index.totals()
-            due = expiry.due(index.conn, now + DAY, self.retention)
+        report["name"] = sharing.serve_name(self.store)  # among the serves sharing the store
+        try:
+            with Index(self.store, readonly=True) as index:
+                report["index"] = {"where": index.engine.where, "error": None}
+                report["stored"] = index.totals()
+                due = expiry.due(index.conn, now + DAY, self.retention)
+        except Exception as exc:  # the index's server out of reach: said, not raised
+            report["index"] = {"where": None, "error": " ".join(str(exc).split())}
+            report["stored"] = report["expiring_within_24h"] = None
+            return report
         report["expiring_within_24h"] = {
             "series": len(due),
             "instances": sum(series.instances for series in due),

@@ -135,6 +135,7 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
 
 
 DISK_CHECK_INTERVAL = 10.0  # seconds between two looks at the store's free space
+AUDIT_RETRY_INTERVAL = 10.0  # seconds between two tries of audit records held back
 
 
 def run(
@@ -204,7 +205,9 @@ def _serve(
         running.announce(store, receiving.port, receiving.aet)
         status.start()
         watching_disk = mount.every(DISK_CHECK_INTERVAL, disk.check, "a look at the free space")
-        tasks = [sweeper(store, writer, expiring, turn), watching_disk]
+        holding = mount.every(AUDIT_RETRY_INTERVAL, receiver.retry_audit,
+                              "writing the audit records held back")  # fmt: skip
+        tasks = [sweeper(store, writer, expiring, turn), watching_disk, holding]
         receiving_on = f"receiving on {receiving.host}:{receiving.port} as {receiving.aet}"
         if mountpoint is None:
             mount.run_until_signal(tasks, on_started=lambda: _ready(receiving_on))

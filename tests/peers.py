@@ -122,13 +122,13 @@ class Serve:
     def _own(self, file_name: str) -> str:
         """Its own file of that name in STORE/.dicomfs, as sharing.py names it."""
         with _named(self.name):
-            return sharing.own(file_name)
+            return sharing.own(self.store, file_name)
 
     def spooled(self) -> list[Path]:
         """The spool files that hold data: half-received instances. (An association
         makes its next spool file ahead, empty, once it has answered an instance.)"""
         with _named(self.name):
-            spool = self.store / ".dicomfs" / sharing.own_spool("tmp")
+            spool = self.store / ".dicomfs" / sharing.own_spool(self.store, "tmp")
         return [path for path in spool.iterdir() if path.stat().st_size]
 
     def kill(self) -> None:

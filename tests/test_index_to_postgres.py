@@ -3,6 +3,7 @@ its row ids, checked, in one transaction; the SQLite file only read."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,7 +22,7 @@ from dicomfs.dicom import corpus
 from dicomfs.dicom.meta import InstanceMeta
 from dicomfs.life import access, expiry
 from dicomfs.store import views
-from dicomfs.store.index import FileState, Index, Sender, audit, to_postgres
+from dicomfs.store.index import FileState, Index, Sender, audit, binding, to_postgres
 from dicomfs.store.index import postgres_schema as pg
 from dicomfs.store.index.postgres_engine import SCHEMA_LOCK
 from dicomfs.store.index.to_postgres import COPIED, NOT_COPIED
@@ -131,6 +132,27 @@ def answers(index: Index) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def as_it_was(lab: Lab) -> Iterator[None]:
+    """The store as before its move, for a look at its SQLite index (which every
+    command is refused once the store is marked as in PostgreSQL)."""
+    mark = binding.marker(lab.store)
+    aside = mark.with_name("moved-aside")
+    mark.rename(aside)
+    try:
+        yield
+    finally:
+        aside.rename(mark)
+
+
+@pytest.fixture(autouse=True)
+def unmoved(lab: Lab) -> Iterator[None]:
+    """Each test moves the lab's store afresh: the mark a move leaves in the store
+    (that its index is in PostgreSQL now) goes after each."""
+    yield
+    binding.marker(lab.store).unlink(missing_ok=True)
+
+
 @pytest.fixture
 def moved(lab: Lab, postgres_url: str) -> subprocess.CompletedProcess[str]:
     result = dicomfs("index", "--store", str(lab.store), "--to", postgres_url)
@@ -147,7 +169,7 @@ def test_every_table_but_the_journal_is_copied() -> None:
 def test_the_moved_index_answers_as_the_sqlite_one(
     lab: Lab, postgres_url: str, moved: subprocess.CompletedProcess[str]
 ) -> None:
-    with Index(lab.store, url="", readonly=True) as before:
+    with as_it_was(lab), Index(lab.store, url="", readonly=True) as before:
         expected = answers(before)
     with Index(lab.store, url=postgres_url, readonly=True) as after:
         found = answers(after)
@@ -193,7 +215,7 @@ def test_a_new_row_gets_an_id_above_every_id_sqlite_ever_gave(
             "SELECT instances FROM series_counts sc JOIN series se ON se.id = sc.series "
             "WHERE se.series_uid = '9.9.9'"
         ).fetchone()
-    with Index(lab.store, url="", readonly=True) as before:
+    with as_it_was(lab), Index(lab.store, url="", readonly=True) as before:
         (highest_audit,) = before.conn.execute("SELECT max(id) FROM audit").fetchone()
     assert newest_audit == highest_audit + 1
     assert counted == 1  # the triggers count from now on
@@ -237,6 +259,11 @@ def test_a_database_that_holds_an_index_is_refused_and_left_as_it_was(
     with Index(lab.store, url=postgres_url) as index, index.transaction():
         index.record_skipped("written/after.dcm", FileState(1, 1), "since the move")
     before = everything(postgres_url)
+    result = dicomfs("index", "--store", str(lab.store), "--to", postgres_url)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert "is in PostgreSQL already: --to copies a SQLite index" in line
+    binding.marker(lab.store).unlink()  # another store's SQLite index, then
     result = dicomfs("index", "--store", str(lab.store), "--to", postgres_url)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()

@@ -17,12 +17,14 @@ import sqlite_utils
 
 from dicomfs.dicom import corpus
 from dicomfs.dicom.meta import read_meta
-from dicomfs.store.index import FileState, Index, IndexUnusable, Sender, audit
+from dicomfs.store.index import INDEX_VARIABLE, FileState, Index, IndexUnusable, Sender, audit
 from dicomfs.store.index import postgres_schema as pg
 from dicomfs.store.index.postgres_engine import PostgresEngine, numbered
 from dicomfs.store.index.schema import SCHEMA_VERSION
+from dicomfs.store.indexer import reconcile
+from dicomfs.store.writer import IndexWriter
 
-from .postgres import free_port
+from .postgres import Cluster, free_port
 
 # What PostgreSQL has beyond SQLite's schema, and why: TRUNCATE skips row triggers;
 # the mounts' doorbell; the schema's version (SQLite's is a PRAGMA).
@@ -31,6 +33,7 @@ PG_ONLY_TABLES = {pg.VERSION_TABLE}
 
 
 def sqlite_shape(store: Path) -> dict[str, object]:
+    store.mkdir(exist_ok=True)
     with Index(store, url=""):
         pass
     db = sqlite_utils.Database(sqlite3.connect(store / ".dicomfs" / "index.sqlite"))
@@ -73,13 +76,13 @@ def postgres_shape(url: str) -> dict[str, object]:
 
 
 def test_postgresql_has_sqlite_s_tables_columns_indexes_and_triggers(
-    store: Path, postgres_url: str
+    store: Path, postgres_url: str, tmp_path: Path
 ) -> None:
     Index(store, url=postgres_url).close()
-    made, translated = sqlite_shape(store), postgres_shape(postgres_url)
+    made, translated = sqlite_shape(tmp_path / "beside"), postgres_shape(postgres_url)
     assert translated["tables"] == {
         **made["tables"],  # type: ignore[dict-item]
-        pg.VERSION_TABLE: ["version"],
+        pg.VERSION_TABLE: ["version", "store_id"],
     }
     assert set(translated["tables"]) - set(made["tables"]) == PG_ONLY_TABLES  # type: ignore[arg-type]
     assert translated["indexes"] == made["indexes"]
@@ -218,3 +221,74 @@ def test_a_nul_in_a_header_s_text_is_indexed_as_the_replacement_character(
             index.put_instance(meta, "a/x.dcm", FileState(1, 1), received_at=1e9)
         (summary,) = index.study_summaries(index.study_ids())
     assert summary.patient_name == "DOE\ufffd^JOHN"
+
+
+def test_a_server_restarted_between_two_transactions_is_connected_to_again(
+    store: Path,
+) -> None:
+    """A restart of the lab's server (or a network cut): the serve and the mounts go
+    on once it is back, without a restart of their own."""
+    with Cluster(fsync=True) as cluster:
+        url = cluster.create_database()
+        with Index(store, url=url) as writer, Index(store, url=url, readonly=False) as reader:
+            with writer.transaction():
+                writer.record_skipped("a.dcm", FileState(1, 1), "before")
+            cluster.kill()  # the server dies: every connection with it
+            with pytest.raises((psycopg.OperationalError, IndexUnusable)), writer.transaction():
+                writer.record_skipped("b.dcm", FileState(1, 1), "while it is down")
+            cluster.start()
+            with writer.transaction():
+                writer.record_skipped("c.dcm", FileState(1, 1), "after")
+            assert set(reader.skipped_states()) == {"a.dcm", "c.dcm"}
+
+
+def test_a_directory_that_is_not_the_index_s_store_is_refused_and_nothing_is_dropped(
+    store: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    """The shared file system not mounted yet (an empty mount point), or another
+    store: a reconcile there would find no files and drop every row."""
+    corpus.write_regular(store / "a", patients=1, studies=1, series=1, instances=2)
+    with Index(store, url=postgres_url) as index:
+        reconcile(index, store)
+    empty, other = tmp_path / "not-mounted", tmp_path / "other"
+    empty.mkdir()
+    (other / ".dicomfs").mkdir(parents=True)
+    (other / ".dicomfs" / "index-in-postgresql").write_text("someone-else\n")
+    for directory, why in ((empty, "is not the store"), (other, "another store's")):
+        for readonly in (True, False):
+            with pytest.raises(IndexUnusable, match=why):
+                Index(directory, url=postgres_url, readonly=readonly)
+    assert not (empty / ".dicomfs").exists()
+    with Index(store, url=postgres_url, readonly=True) as index:
+        assert index.counts()["instances"] == 2
+
+
+def test_a_command_that_forgets_the_index_is_told_where_it_is(
+    store: Path, postgres_url: str
+) -> None:
+    Index(store, url=postgres_url).close()
+    for readonly in (True, False):
+        with pytest.raises(IndexUnusable, match="is in PostgreSQL"):
+            Index(store, url="", readonly=readonly)  # what SQLite would have started
+    assert not (store / ".dicomfs" / "index.sqlite").exists()
+
+
+def test_what_the_writer_said_was_done_survives_a_crash_of_the_server(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver's Success waits for the writer: its commit must be in the server's
+    log on disk by then, though the commit itself returned earlier (writer.py)."""
+    with Cluster(fsync=True) as cluster:
+        url = cluster.create_database()
+        monkeypatch.setenv(INDEX_VARIABLE, url)
+        writer = IndexWriter(store)
+        try:
+            for n in range(20):
+                writer.run(lambda index, n=n: index.record_skipped(f"{n}.dcm", FileState(1, 1),
+                                                                   "said done"))  # fmt: skip
+            cluster.kill()  # the server dies at once, its unflushed log with it
+            cluster.start()
+        finally:
+            writer.close()
+        with Index(store, url=url, readonly=True) as index:
+            assert len(index.skipped_states()) == 20

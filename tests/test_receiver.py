@@ -25,7 +25,10 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 
 from dicomfs.dicom import corpus
 from dicomfs.net import ingest
+from dicomfs.net.receiver import Receiver
 from dicomfs.store import running
+from dicomfs.store.index import Index, audit
+from dicomfs.store.writer import IndexWriter
 
 from . import peers
 from .peers import Serve, dcmtk, free_port, serving
@@ -555,3 +558,32 @@ def test_an_instance_resent_under_corrected_uids_leaves_one_copy_but_never_ours_
     assert not (store / "1.2.4").exists()  # our superseded copy went
     assert str(paths["1.2.826.0.1.3680043.8.498.90"]).startswith("1.2.6/")
     assert mine.exists()  # someone else's file is never deleted
+
+
+def test_audit_records_the_index_cannot_take_are_held_back_and_written_once_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The instances were acknowledged; the index's server went away before their
+    association ended and its audit records were written."""
+    store = tmp_path / "store"
+    store.mkdir()
+    writer = IndexWriter(store)
+    receiver = Receiver(store, writer)
+    try:
+        reachable = writer.run
+
+        def out_of_reach(work: object) -> None:
+            raise OSError("the index's server is out of reach")
+
+        monkeypatch.setattr(writer, "run", out_of_reach)
+        receiver._audit([audit.Record("received", calling_aet="SCANX", instances=3)])
+        assert [record.calling_aet for record in receiver.held_back()] == ["SCANX"]
+        assert "held back" in caplog.text
+        monkeypatch.setattr(writer, "run", reachable)
+        receiver.retry_audit()  # as serve does every few seconds
+        assert receiver.held_back() == []
+        with Index(store, readonly=True) as index:
+            assert [record["calling_aet"] for record in audit.search(index.conn)] == ["SCANX"]
+    finally:
+        receiver.stop()
+        writer.close()

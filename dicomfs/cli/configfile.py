@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from ..net import remotes
+from ..store.index.postgres_engine import where
 
 SYSTEM_FILE = Path("/etc/dicomfs/dicomfs.toml")
 ENVIRONMENT = "DICOMFS_CONFIG"
@@ -334,7 +335,15 @@ class Effective:
 
 def effective(group: click.Group, settings: Settings) -> list[Effective]:
     """Every key's value as the commands use it, and where it comes from (the
-    command line aside: each command's own)."""
+    command line aside: each command's own); the index's URL without its password."""
+    return [
+        dataclasses.replace(row, value=where(row.value))
+        if row.key.name == "index" and row.value else row
+        for row in _effective(group, settings)
+    ]  # fmt: skip
+
+
+def _effective(group: click.Group, settings: Settings) -> list[Effective]:
     found = []
     for key in KEYS:
         command, param = _command_and_param(group, key)

@@ -17,9 +17,9 @@ from click.core import ParameterSource
 
 from .. import __version__, config
 from ..net import remotes
-from ..store import catalog, diskspace, modes, search, sharing
+from ..store import catalog, diskspace, modes, running, search, sharing
 from ..store.files import UnsafeStore, check_own_dirs
-from ..store.index import INDEX_DIR, INDEX_VARIABLE, Index, IndexUnusable, to_postgres
+from ..store.index import INDEX_DIR, INDEX_VARIABLE, Index, IndexUnusable, binding, to_postgres
 from ..store.indexer import import_paths, reconcile
 from . import configfile, output, timeparse
 from .types import (
@@ -244,7 +244,8 @@ def store_option(func: F) -> F:
         default=config.default_store,
         callback=_resolve_store,
         show_default="$DICOMFS_STORE or ~/.local/share/dicomfs/store",
-        help="The store: a directory of DICOM files with the index inside it.",
+        help="The store: a directory of DICOM files, with the index inside it (or in "
+        "PostgreSQL: --index).",
     )(func)
 
 
@@ -508,6 +509,16 @@ def index_command(
 
 def _copy_index(store: Path, url: str, as_json: bool) -> None:
     """index --to: the store's SQLite index into a PostgreSQL database, checked."""
+    if binding.in_postgresql(store):
+        raise click.ClickException(
+            f"the index of {store} is in PostgreSQL already: --to copies a SQLite index"
+        )
+    serving = running.listening(store)
+    if serving is not None:
+        raise click.ClickException(
+            f"a dicomfs serve (pid {serving.pid}) serves {store}: stop it, and the store's "
+            "mounts, before its index moves"
+        )
     try:
         check_own_dirs(store)
         with output.ProgressBar("Copying", enabled=not as_json) as progress:

@@ -115,11 +115,14 @@ def print_copy_report(copied: Any, store: Path) -> None:
             f"{copied.seconds:.1f} s from {store} to {copied.where}"
         )
     )
+    url, hidden = copied.where.replace(":***@", "@"), ":***@" in copied.where
     click.echo(
         printable(
-            f'next: on every machine, put index = "{copied.where}" in the configuration '
-            "file (the service's: /etc/dicomfs/dicomfs.toml), then start serve and the "
-            "mounts again; the SQLite index is left as it was"
+            f'next: on every machine, put index = "{url}" in the configuration file (the '
+            "service's: /etc/dicomfs/dicomfs.toml)"
+            + (", and the password in the service user's ~/.pgpass" if hidden else "")
+            + ", then start serve and the mounts again; the SQLite index is left as it "
+            "was, and no command uses it any more"
         )
     )
 

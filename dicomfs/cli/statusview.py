@@ -9,21 +9,30 @@ from .output import count, printable, size
 
 def lines(report: dict[str, Any]) -> list[str]:
     receiver, mount, disk = report["receiver"], report["mount"], report["disk"]
-    stored, due = report["stored"], report["expiring_within_24h"]
+    stored, due, index = report["stored"], report["expiring_within_24h"], report["index"]
+    named = f" {report['name']}" if report.get("name") else ""
+    held = "?"  # the index is out of reach
+    if stored is not None:
+        held = f"{count(stored['instances'], 'instance')} in {stored['series']} series, "
+        held += size(stored["bytes"])
+    reached = index["where"] if index["error"] is None else f"UNREACHABLE: {index['error']}"
     out = [
-        f"dicomfs serve {report['version']} (pid {report['pid']}) up since "
+        f"dicomfs serve{named} {report['version']} (pid {report['pid']}) up since "
         f"{report['since']} ({_span(report['up_seconds'])})",
-        f"  store     {report['store']}: {count(stored['instances'], 'instance')} in "
-        f"{stored['series']} series, {size(stored['bytes'])}",
+        f"  store     {report['store']}: {held}",
+        f"  index     {reached}",
         f"  disk      {size(disk['free'])} free of {size(disk['total'])}"
         + ("  NEARLY FULL" if disk["nearly_full"] else "")
         + f" (the warning is at {disk['warning_at']})",
         f"  receiver  {receiver['aet']} on {receiver['bind']}:{receiver['port']}; "
         f"{receiver['letting_in']}",
         f"  mount     {mount['path'] or '-'} ({mount['state']})",
-        f"  expiring within 24 h: {due['series']} series, {count(due['instances'], 'instance')}, "
-        f"{size(due['bytes'])}",
     ]
+    if due is not None:
+        out.append(
+            f"  expiring within 24 h: {due['series']} series, "
+            f"{count(due['instances'], 'instance')}, {size(due['bytes'])}"
+        )
     received = report["received_today"]
     out.append(
         f"  received today: {count(received['instances'], 'instance')}, {size(received['bytes'])}"

@@ -88,6 +88,7 @@ class Changes:
             )  # fmt: skip
             bell.start()
             every = CHECK_EVERY_WITH_DOORBELL
+        failing = False  # said once, and again when it is over
         try:
             while not stop.is_set():
                 self._wake.wait(every)
@@ -96,8 +97,15 @@ class Changes:
                     self._checking = True
                 try:
                     self.check()
-                except Exception:
-                    log.exception("following the index's changes failed; it is tried again")
+                    if failing:
+                        log.info("following the index's changes again")
+                    failing = False
+                except Exception as exc:
+                    if not failing:
+                        log.warning("following the index's changes failed (%s); it is tried "
+                                    "again until it works", " ".join(str(exc).split()))  # fmt: skip
+                    log.debug("following the index's changes failed", exc_info=True)
+                    failing = True
                 with self._round_done:
                     self._checking = False
                     self._rounds += 1

@@ -99,7 +99,7 @@ def store_received(
     except Exception as exc:
         # Not acknowledged, but the file stays: the next start indexes it, and the
         # sender's retry replaces it.
-        raise Refused(f"could not index it: {exc}") from exc
+        raise Refused(f"could not index it: {' '.join(str(exc).split())}") from exc
     _step("committed")
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.

@@ -144,6 +144,8 @@ class Receiver:
         self._directories: dict[int, SeriesDirectories] = {}  # association -> where it stores
         self._stopping = False
         self._lock = threading.Lock()
+        self._held_back: list[audit.Record] = []  # audit records the index could not take
+        self._audit_failed = False
         self._listener: socket.socket | None = None
         self._accepting: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
@@ -195,6 +197,9 @@ class Receiver:
             log.warning("stopping: %d associations were still storing an instance after "
                         "%g s; their senders were not answered for it, and it is indexed "
                         "at the next start if it was stored", busy, STOP_TIMEOUT)  # fmt: skip
+        self.retry_audit()
+        for record in self.held_back():  # the last place they can go: the log
+            log.error("an audit record the index could not take: %s", audit.as_line(record))
 
     # --- connections ----------------------------------------------------------------------
 
@@ -457,10 +462,33 @@ class Receiver:
                 tally.last_failure = failure
 
     def _audit(self, records: list[audit.Record]) -> None:
+        """Write records, and those held back before; when the index cannot take them
+        (its server out of reach), hold them back for the next try (retry_audit)."""
+        with self._lock:
+            records, self._held_back = self._held_back + records, []
+        if not records:
+            return
         try:
             self.writer.run(lambda index: audit.append(index.conn, records))
-        except Exception:
-            log.exception("could not write the audit trail")
+        except Exception as exc:
+            with self._lock:
+                self._held_back = records + self._held_back
+            log.error("could not write %d audit records (%s): held back, and written once "
+                      "the index takes them", len(records), " ".join(str(exc).split()))  # fmt: skip
+            log.debug("the audit trail's write failed", exc_info=True)
+        else:
+            if len(records) > 1 and self._audit_failed:
+                log.info("wrote the audit records held back")
+        self._audit_failed = bool(self._held_back)
+
+    def retry_audit(self) -> None:
+        """Write the audit records held back, if any (serve tries every few seconds)."""
+        if self._held_back:
+            self._audit([])
+
+    def held_back(self) -> list[audit.Record]:
+        with self._lock:
+            return list(self._held_back)
 
 
 def _plain_address(address: str) -> str:

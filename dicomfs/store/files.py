@@ -238,14 +238,14 @@ def tmp_dir(store: Path) -> Path:
     """STORE/.dicomfs/tmp (or this machine's below it, see sharing.py), made if
     missing; never through a symlink."""
     with opened(store) as root:
-        directory, changed = make_dirs(root, _spool())
+        directory, changed = make_dirs(root, _spool(store))
         close_all([directory, *changed])
-    return store / _spool()
+    return store / _spool(store)
 
 
-def _spool() -> str:
+def _spool(store: Path) -> str:
     """This machine's spool, below the store (see sharing.py)."""
-    return f"{INDEX_DIR}/{sharing.own_spool(TMP_DIR)}"
+    return f"{INDEX_DIR}/{sharing.own_spool(store, TMP_DIR)}"
 
 
 def top_key(name: str, is_dir: bool) -> str:
@@ -327,7 +327,7 @@ def write_atomically(store: Path, rel_path: str, source: IO[bytes]) -> FileState
     """Copy a stream into the store at rel_path; visible only once complete and durable."""
     directory, name = os.path.split(rel_path)
     with opened(store) as root:
-        spool, made = make_dirs(root, _spool())
+        spool, made = make_dirs(root, _spool(store))
         close_all(made)
         try:
             fd, tmp_name = create_temp(spool, "in-", ".part")

@@ -49,9 +49,15 @@ def locked(store: Path) -> Iterator[None]:
     try:
         if not _lock(fd, fcntl.LOCK_EX, patience=LOCK_PATIENCE):
             other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            name = sharing.serve_name(store)
+            if name is None:
+                raise AlreadyServed(
+                    f"another dicomfs serve (pid {other}) serves {store}: stop it first, "
+                    "or serve another store"
+                )
             raise AlreadyServed(
-                f"another dicomfs serve (pid {other}) serves {store}: stop it first, "
-                "or serve another store"
+                f"another dicomfs serve named {name} (pid {other}) serves {store}: stop it "
+                "first, or give this one another --name"
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -98,7 +104,7 @@ def listening(store: Path) -> Listening | None:
 
 
 def _open_lock(store: Path, flags: int) -> int:
-    path = store / INDEX_DIR / sharing.own(LOCK_FILE)
+    path = store / INDEX_DIR / sharing.own(store, LOCK_FILE)
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, store_files.FILE_MODE)
 
 
@@ -115,4 +121,4 @@ def _lock(fd: int, kind: int, *, patience: float) -> bool:
 
 
 def _record_path(store: Path) -> Path:
-    return store / INDEX_DIR / sharing.own(RECORD_FILE)
+    return store / INDEX_DIR / sharing.own(store, RECORD_FILE)

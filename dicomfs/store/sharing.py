@@ -1,5 +1,6 @@
-"""A store several serves share, each on its machine (the index in PostgreSQL): what
-each keeps for itself in STORE/.dicomfs, under its name.
+"""A store several serves share, each on its machine (the index in PostgreSQL, as
+index/binding.py marks it): what each keeps for itself in STORE/.dicomfs, under its
+name.
 
 With the index in the store's SQLite file, a store has one serve, and its lock,
 its record of where it listens, its status socket and its spool are serve.lock,
@@ -14,34 +15,35 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 
-from .index import INDEX_VARIABLE
+from .index import INDEX_VARIABLE, binding
 
 NAME_VARIABLE = "DICOMFS_NAME"  # serve's and status's --name set it for the command
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a file name on every system
 
 
-def serve_name() -> str | None:
+def serve_name(store: Path) -> str | None:
     """This machine's serve's name among those sharing the store; None when the index
     is the store's own SQLite file (one serve a store)."""
-    if not os.environ.get(INDEX_VARIABLE):
+    if not (os.environ.get(INDEX_VARIABLE) or binding.in_postgresql(store)):
         return None
     name = os.environ.get(NAME_VARIABLE) or socket.gethostname().split(".")[0]
     return name if NAME.match(name) else "serve"
 
 
-def own(file_name: str) -> str:
+def own(store: Path, file_name: str) -> str:
     """The name in STORE/.dicomfs of this serve's own file: serve.lock as it is, or
     serve@NAME.lock."""
-    name = serve_name()
+    name = serve_name(store)
     if name is None:
         return file_name
     stem, dot, suffix = file_name.partition(".")
     return f"{stem}@{name}{dot}{suffix}"
 
 
-def own_spool(tmp: str) -> str:
+def own_spool(store: Path, tmp: str) -> str:
     """The spool directory of this serve (and of every command of this machine),
     below STORE/.dicomfs: tmp, or tmp/NAME. A serve empties its own at start."""
-    name = serve_name()
+    name = serve_name(store)
     return tmp if name is None else f"{tmp}/{name}"

@@ -137,7 +137,7 @@ class IndexWriter:
                 return False
             batch[0].error = exc
             if exc is not failed:
-                log.error("index commit failed: %s", exc)
+                log.error("index commit failed: %s", " ".join(str(exc).split()))
             return False
         self._commits += 1
         for job in batch:

@@ -94,9 +94,9 @@ class Index:
         url = url if url is not None else os.environ.get(INDEX_VARIABLE) or None
         self.engine: SQLiteEngine | PostgresEngine
         if url:
+            self.engine = PostgresEngine(url, store, readonly=readonly)
             if not readonly:  # the spool, the locks and the remotes stay in the store
                 _make_own_directory(store)
-            self.engine = PostgresEngine(url, readonly=readonly)
         else:
             self.engine = SQLiteEngine(store, readonly=readonly, shared=shared)
         self.conn: Connection = self.engine.conn

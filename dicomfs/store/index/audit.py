@@ -71,3 +71,10 @@ def search(
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM audit {where} ORDER BY at, id", args)
     return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+
+
+def as_line(record: Record) -> str:
+    """A record on one line, its fields named: for the log, when the index cannot
+    take it."""
+    values = (f"{field}={getattr(record, field)!r}" for field in FIELDS)
+    return " ".join(value for value in values if not value.endswith("=None"))

@@ -22,14 +22,15 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import psycopg.conninfo
 from psycopg.adapt import Dumper, Loader
 
-from . import postgres_schema
+from . import binding, postgres_schema
 from .engine import POSTGRESQL, Cursor, IndexUnusable
 from .schema import SCHEMA_VERSION
 
@@ -89,23 +90,48 @@ class _NulFree(Dumper):
 
 
 class Connection:
-    """A psycopg connection that takes the index's statements as SQLite's takes them."""
+    """A psycopg connection that takes the index's statements as SQLite's takes them,
+    and is made again when the server went away (a restart, a network cut) between
+    two transactions. Inside one, the loss is the transaction's error: its
+    statements are never run again outside it."""
 
     dialect = POSTGRESQL
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
-        self.raw = raw
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._connect = connect
+        self.raw = connect()
+        self.in_transaction = False
+
+    def live(self) -> psycopg.Connection[Any]:
+        """The connection, made again if it was lost outside a transaction."""
+        if (self.raw.closed or self.raw.broken) and not self.in_transaction:
+            with contextlib.suppress(psycopg.Error):
+                self.raw.close()
+            self.raw = self._connect()
+            log.info("connected to the index again")
+        return self.raw
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
-        return self.raw.execute(numbered(sql), list(parameters) or None)
+        query, values = numbered(sql), list(parameters) or None
+        try:
+            return self.live().execute(query, values)
+        except psycopg.OperationalError:
+            if self.in_transaction or not self.raw.broken:
+                raise
+            return self.live().execute(query, values)  # found lost only now: once more
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
-        cursor = self.raw.cursor()
+        cursor = self.live().cursor()
         cursor.executemany(numbered(sql), [list(row) for row in rows])
         return cursor
 
     def close(self) -> None:
         self.raw.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """A server's message on one line (libpq's come with newlines and tabs)."""
+    return " ".join(str(exc).split())
 
 
 def where(url: str) -> str:
@@ -121,26 +147,11 @@ def where(url: str) -> str:
 class PostgresEngine:
     dialect = POSTGRESQL
 
-    def __init__(self, url: str, *, readonly: bool) -> None:
+    def __init__(self, url: str, store: Path, *, readonly: bool) -> None:
         self._url = url
         self.where = where(url)
-        try:
-            raw = psycopg.connect(
-                _with_keepalives(url),
-                autocommit=True,
-                cursor_factory=psycopg.RawCursor,
-                application_name="dicomfs",
-            )
-        except psycopg.Error as exc:
-            raise IndexUnusable(f"cannot reach the index at {self.where}: {exc}") from exc
-        raw.adapters.register_loader("numeric", _Number)
-        raw.adapters.register_dumper(str, _NulFree)
-        # Each day of by-received/ is a day of this machine's clock, as in SQLite.
-        raw.execute("SELECT set_config('TimeZone', $1, false)", [_local_zone()])
-        raw.execute("SET synchronous_commit = on")  # whatever the server's default
-        if readonly:
-            raw.execute("SET default_transaction_read_only = on")
-        self.conn = Connection(raw)
+        self._readonly = readonly
+        self.conn = Connection(self._connect)
         self._seen: int | None = None  # the newest change when this writer last committed
         self._others_wrote = True
         self._flusher: psycopg.Connection[Any] | None = None
@@ -148,6 +159,26 @@ class PostgresEngine:
             self._check_version()
         else:
             self._make_or_check()
+        self._bind(store)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            raw = psycopg.connect(
+                _with_keepalives(self._url),
+                autocommit=True,
+                cursor_factory=psycopg.RawCursor,
+                application_name="dicomfs",
+            )
+        except psycopg.Error as exc:
+            raise IndexUnusable(f"cannot reach the index at {self.where}: {one_line(exc)}") from exc
+        raw.adapters.register_loader("numeric", _Number)
+        raw.adapters.register_dumper(str, _NulFree)
+        # Each day of by-received/ is a day of this machine's clock, as in SQLite.
+        raw.execute("SELECT set_config('TimeZone', $1, false)", [_local_zone()])
+        raw.execute("SET synchronous_commit = on")  # whatever the server's default
+        if self._readonly:
+            raw.execute("SET default_transaction_read_only = on")
+        return raw
 
     def close(self) -> None:
         self.conn.close()
@@ -170,30 +201,49 @@ class PostgresEngine:
     def begin(self, *, flushed_later: bool = False) -> None:
         """flushed_later: the commit returns before the server has it on disk (and
         lets go of the writers' lock then); flush() waits for that."""
-        cursor = self.conn.raw.execute(self._BEGIN_FLUSHED_LATER if flushed_later
-                                       else self._BEGIN)  # fmt: skip
+        begin = self._BEGIN_FLUSHED_LATER if flushed_later else self._BEGIN
+        for attempt in (1, 2):  # a connection found lost only now is made again, once
+            raw = self.conn.live()
+            self.conn.in_transaction = True
+            try:
+                cursor = raw.execute(begin)
+                break
+            except BaseException as exc:
+                self.conn.in_transaction = False
+                if not (isinstance(exc, psycopg.OperationalError) and raw.broken) or attempt == 2:
+                    raise
         for _ in range(3):  # past BEGIN's, SET's and the lock's results:
             cursor.nextset()  # the newest change once the lock is held
         newest = int(cursor.fetchone()[0])  # type: ignore[index]
         self._others_wrote = newest != self._seen
 
     def commit(self) -> None:
-        self._seen = int(self.conn.raw.execute(self._COMMIT).fetchone()[0])  # type: ignore[index]
+        try:
+            self._seen = int(self.conn.raw.execute(self._COMMIT).fetchone()[0])  # type: ignore[index]
+        finally:
+            self.conn.in_transaction = False
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
         self._seen = None
+        try:
+            if not self.conn.raw.broken:
+                self.conn.raw.execute("ROLLBACK")
+        finally:
+            self.conn.in_transaction = False
 
     def flush(self) -> None:
         """Return once every commit made so far, on any connection, is on the server's
-        disk: a transaction of its own that commits synchronously (its commit record
-        is written, and the server flushes the log in order), on a connection of its
-        own, so that the next transaction need not wait."""
+        disk: a transaction of its own that writes the log and commits synchronously
+        (the server flushes its log in order), on a connection of its own, so that the
+        next transaction need not wait. A transaction that writes nothing (one that
+        only takes a transaction id, say) commits without a flush: a crash test showed
+        it."""
         if self._flusher is None:
             self._flusher = psycopg.connect(_with_keepalives(self._url), autocommit=True)
             self._flusher.execute("SET synchronous_commit = on")
         try:
-            self._flusher.execute("SELECT pg_current_xact_id()")  # a commit record
+            # A message in the log, for no reader: the least a transaction can write.
+            self._flusher.execute("SELECT pg_logical_emit_message(true, 'dicomfs', '')")
         except psycopg.Error:
             with contextlib.suppress(psycopg.Error):
                 self._flusher.close()
@@ -223,20 +273,50 @@ class PostgresEngine:
                 f"dicomfs uses {SCHEMA_VERSION}: run the same dicomfs on every machine"
             )
 
+    def _bind(self, store: Path) -> None:
+        """The index must be this store's (binding.py); a new one becomes it."""
+        bound = self.conn.execute(
+            f"SELECT store_id FROM {postgres_schema.VERSION_TABLE}"
+        ).fetchone()[0]
+        here = binding.store_id(store)
+        if bound is None:
+            if not self._readonly:
+                bound = binding.mark(store, here)
+                self.conn.execute(
+                    f"UPDATE {postgres_schema.VERSION_TABLE} SET store_id = ?", (bound,)
+                )
+            return
+        if here is None:
+            raise IndexUnusable(
+                f"{store} is not the store of the index at {self.where}: it has no "
+                f"{binding.INDEX_DIR}/{binding.MARKER} (is the shared file system "
+                "mounted?); check --store"
+            )
+        if here != bound:
+            raise IndexUnusable(
+                f"the index at {self.where} is another store's than {store}: check "
+                "--store and --index"
+            )
+
     def _make_or_check(self) -> None:
         """Make the index if the database has none yet (under a lock: two machines may
         start at once), else check that it is this dicomfs's."""
         if not self._exists():
-            self.conn.execute("BEGIN")
+            raw = self.conn.live()
+            self.conn.in_transaction = True
             try:
-                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+                raw.execute("BEGIN")
+                raw.execute("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK])
                 if not self._exists():
                     for statement in postgres_schema.statements():
-                        self.conn.raw.execute(statement)
+                        raw.execute(statement)
+                raw.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+            finally:
+                self.conn.in_transaction = False
         self._check_version()
 
 
@@ -266,7 +346,9 @@ class Doorbell:
                             ring.set()
             except psycopg.Error as exc:
                 if not lost:
-                    log.warning("lost the index's notifications (%s): %s", self._where, exc)
+                    log.warning(
+                        "lost the index's notifications (%s): %s", self._where, one_line(exc)
+                    )
                 lost = True
                 stop.wait(1.0)
 
@@ -295,7 +377,7 @@ class SweeperTurn:
                 self._held = bool(row.fetchone()[0])  # type: ignore[index]
         except psycopg.Error as exc:
             if self._held:
-                log.warning("lost the sweeper's turn (%s): %s", self._where, exc)
+                log.warning("lost the sweeper's turn (%s): %s", self._where, one_line(exc))
             self.close()
         return self._held
 

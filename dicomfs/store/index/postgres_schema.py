@@ -90,7 +90,8 @@ def triggers_and_version() -> list[str]:
         _function("ring", f"PERFORM pg_notify('{CHANGES_CHANNEL}', '');"),
         "CREATE TRIGGER changes_ring AFTER INSERT ON changes FOR EACH STATEMENT"
         " EXECUTE FUNCTION dicomfs_ring();",
-        f"CREATE TABLE {VERSION_TABLE} (version integer NOT NULL);",
-        f"INSERT INTO {VERSION_TABLE} VALUES ({SCHEMA_VERSION});",
+        # The schema's version, and the store the index is of (store/binding.py).
+        f"CREATE TABLE {VERSION_TABLE} (version integer NOT NULL, store_id text);",
+        f"INSERT INTO {VERSION_TABLE} (version) VALUES ({SCHEMA_VERSION});",
     ]
     return made

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlite_utils
 
 from .. import modes
-from . import schema
+from . import binding, schema
 from .engine import SQLITE, IndexUnusable, OnlyServe
 from .migrations import MIGRATIONS
 from .schema import SCHEMA_VERSION
@@ -30,6 +30,12 @@ class SQLiteEngine:
         """shared: usable from several threads, one at a time (the caller locks)."""
         self.path = store / INDEX_DIR / INDEX_FILE
         self.where = str(self.path)
+        if binding.in_postgresql(store):
+            raise IndexUnusable(
+                f"the index of {store} is in PostgreSQL ({binding.marker(store)} says so): "
+                "name its database with --index, $DICOMFS_INDEX or index = in the "
+                "configuration file"
+            )
         if readonly:
             if not self.path.exists():
                 raise IndexUnusable(

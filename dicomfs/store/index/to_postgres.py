@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import postgres_schema
+from . import binding, postgres_schema
 from .postgres_engine import SCHEMA_LOCK, where
 from .sqlite_engine import SQLiteEngine
 
@@ -93,8 +94,10 @@ def copy_index(store: Path, url: str, progress: Progress | None = None) -> Copie
         source.conn.execute("BEGIN")  # one snapshot for the copy and the check
         try:
             conn.execute("SET synchronous_commit = on")  # on disk when it returns
+            bound = binding.store_id(store) or secrets.token_hex(16)
             with conn.transaction():
                 rows, next_ids = _copy(source, conn, shown, progress)
+                conn.execute(f"UPDATE {postgres_schema.VERSION_TABLE} SET store_id = %s", [bound])
                 source.conn.execute("ROLLBACK")
                 if _data_version(source) != before:
                     raise Changed(
@@ -110,6 +113,8 @@ def copy_index(store: Path, url: str, progress: Progress | None = None) -> Copie
                 source.conn.execute("ROLLBACK")
     finally:
         source.close()
+    # From now on every command of the store is told its index is in PostgreSQL.
+    binding.mark(store, bound)
     return Copied(shown, rows, next_ids, time.monotonic() - started)
 
 
