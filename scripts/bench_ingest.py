@@ -97,12 +97,17 @@ def receiver(kind: str, root: Path, nodelay: bool) -> Iterator[tuple[int, str, i
     except RuntimeError as exc:
         raise RuntimeError(f"{exc} (sending to {kind}; its log: {log})") from exc
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], patience: float = 30) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within patience seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def send(associations: list[list[Path]], port: int, aet: str, nodelay: bool) -> float:

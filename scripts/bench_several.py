@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench_ingest import free_port, send, wait_for_port, write_corpora
+from bench_ingest import free_port, send, stop, wait_for_port, write_corpora
 
 from dicomfs.store.index import INDEX_VARIABLE
 from dicomfs.store.index.to_postgres import copy_index
@@ -113,12 +113,7 @@ def _mounted(store: Path, mnt: Path) -> Iterator[Path]:
             time.sleep(0.05)
         yield mnt
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 60)
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
@@ -179,9 +174,4 @@ def _serving(store: Path, name: str) -> Iterator[int]:
         wait_for_port(port, process)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 60)

@@ -277,3 +277,23 @@ def acknowledged(log: list[str]) -> list[Path]:
             done.append(current)
             current = None
     return done
+
+
+def killed_mid_transfer(server: Serve, folder: Path, after: int) -> list[Path]:
+    """storescu -v sends the folder to server, which is killed (kill -9) once `after`
+    instances were acknowledged; the files it acknowledged, every one of them."""
+    sender = subprocess.Popen(
+        [str(DCMTK / "storescu"), "-v", "-aec", "DICOMFS", "+sd", "+r", "127.0.0.1",
+         str(server.port), str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    log: list[str] = []
+    assert sender.stdout is not None
+    for line in sender.stdout:
+        log.append(line)
+        if sum("Received Store Response (Success)" in entry for entry in log) == after:
+            server.kill()  # in the middle of the transfer
+            break
+    sender.wait(timeout=60)
+    log += sender.stdout.readlines()
+    return acknowledged(log)

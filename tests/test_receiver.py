@@ -279,22 +279,7 @@ def test_a_write_error_is_a_failure_status_for_that_instance_alone(tmp_path: Pat
 def test_every_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
     store, sent = tmp_path / "store", tmp_path / "sent"
     corpus.write_regular(sent, patients=1, studies=1, series=3, instances=200)
-    server = Serve(store)
-    sender = subprocess.Popen(
-        [str(Path("/usr/bin/storescu")), "-v", "-aec", "DICOMFS", "+sd", "+r",
-         "127.0.0.1", str(server.port), str(sent)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    log: list[str] = []
-    assert sender.stdout is not None
-    for line in sender.stdout:
-        log.append(line)
-        if sum("Received Store Response (Success)" in entry for entry in log) == 150:
-            server.kill()  # in the middle of the transfer
-            break
-    sender.wait(timeout=60)
-    log += sender.stdout.readlines()
-    acknowledged = peers.acknowledged(log)
+    acknowledged = peers.killed_mid_transfer(Serve(store), sent, after=150)
     assert len(acknowledged) >= 150
     with serving(store):  # restarting recovers by itself
         pass

@@ -135,21 +135,7 @@ def test_a_receiver_killed_mid_transfer_loses_nothing_it_acknowledged_and_the_ot
     first, second = two
     corpus.write_regular(tmp_path / "big", patients=1, studies=1, series=2, instances=150)
     corpus.write_regular(tmp_path / "other", patients=2, studies=1, series=1, instances=5)
-    sender = subprocess.Popen(
-        ["/usr/bin/storescu", "-v", "-aec", "DICOMFS", "+sd", "+r", "127.0.0.1",
-         str(first.port), str(tmp_path / "big")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    log: list[str] = []
-    assert sender.stdout is not None
-    for line in sender.stdout:
-        log.append(line)
-        if sum("Received Store Response (Success)" in entry for entry in log) == 100:
-            first.kill()  # in the middle of the transfer
-            break
-    sender.wait(timeout=60)
-    log += sender.stdout.readlines()
-    acknowledged = peers.acknowledged(log)
+    acknowledged = peers.killed_mid_transfer(first, tmp_path / "big", after=100)
     assert len(acknowledged) >= 100
     # The other machine's receiver goes on, and its spool was never touched.
     other = sorted((tmp_path / "other").rglob("*.dcm"))
