@@ -44,6 +44,7 @@ def bench_several(work: Path, store: Path | None) -> None:
     if server_bin() is None:
         print("several machines: skipped (needs PostgreSQL: scripts/install --test)")
         return
+    print("several machines, the index in PostgreSQL against SQLite:")
     with Cluster(fsync=True) as cluster:
         if store is not None:
             _reads(store, work, cluster.create_database())
@@ -72,9 +73,8 @@ def _seconds(*command: str) -> float:
 
 def _reads(store: Path, work: Path, url: str) -> None:
     copied = copy_index(store, url)
-    print(f"several machines, {copied.rows.get('instances', 0):,} instances:")
-    print(f"  dicomfs index --to (copy and check)  {copied.seconds:6.1f} s "
-          f"({copied.total:,} rows)")  # fmt: skip
+    print(f"  dicomfs index --to of {copied.rows.get('instances', 0):,} instances "
+          f"(copy and check)  {copied.seconds:6.1f} s ({copied.total:,} rows)")  # fmt: skip
     dicomfs = [sys.executable, "-m", "dicomfs"]
     patient = max(0, sum(1 for _ in store.glob("p*")) // 2 - 1)
     base = min(_seconds(*dicomfs, "--help") for _ in range(3))  # start-up alone

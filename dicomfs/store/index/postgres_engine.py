@@ -8,7 +8,9 @@ itself, and takes the writers' lock first, so that one writes at a time across
 every machine, as SQLite's BEGIN IMMEDIATE makes one write at a time across
 processes. The journal of changes then grows in the order of commits, which the
 mounts rely on (mount/changes.py). A commit returns once it is on the server's disk
-(synchronous_commit), which is what a receiver's Success promises.
+(synchronous_commit); the writer's return sooner, and flush() waits for them before
+any caller hears that its work is done (writer.py), which is what a receiver's
+Success promises. A connection lost between two transactions is made again.
 """
 
 from __future__ import annotations
