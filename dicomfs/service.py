@@ -31,7 +31,7 @@ from .mount import run as mount
 from .mount.fs import MountOptions
 from .net.receiver import Policy, Receiver
 from .net.wire import Timeouts
-from .store import diskspace, running
+from .store import diskspace, running, sharing
 from .store import files as store_files
 from .store.index import Index
 from .store.index.engine import SweeperTurn
@@ -155,6 +155,9 @@ def run(
         with running.locked(store), _sweeper_turn(store) as turn:
             read = ", ".join(map(str, configured_by)) or "none (the options and their defaults)"
             log.info("configuration files: %s", read)
+            if os.environ.get(sharing.NAME_VARIABLE) and sharing.serve_name(store) is None:
+                log.warning("--name is not used: the index is the store's own SQLite file, "
+                            "and a store with it has one serve")  # fmt: skip
             _serve(store, receiving, expiring, mountpoint, mount_options,
                    health.DiskWatch(store, warn_free), errors, turn)  # fmt: skip
     except running.AlreadyServed as exc:
