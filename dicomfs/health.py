@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .life import expiry
+from .lines import one_line
 from .mount import run as mount
 from .net.activity import Counts
 from .net.receiver import Receiver
@@ -131,7 +132,7 @@ class Report:
                 report["stored"] = index.totals()
                 due = expiry.due(index.conn, now + DAY, self.retention)
         except Exception as exc:  # the index's server out of reach: said, not raised
-            report["index"] = {"where": None, "error": " ".join(str(exc).split())}
+            report["index"] = {"where": None, "error": one_line(exc)}
             report["stored"] = report["expiring_within_24h"] = None
             return report
         report["expiring_within_24h"] = {

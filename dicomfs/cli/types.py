@@ -16,16 +16,29 @@ from ..store import diskspace, sharing
 from . import timeparse
 
 
-class AETitle(click.ParamType):
-    """An AE title as DICOM allows it (see remotes.ae_title)."""
+class Parsed(click.ParamType):
+    """A value `parse` reads from its text, whose ValueError says what is wrong with
+    it; a value that is `made` already (a default) is taken as it is."""
 
-    name = "aet"
+    def __init__(self, name: str, parse: Callable[[str], Any], made: type | None = None) -> None:
+        self.name = name
+        self.parse = parse
+        self.made = made
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self.made is not None and isinstance(value, self.made):
+            return value
         try:
-            return remotes.ae_title(str(value))
+            return self.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class AETitle(Parsed):
+    """An AE title as DICOM allows it (see remotes.ae_title)."""
+
+    def __init__(self) -> None:
+        super().__init__("aet", remotes.ae_title)
 
 
 class IPAddress(click.ParamType):
@@ -67,24 +80,12 @@ def seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-class Moment(click.ParamType):
+class Moment(Parsed):
     """A date or time as users type it (see timeparse) -> a unix time. `parse` says
     what a duration means there: that long ago, or from now."""
 
-    name = "time"
-
     def __init__(self, parse: Callable[[str], float]) -> None:
-        self.parse = parse
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return self.parse(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+        super().__init__("time", parse, float)
 
 
 class FileMode(click.ParamType):
@@ -122,20 +123,11 @@ class Account(click.ParamType):
         return int(entry)
 
 
-class DiskFloor(click.ParamType):
+class DiskFloor(Parsed):
     """5% or 20G -> diskspace.Floor."""
 
-    name = "amount"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> diskspace.Floor:
-        if isinstance(value, diskspace.Floor):
-            return value
-        try:
-            return diskspace.Floor.parse(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    def __init__(self) -> None:
+        super().__init__("amount", diskspace.Floor.parse, diskspace.Floor)
 
 
 class Network(click.ParamType):

@@ -29,10 +29,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from ..lines import one_line
 from ..store import views
 from ..store.index import Index
 from ..store.index.engine import Connection
-from ..store.index.postgres_engine import PostgresEngine
 from ..store.views import Kind, Node
 from .inodes import ROOT_INODE, Inodes, file_inode
 
@@ -80,12 +80,11 @@ class Changes:
         """Check every CHECK_EVERY seconds, or at once when asked or rung, until stop
         is set."""
         every = CHECK_EVERY
-        engine = self._open().engine
-        if isinstance(engine, PostgresEngine):
+        doorbell = self._open().engine.doorbell()
+        if doorbell is not None:
             bell = threading.Thread(
-                target=engine.doorbell().run, args=(self._wake, stop), name="index doorbell",
-                daemon=True,
-            )  # fmt: skip
+                target=doorbell.run, args=(self._wake, stop), name="index doorbell", daemon=True
+            )
             bell.start()
             every = CHECK_EVERY_WITH_DOORBELL
         failing = False  # said once, and again when it is over
@@ -103,7 +102,7 @@ class Changes:
                 except Exception as exc:
                     if not failing:
                         log.warning("following the index's changes failed (%s); it is tried "
-                                    "again until it works", " ".join(str(exc).split()))  # fmt: skip
+                                    "again until it works", one_line(exc))  # fmt: skip
                     log.debug("following the index's changes failed", exc_info=True)
                     failing = True
                 with self._round_done:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..dicom.meta import InstanceMeta, NotIndexable, read_meta
+from ..lines import one_line
 from ..store import files as store_files
 from ..store.directories import SeriesDirectories
 from ..store.index import Index, Sender
@@ -99,7 +100,7 @@ def store_received(
     except Exception as exc:
         # Not acknowledged, but the file stays: the next start indexes it, and the
         # sender's retry replaces it.
-        raise Refused(f"could not index it: {' '.join(str(exc).split())}") from exc
+        raise Refused(f"could not index it: {one_line(exc)}") from exc
     _step("committed")
     if previous and previous != rel and _CANONICAL.match(previous):
         # The same instance under other UIDs (corrected upstream): the old copy goes.

@@ -21,12 +21,14 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
 from ..dicom.header import data_set_start
+from ..lines import one_line
 from ..store import files as store_files
 from ..store.index.query import Retrievable
 from . import commands, wire
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # the fallbacks, best first
 _WHOLE = 4 << 20  # an instance up to this size is read whole; a larger one as it is sent
+REASON_LIMIT = 200  # characters of a reason, in the log and the audit record
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def _converted(fd: int, syntax: str, item: Retrievable) -> bytes:
     except Exception as exc:  # pydicom says why: no decoder for it, a damaged file
         raise Unsendable(
             f"stored as {stored}, which the peer does not take, and it cannot be "
-            f"converted to {target.name} here: {one_line(str(exc))}"
+            f"converted to {target.name} here: {one_line(exc, REASON_LIMIT)}"
         ) from None
     if encoded is None:
         raise Unsendable(f"it cannot be encoded as {target.name}")
@@ -146,12 +148,6 @@ def is_transfer_syntax(uid: str) -> bool:
         return UID(uid).is_transfer_syntax
     except ValueError:
         return False
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """A reason as one line of a log or audit record (pydicom's span several)."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .. import config
 from ..life import access
+from ..lines import one_line
 from ..sizes import count, size
 from ..store import files as store_files
 from ..store.directories import SeriesDirectories
@@ -145,7 +146,6 @@ class Receiver:
         self._stopping = False
         self._lock = threading.Lock()
         self._held_back: list[audit.Record] = []  # audit records the index could not take
-        self._audit_failed = False
         self._listener: socket.socket | None = None
         self._accepting: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
@@ -465,7 +465,8 @@ class Receiver:
         """Write records, and those held back before; when the index cannot take them
         (its server out of reach), hold them back for the next try (retry_audit)."""
         with self._lock:
-            records, self._held_back = self._held_back + records, []
+            held, self._held_back = self._held_back, []
+        records = held + records
         if not records:
             return
         try:
@@ -474,12 +475,11 @@ class Receiver:
             with self._lock:
                 self._held_back = records + self._held_back
             log.error("could not write %d audit records (%s): held back, and written once "
-                      "the index takes them", len(records), " ".join(str(exc).split()))  # fmt: skip
+                      "the index takes them", len(records), one_line(exc))  # fmt: skip
             log.debug("the audit trail's write failed", exc_info=True)
         else:
-            if len(records) > 1 and self._audit_failed:
-                log.info("wrote the audit records held back")
-        self._audit_failed = bool(self._held_back)
+            if held:
+                log.info("wrote the %d audit records held back", len(held))
 
     def retry_audit(self) -> None:
         """Write the audit records held back, if any (serve tries every few seconds)."""

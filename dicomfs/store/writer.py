@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ..lines import one_line
 from .index import Index
-from .index.sqlite_engine import SQLiteEngine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,14 +56,10 @@ class IndexWriter:
         self._flushed = 0  # of those, known to be on disk (under the flush lock)
         self._flush_lock = threading.Lock()
         self._flush_failed: OSError | None = None
-        self._wal = -1  # the WAL, opened after the first commit made sure it exists
 
     def close(self) -> None:
         with self._commit_lock, self._flush_lock:
             self._index.close()
-            if self._wal >= 0:
-                os.close(self._wal)
-                self._wal = -1
 
     def run(self, work: Callable[[Index], T]) -> T:
         """Run work(index) in a transaction; return its result once committed and on
@@ -83,10 +78,10 @@ class IndexWriter:
         return job.result  # type: ignore[return-value]
 
     def _flush(self, commit: int) -> None:
-        """Return once the commit numbered `commit` is on disk. One fdatasync covers
-        every commit made before it starts: callers that waited for the flush lock
-        find theirs flushed already. The WAL file stays the same while this
-        connection is open (SQLite removes it only with the last connection)."""
+        """Return once the commit numbered `commit` is on disk. One flush (the engine's:
+        an fdatasync of SQLite's WAL, or a commit to PostgreSQL's log) covers every
+        commit made before it starts: callers that waited for the flush lock find
+        theirs flushed already."""
         with self._flush_lock:
             if self._flush_failed is not None:
                 # The kernel may have dropped the pages it could not write: no later
@@ -95,16 +90,9 @@ class IndexWriter:
                               f"durable since a flush failed: {self._flush_failed}")  # fmt: skip
             if self._flushed >= commit:
                 return
-            target = self._commits  # every commit made by now is in the WAL file
-            engine = self._index.engine
-            if not isinstance(engine, SQLiteEngine):
-                engine.flush()  # the server's log, by a commit of its own
-                self._flushed = target
-                return
-            if self._wal < 0:
-                self._wal = os.open(engine.wal, os.O_RDONLY | os.O_CLOEXEC)
+            target = self._commits  # every commit made by now is in the log
             try:
-                os.fdatasync(self._wal)
+                self._index.engine.flush()
             except OSError as exc:
                 log.error("flushing the index failed: %s", exc)
                 self._flush_failed = exc
@@ -137,7 +125,7 @@ class IndexWriter:
                 return False
             batch[0].error = exc
             if exc is not failed:
-                log.error("index commit failed: %s", " ".join(str(exc).split()))
+                log.error("index commit failed: %s", one_line(exc))
             return False
         self._commits += 1
         for job in batch:

@@ -22,10 +22,10 @@ from ...dicom import names
 from ...dicom.meta import InstanceMeta, fold
 from .. import modes
 from . import derived
+from .engine import INDEX_DIR as INDEX_DIR
 from .engine import Connection, Cursor, Dialect
 from .engine import IndexUnusable as IndexUnusable
 from .postgres_engine import PostgresEngine
-from .sqlite_engine import INDEX_DIR as INDEX_DIR
 from .sqlite_engine import INDEX_FILE as INDEX_FILE
 from .sqlite_engine import SQLiteEngine
 

@@ -14,7 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
-INDEX_DIR = ".dicomfs"
+from .engine import INDEX_DIR
+
 MARKER = "index-in-postgresql"
 
 

@@ -13,6 +13,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+# The store's own directory: the spool, the locks, the marks, and SQLite's index.
+INDEX_DIR = ".dicomfs"
+
 
 class Cursor(Protocol):
     """The rows of a statement, as sqlite3's and psycopg's cursors give them."""

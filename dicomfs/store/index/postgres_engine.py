@@ -32,6 +32,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg.adapt import Dumper, Loader
 
+from ...lines import one_line
 from . import binding, postgres_schema
 from .engine import POSTGRESQL, Cursor, IndexUnusable
 from .schema import SCHEMA_VERSION
@@ -129,11 +130,6 @@ class Connection:
 
     def close(self) -> None:
         self.raw.close()
-
-
-def one_line(exc: BaseException) -> str:
-    """A server's message on one line (libpq's come with newlines and tabs)."""
-    return " ".join(str(exc).split())
 
 
 def where(url: str) -> str:

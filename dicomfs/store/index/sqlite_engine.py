@@ -3,6 +3,7 @@ mode: the default, with nothing to set up, for one machine."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -11,11 +12,10 @@ import sqlite_utils
 
 from .. import modes
 from . import binding, schema
-from .engine import SQLITE, IndexUnusable, OnlyServe
+from .engine import INDEX_DIR, SQLITE, IndexUnusable, OnlyServe
 from .migrations import MIGRATIONS
 from .schema import SCHEMA_VERSION
 
-INDEX_DIR = ".dicomfs"
 INDEX_FILE = "index.sqlite"
 
 
@@ -55,6 +55,7 @@ class SQLiteEngine:
         conn.execute("PRAGMA busy_timeout = 30000")
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
+        self._wal = -1  # the WAL's descriptor, for flush
         self._data_version: int | None = None
         if not readonly:
             _use_wal(conn)
@@ -81,6 +82,21 @@ class SQLiteEngine:
 
     def close(self) -> None:
         self.conn.close()
+        if self._wal >= 0:
+            os.close(self._wal)
+            self._wal = -1
+
+    def flush(self) -> None:
+        """Make every commit so far survive power loss: fdatasync the WAL. The WAL
+        file stays the same while this connection is open (SQLite removes it only
+        with the last connection), and exists once a commit was made."""
+        if self._wal < 0:
+            self._wal = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+        os.fdatasync(self._wal)
+
+    def doorbell(self) -> None:
+        """No bell: a mount looks at the journal often (it is a file on this machine)."""
+        return None
 
     def _own_files(self) -> list[Path]:
         """The index and its directory: patients' names, for the service's user only."""
