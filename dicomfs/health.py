@@ -11,14 +11,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import __version__
 from .life import expiry
 from .lines import one_line
 from .mount import run as mount
 from .net.activity import Counts
-from .net.receiver import Receiver
+from .net.receiver import OpenAssociation, Policy
 from .sizes import size
 from .store import diskspace, sharing
 from .store.catalog import iso
@@ -44,6 +44,9 @@ class RecentErrors(logging.Handler):
 
     def last(self) -> list[dict[str, Any]]:
         return list(self._records)
+
+    def forget(self) -> None:
+        self._records.clear()
 
 
 class DiskWatch:
@@ -71,12 +74,27 @@ class DiskWatch:
         return disk, low
 
 
+class Receiving(Protocol):
+    """What the report reads of serve's receiver, in one process or several."""
+
+    aet: str
+    port: int
+    policy: Policy
+    processes: int  # receiving: 1 is serve's own
+
+    def today(self) -> dict[str, Counts]: ...
+
+    def open_associations(self) -> list[OpenAssociation]: ...
+
+    def recent_errors(self) -> list[dict[str, Any]]: ...
+
+
 @dataclasses.dataclass
 class Report:
     """The report's sources, gathered when serve starts."""
 
     store: Path
-    receiver: Receiver
+    receiver: Receiving
     bind: str
     mountpoint: Path | None
     retention: float
@@ -87,7 +105,7 @@ class Report:
     def __call__(self) -> dict[str, Any]:
         now = time.time()
         disk, low = self.disk.check()
-        today = self.receiver.activity.today()
+        today = self.receiver.today()
         associations = self.receiver.open_associations()
         for association in associations:  # what they sent so far counts today too
             counts = today.setdefault(association.calling_aet, Counts())
@@ -105,6 +123,7 @@ class Report:
                 "aet": self.receiver.aet,
                 "bind": self.bind,
                 "port": self.receiver.port,
+                "processes": self.receiver.processes,
                 "letting_in": str(self.receiver.policy),
             },
             "mount": self._mount(),
@@ -123,7 +142,7 @@ class Report:
                 "warning_at": self.disk.floor.text,
                 "nearly_full": low,
             },
-            "errors": [{**error, "at": iso(error["at"])} for error in self.errors.last()],
+            "errors": [{**error, "at": iso(error["at"])} for error in self._errors()],
         }
         report["name"] = sharing.serve_name(self.store)  # among the serves sharing the store
         try:
@@ -141,6 +160,11 @@ class Report:
             "bytes": sum(series.bytes for series in due),
         }
         return report
+
+    def _errors(self) -> list[dict[str, Any]]:
+        """serve's recent warnings and errors, with its receiver processes'."""
+        found = self.errors.last() + self.receiver.recent_errors()
+        return sorted(found, key=lambda error: error["at"])[-KEPT_ERRORS:]
 
     def _mount(self) -> dict[str, Any]:
         if self.mountpoint is None:

@@ -29,14 +29,15 @@ from . import control, health, notify
 from .life import expiry
 from .mount import run as mount
 from .mount.fs import MountOptions
-from .net.receiver import Policy, Receiver
+from .net.processes import ReceiverProcesses, Settings
+from .net.receiver import MAX_PENDING, Policy, Receiver
 from .net.wire import Timeouts
 from .store import diskspace, running, sharing
 from .store import files as store_files
 from .store.index import Index
 from .store.index.engine import SweeperTurn
 from .store.indexer import reconcile
-from .store.writer import IndexWriter
+from .store.writer import IndexWriter, Shared
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ReceiverOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    processes: int = 1  # more: forked at the start (net/processes.py)
 
 
 def recover(store: Path, turn: SweeperTurn) -> None:
@@ -190,17 +192,13 @@ def _serve(
     notify.status("recovering: clearing half-received files, reconciling the index")
     recover(store, turn)
     tls = tls_context(receiving.tls_cert, receiving.tls_key)
-    writer = IndexWriter(store)
-    receiver = Receiver(
-        store, writer, aet=receiving.aet, policy=receiving.policy,
-        max_associations=receiving.max_associations, timeouts=receiving.timeouts,
-    )  # fmt: skip
+    receiver, writer = _receiver_and_writer(store, receiving, tls, errors)
     report = health.Report(store, receiver, receiving.host, mountpoint, expiring.retention,
                            disk, errors)  # fmt: skip
     status = control.StatusSocket(store, report)
     try:
         try:
-            receiver.start(receiving.host, receiving.port, tls)
+            receiver.start(receiving.host, receiving.port)
         except OSError as exc:
             raise ServiceError(
                 f"cannot listen on {receiving.host}:{receiving.port}: {exc.strerror or exc}"
@@ -231,6 +229,37 @@ def _serve(
         receiver.stop()  # the associations' close handlers write to the index
         writer.close()
         log.info("stopped (pid %d)", os.getpid())
+    if isinstance(receiver, ReceiverProcesses) and receiver.failed:
+        raise ServiceError("a receiver process ended by itself, so serve stopped (the log "
+                           "says more); a restart recovers what it left")  # fmt: skip
+
+
+def _receiver_and_writer(
+    store: Path,
+    receiving: ReceiverOptions,
+    tls: ssl.SSLContext | None,
+    errors: health.RecentErrors,
+) -> tuple[Receiver | ReceiverProcesses, IndexWriter]:
+    """The receiver, and serve's index writer. Receiver processes are forked first,
+    before serve has a thread or an index connection of its own; a receiver in
+    serve's process shares serve's writer, and so commits with the mount."""
+    if receiving.processes > 1:
+        shared = Shared.made()
+        settings = Settings(
+            store, receiving.aet, receiving.policy, receiving.timeouts, tls,
+            max_pending=max(1, MAX_PENDING // receiving.processes),  # serve's, shared out
+            shared=shared,
+        )  # fmt: skip
+        processes = ReceiverProcesses(
+            settings, receiving.processes, receiving.max_associations, errors
+        )
+        return processes, IndexWriter(store, shared=shared)
+    writer = IndexWriter(store)
+    receiver = Receiver(
+        store, writer, aet=receiving.aet, policy=receiving.policy,
+        max_associations=receiving.max_associations, timeouts=receiving.timeouts, tls=tls,
+    )  # fmt: skip
+    return receiver, writer
 
 
 def _ready(what: str) -> None:

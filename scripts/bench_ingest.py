@@ -3,6 +3,7 @@ dcmtk's storescp, each on a loopback port chosen at run time."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -128,9 +129,31 @@ def send(associations: list[list[Path]], port: int, aet: str, nodelay: bool) -> 
     return time.perf_counter() - start
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (serve's receiver processes)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += process_tree(int(child))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of the process and its descendants alive now."""
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def proportional_mb(pid: int) -> float:
+    """The memory a process takes, its pages shared with others counted in shares
+    (Pss of /proc/PID/smaps_rollup), in MB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def status_mb(pid: int, field: str) -> float:
@@ -261,7 +284,15 @@ def bench_large(work: Path, runs: Path) -> None:
             corpus.write(folder / str(n) / "large.dcm", spec)
         (folder / ".complete").touch()
     with receiver("dicomfs", runs, True) as (port, aet, pid):
-        send([[folder / str(n)] for n in range(4)], port, aet, True)
-        rss = status_mb(pid, "VmHWM")
-    print(f"  4 associations of one 128 MB instance each: serve's peak RSS {rss:.0f} MB"
-          " (goal < 200 MB)")  # fmt: skip
+        members = process_tree(pid)
+        peak = 0.0  # of serve and its receiver processes together
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(send, [[folder / str(n)] for n in range(4)], port, aet, True)
+            while not sending.done():
+                peak = max(peak, sum(map(proportional_mb, members)))
+                time.sleep(0.02)
+            sending.result()
+        rss = sum(status_mb(member, "VmHWM") for member in members)
+    print(f"  4 associations of one 128 MB instance each, serve and its {len(members) - 1} "
+          f"receiver processes: peak {peak:.0f} MB together (proportional set size), "
+          f"the sum of their peak RSS {rss:.0f} MB (goal < 200 MB)")  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import shutil
 import statistics
@@ -155,45 +156,72 @@ def _mounted(store: Path, mnt: Path) -> Iterator[Path]:
 def _receivers(work: Path, cluster: Cluster) -> None:
     workload = write_corpora(work / "ingest-corpus")[2]  # 4 associations of 128 KB MR
     runs = Path(tempfile.mkdtemp(prefix="several-", dir=work))
-    one, two = [], []
+    one: list[Sent] = []
+    two: list[Sent] = []
     try:
         for round_ in range(ROUNDS):
-            order: list[Callable[[], float]] = [
+            order: list[Callable[[], Sent]] = [
                 lambda: _one_on_sqlite(runs, workload.associations),
                 lambda: _two_on_postgres(runs, workload.associations, cluster.create_database()),
             ]
             if round_ % 2:
                 order.reverse()
-            rates = [workload.count / run() for run in order]
-            one.append(rates[0] if round_ % 2 == 0 else rates[1])
-            two.append(rates[1] if round_ % 2 == 0 else rates[0])
+            sent = [run() for run in order]
+            one.append(sent[0] if round_ % 2 == 0 else sent[1])
+            two.append(sent[1] if round_ % 2 == 0 else sent[0])
     finally:
         shutil.rmtree(runs, ignore_errors=True)
-    ratios = sorted(b / a for a, b in zip(one, two, strict=True))
+    rate = {name: statistics.median(workload.count / s.seconds for s in sent)
+            for name, sent in (("one", one), ("two", two))}  # fmt: skip
+    cpu = {name: statistics.median(s.cpu_seconds * 1000 / workload.count for s in sent)
+           for name, sent in (("one", one), ("two", two))}  # fmt: skip
+    ratios = sorted(a.seconds / b.seconds for a, b in zip(one, two, strict=True))  # rates: b / a
+    cores = os.cpu_count() or 1
     print(f"  {workload.label}:")
-    print(f"    one serve, SQLite          {statistics.median(one):6.0f} instances/s")
-    print(f"    two serves, PostgreSQL     {statistics.median(two):6.0f} instances/s")
+    print(f"    one serve, SQLite          {rate['one']:6.0f} instances/s, "
+          f"the machine's CPU {cpu['one']:.2f} ms an instance")  # fmt: skip
+    print(f"    two serves, PostgreSQL     {rate['two']:6.0f} instances/s, "
+          f"the machine's CPU {cpu['two']:.2f} ms an instance")  # fmt: skip
     print(f"    two on PostgreSQL / one on SQLite  {statistics.median(ratios):5.2f} "
           f"(rounds {ratios[0]:.2f}-{ratios[-1]:.2f})   (goal >= {RECEIVERS_GOAL})")  # fmt: skip
+    needed = RECEIVERS_GOAL * rate["one"] * cpu["one"] / 1000
+    print(f"    {RECEIVERS_GOAL}x one on SQLite, at SQLite's CPU an instance (senders "
+          f"included), would keep {needed:.1f} cores busy; this host has {cores}")  # fmt: skip
 
 
-def _one_on_sqlite(runs: Path, associations: list[list[Path]]) -> float:
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    seconds: float
+    cpu_seconds: float  # of the whole machine, while it was sent
+
+
+def _machine_cpu_seconds() -> float:
+    """CPU time every core spent busy since boot (/proc/stat: all but idle and iowait)."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _sent(halves: list[tuple[int, list[list[Path]]]]) -> Sent:
+    """Each half of the associations to its port, at once."""
+    with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
+        busy, start = _machine_cpu_seconds(), time.perf_counter()
+        sending = [pool.submit(send, half, port, "DICOMFS", True) for port, half in halves]
+        for sent in sending:
+            sent.result()
+        return Sent(time.perf_counter() - start, _machine_cpu_seconds() - busy)
+
+
+def _one_on_sqlite(runs: Path, associations: list[list[Path]]) -> Sent:
     store = Path(tempfile.mkdtemp(prefix="sqlite-", dir=runs))
     with _index(None), _serving(store, "one") as port:
-        return send(associations, port, "DICOMFS", True)
+        return _sent([(port, associations)])
 
 
-def _two_on_postgres(runs: Path, associations: list[list[Path]], url: str) -> float:
+def _two_on_postgres(runs: Path, associations: list[list[Path]], url: str) -> Sent:
     """The same associations shared out between two serves of one store and index."""
     store = Path(tempfile.mkdtemp(prefix="postgres-", dir=runs))
     with _index(url), _serving(store, "first") as first, _serving(store, "second") as second:
-        halves = [(first, associations[0::2]), (second, associations[1::2])]
-        with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
-            start = time.perf_counter()
-            sending = [pool.submit(send, half, port, "DICOMFS", True) for port, half in halves]
-            for sent in sending:
-                sent.result()
-            return time.perf_counter() - start
+        return _sent([(first, associations[0::2]), (second, associations[1::2])])
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ def test_the_receiver_and_the_puller_start_from_the_same_defaults(store: Path) -
     try:
         receiver = Receiver(store, writer)
         assert receiver.aet == config.AE_TITLE
-        assert receiver.max_associations == config.MAX_ASSOCIATIONS
+        assert receiver.gate.limit == config.MAX_ASSOCIATIONS
         assert receiver.timeouts == Timeouts()
     finally:
         writer.close()

@@ -17,6 +17,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
+from dicomfs import config as dicomfs_config
 from dicomfs import control
 from dicomfs.dicom import corpus
 from dicomfs.net import receiver as receiver_module
@@ -75,6 +76,7 @@ def test_an_operators_day(lab: tuple[Path, Path, Path, int], tmp_path: Path) -> 
         assert report["receiver"] == {
             "aet": "SPLDICOM", "bind": "127.0.0.1", "port": port,
             "letting_in": "calling AE titles BAY3T, PACS, CONSOLE",
+            "processes": dicomfs_config.RECEIVER_PROCESSES,  # one per core, at most 4
         }  # fmt: skip
         assert report["associations"] == []
         assert report["today"] == {}

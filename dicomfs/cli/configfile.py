@@ -61,6 +61,7 @@ KEYS = (
     Key("receiver.aet", "aet", "text", about="our AE title"),
     Key("receiver.bind", "bind", "text", ("serve",), "the address serve listens on"),
     Key("receiver.max_associations", "max_associations", "integer", about="served at once"),
+    Key("receiver.processes", "processes", "integer", ("serve",), "receiver processes"),
     Key("receiver.allow_aet", "allow_aet", "list", about="calling AE titles let in ([]: any)"),
     Key("receiver.allow_address", "allow_address", "list", about="addresses or networks let in"),
     Key("receiver.require_user", "require_user", "flag", about="refuse senders without a user"),

@@ -796,6 +796,14 @@ def _local_user() -> str:
     help="Associations served at once; more are refused (transient).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=config.RECEIVER_PROCESSES,
+    show_default="one per core, at most 4",
+    help="Receiver processes: associations at once use that many cores. 1 receives in "
+    "serve's own process.",
+)
+@click.option(
     "--request-timeout",
     default=seconds(config.ASSOCIATION_REQUEST_TIMEOUT),
     show_default=True,
@@ -857,6 +865,7 @@ def serve_command(
     allow_address: tuple[str, ...],
     require_user: bool,
     max_associations: int,
+    processes: int,
     request_timeout: float,
     idle_timeout: float,
     pdu_timeout: float,
@@ -909,7 +918,7 @@ def serve_command(
     policy = Policy(allow_aet, allow_address, require_user)
     timeouts = Timeouts(request_timeout, pdu_timeout, idle_timeout)
     receiving = ReceiverOptions(
-        bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts
+        bind, port, aet, policy, max_associations, tls_cert, tls_key, timeouts, processes
     )
     options = _mount_options(allow_other, uid, gid, file_mode, allow_delete, retention)
     store = _ensure_store(store, create)

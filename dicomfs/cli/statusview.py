@@ -24,8 +24,9 @@ def lines(report: dict[str, Any]) -> list[str]:
         f"  disk      {size(disk['free'])} free of {size(disk['total'])}"
         + ("  NEARLY FULL" if disk["nearly_full"] else "")
         + f" (the warning is at {disk['warning_at']})",
-        f"  receiver  {receiver['aet']} on {receiver['bind']}:{receiver['port']}; "
-        f"{receiver['letting_in']}",
+        f"  receiver  {receiver['aet']} on {receiver['bind']}:{receiver['port']}"
+        + (f" in {receiver['processes']} processes" if receiver.get("processes", 1) > 1 else "")
+        + f"; {receiver['letting_in']}",
         f"  mount     {mount['path'] or '-'} ({mount['state']})",
     ]
     if due is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 
 
 @dataclasses.dataclass
@@ -56,3 +57,14 @@ class Activity:
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d")
+
+
+def merged(days: Iterable[dict[str, Counts]]) -> dict[str, Counts]:
+    """Several receivers' days as one (processes.py)."""
+    together: dict[str, Counts] = {}
+    for day in days:
+        for aet, counts in day.items():
+            total = together.setdefault(aet, Counts())
+            for field in dataclasses.fields(Counts):
+                setattr(total, field.name, getattr(total, field.name) + getattr(counts, field.name))
+    return together

@@ -142,11 +142,18 @@ def _place(received: Path, rel: str, directories: SeriesDirectories) -> store_fi
 # die at one of them, as a crash would: DICOMFS_TEST_CRASH_AT=synced, say.
 STEPS = ("received", "synced", "renamed", "placed", "committed")
 _CRASH_AT = os.environ.get("DICOMFS_TEST_CRASH_AT")
+_crashing_with: list[int] = []  # serve, when this is one of its receiver processes
+
+
+def crash_with(pid: int) -> None:
+    """A crash at a step kills this process too (serve, from a receiver process)."""
+    _crashing_with.append(pid)
 
 
 def _step(name: str) -> None:
     if name == _CRASH_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+        for pid in [*_crashing_with, os.getpid()]:
+            os.kill(pid, signal.SIGKILL)
 
 
 def describe(exc: OSError) -> str:

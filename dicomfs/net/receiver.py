@@ -1,7 +1,8 @@
 """The DICOM node: C-ECHO and C-STORE of every storage SOP class, and C-FIND, C-MOVE
 and C-GET over the index, on one port.
 
-A thread accepts connections; each association then runs in its own thread
+A thread accepts connections (or serve hands them over, when it receives in several
+processes: processes.py); each association then runs in its own thread
 (acceptor.py). Each instance is answered with Success only once it is durable and
 indexed (ingest.py), and anything that goes wrong with one instance is a failure
 status for that instance alone. Who sent what is recorded on each instance and,
@@ -20,8 +21,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import config
 from ..life import access
@@ -33,7 +35,7 @@ from ..store.index import Index, IndexUnusable, Sender, audit
 from ..store.writer import IndexWriter
 from . import commands, dimse, ingest, queries, remotes, retrieve
 from .acceptor import Association, Spooled
-from .activity import Activity
+from .activity import Activity, Counts
 from .remotes import Remote
 from .wire import Timeouts
 
@@ -95,6 +97,63 @@ class Policy:
         return None
 
 
+class Gate:
+    """How many associations may be open at once (--max-associations), counted by
+    one receiver; receiver processes share one count instead (processes.py)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Count one more association, unless as many as the limit are open."""
+        with self._lock:
+            if self._open >= self.limit:
+                return False
+            self._open += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def closed(self) -> None:
+        """A connection taken has ended, accepted or not: of use to processes.py."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server(
+        (host, port), family=family, backlog=BACKLOG, dualstack_ipv6=host == "::"
+    )
+
+
+class Listening:
+    """A thread that accepts connections and hands each to `take` with its address."""
+
+    def __init__(self, listener: socket.socket, take: Callable[[socket.socket, str], None]):
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._take = take
+        self._thread = threading.Thread(target=self._accept, name="accept", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                return  # close() shut the listener
+            self._take(sock, _plain_address(str(peer[0])))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self._listener.close()
+        self._thread.join()
+
+
 @dataclasses.dataclass(frozen=True)
 class OpenAssociation:
     calling_aet: str
@@ -126,14 +185,22 @@ class Receiver:
         policy: Policy | None = None,
         max_associations: int = config.MAX_ASSOCIATIONS,
         timeouts: Timeouts | None = None,
+        tls: ssl.SSLContext | None = None,
+        gate: Gate | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
+        """gate: where the associations open are counted, if not by this receiver
+        alone (max_associations is then the gate's); max_pending: connections kept
+        that have not sent their association request yet."""
         self.store = store
         self.writer = writer
         self.aet = aet
         self.policy = policy or Policy()
         self.timeouts = timeouts or Timeouts()
-        self.max_associations = max_associations
+        self.gate = gate or Gate(max_associations)
+        self.max_pending = max_pending
         self.port = 0  # listened on, once started
+        self.processes = 1  # what it receives in: this one
         self._contexts = dimse.receiving_contexts()
         self._tmp_dir = store_files.tmp_dir(store)
         self._tallies: dict[int, dict[str, _Tally]] = {}
@@ -146,39 +213,34 @@ class Receiver:
         self._stopping = False
         self._lock = threading.Lock()
         self._held_back: list[audit.Record] = []  # audit records the index could not take
-        self._listener: socket.socket | None = None
-        self._accepting: threading.Thread | None = None
-        self._tls: ssl.SSLContext | None = None
+        self._listening: Listening | None = None
+        self._tls = tls
         self.activity = Activity()  # today's, by calling AE title
 
-    def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.create_server(
-            (host, port), family=family, backlog=BACKLOG, dualstack_ipv6=host == "::"
-        )
-        self._listener, self._tls = listener, tls
-        self.port = listener.getsockname()[1]
-        self._accepting = threading.Thread(target=self._accept, name="accept", daemon=True)
-        self._accepting.start()
-        log.info("receiving as %s on %s:%d; %s", self.aet, host, self.port, self.policy)
-        exposed = exposure(self.policy, host, self.port)
-        if exposed:
-            log.warning("%s", exposed)
+    def start(self, host: str, port: int) -> None:
+        """Listen on host:port, and take every connection that comes."""
+        self._listening = Listening(listen(host, port), self.take)
+        self.port = self._listening.port
+        said_listening(self.aet, host, self.port, self.policy)
+
+    def today(self) -> dict[str, Counts]:
+        return self.activity.today()
+
+    def recent_errors(self) -> list[dict[str, Any]]:
+        """The warnings and errors logged elsewhere than in serve's own log: none."""
+        return []
 
     def stop(self) -> None:
         """Stop accepting, abort every association, and wait (STOP_TIMEOUT at most) for
         the instances under way: when this returns, every instance a sender heard
         Success for is in the audit trail. An instance under way is not answered (its
         sender sends it again), and a half-received one leaves no file."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        listener.close()
-        if self._accepting is not None:
-            self._accepting.join()
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.close()
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True  # no association is accepted from now on
             pending = list(self._pending.values())
             accepted = list(self._accepted.values())
@@ -203,35 +265,29 @@ class Receiver:
 
     # --- connections ----------------------------------------------------------------------
 
-    def _accept(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while True:
-            try:
-                sock, peer = listener.accept()
-            except OSError:
-                return  # stop() shut the listener
-            address = _plain_address(str(peer[0]))
-            refused = self.policy.address_refusal(address)
-            if refused:  # before reading a byte from it
-                self._refuse(address, refused, calling="", called="", user=None)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-                continue
-            association = Association(
-                sock, address, self, supported=self._contexts, tmp_dir=self._tmp_dir,
-                timeouts=self.timeouts, max_pdu=dimse.MAX_PDU, tls=self._tls,
-            )  # fmt: skip
-            with self._lock:
-                self._pending[id(association)] = association
-                crowded = len(self._pending) > MAX_PENDING
-                oldest = self._pending.pop(next(iter(self._pending))) if crowded else None
-            if oldest is not None:
-                log.warning("more than %d connections without an association request: closing "
-                            "the oldest, from %s", MAX_PENDING, oldest.address)  # fmt: skip
-                oldest.shut(say_abort=False)
-            association.start()
+    def take(self, sock: socket.socket, address: str) -> None:
+        """Serve a connection just accepted, from this address, in a thread of its own."""
+        refused = self.policy.address_refusal(address)
+        if refused:  # before reading a byte from it
+            self._refuse(address, refused, calling="", called="", user=None)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            self.gate.closed()
+            return
+        association = Association(
+            sock, address, self, supported=self._contexts, tmp_dir=self._tmp_dir,
+            timeouts=self.timeouts, max_pdu=dimse.MAX_PDU, tls=self._tls,
+        )  # fmt: skip
+        with self._lock:
+            self._pending[id(association)] = association
+            crowded = len(self._pending) > self.max_pending
+            oldest = self._pending.pop(next(iter(self._pending))) if crowded else None
+        if oldest is not None:
+            log.warning("more than %d connections without an association request: closing "
+                        "the oldest, from %s", self.max_pending, oldest.address)  # fmt: skip
+            oldest.shut(say_abort=False)
+        association.start()
 
     # --- what an association asks (acceptor.Host) ---------------------------------------
 
@@ -243,7 +299,7 @@ class Receiver:
         if reason is None:
             with self._lock:
                 stopping = self._stopping
-                if not stopping and len(self._accepted) < self.max_associations:
+                if not stopping and self.gate.enter():
                     self._accepted[id(association)] = association
                     self._senders[id(association)] = _sender_of(association)
                     self._directories[id(association)] = SeriesDirectories(self.store)
@@ -252,7 +308,7 @@ class Receiver:
                 return dimse.STOPPING
             log.warning("refused an association from %s@%s: %d associations are open already "
                         "(--max-associations)", calling, address,
-                        self.max_associations)  # fmt: skip
+                        self.gate.limit)  # fmt: skip
             self.activity.refused(calling)
             return dimse.TOO_MANY  # transient: the sender tries again later
         self._refuse(address, reason, calling=calling, called=association.called_aet, user=user)
@@ -410,7 +466,9 @@ class Receiver:
             reader.close()
         if directories is not None:
             directories.close()
+        self.gate.closed()
         if accepted:
+            self.gate.leave()
             total = _total(tallies)
             self.activity.ended(association.calling_aet, total.instances, total.bytes, total.failed)
             _log_association(association, total, asked)
@@ -498,6 +556,13 @@ def _plain_address(address: str) -> str:
     if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
         return str(mapped.ipv4_mapped)
     return address
+
+
+def said_listening(aet: str, host: str, port: int, policy: Policy) -> None:
+    log.info("receiving as %s on %s:%d; %s", aet, host, port, policy)
+    exposed = exposure(policy, host, port)
+    if exposed:
+        log.warning("%s", exposed)
 
 
 def exposure(policy: Policy, host: str, port: int) -> str | None:
