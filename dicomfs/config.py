@@ -17,7 +17,7 @@ BIND = "0.0.0.0"  # every address of this machine
 MAX_ASSOCIATIONS = 16  # served at once; more are refused as transient
 # serve's receiver processes: one interpreter per core for associations at once. More
 # than four gain little on a lab's few scanners and cost memory (net/processes.py).
-RECEIVER_PROCESSES = min(4, os.cpu_count() or 1)
+RECEIVER_PROCESSES = min(4, len(os.sched_getaffinity(0)))  # the cores it may run on
 # Seconds a sender may take, once connected: to send a complete association request,
 # to send one PDU, and between PDUs (see the README's table of receiver timeouts).
 ASSOCIATION_REQUEST_TIMEOUT = 10.0

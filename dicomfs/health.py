@@ -18,7 +18,7 @@ from .life import expiry
 from .lines import one_line
 from .mount import run as mount
 from .net.activity import Counts
-from .net.receiver import OpenAssociation, Policy
+from .net.receiver import Policy, Snapshot
 from .sizes import size
 from .store import diskspace, sharing
 from .store.catalog import iso
@@ -82,11 +82,7 @@ class Receiving(Protocol):
     policy: Policy
     processes: int  # receiving: 1 is serve's own
 
-    def today(self) -> dict[str, Counts]: ...
-
-    def open_associations(self) -> list[OpenAssociation]: ...
-
-    def recent_errors(self) -> list[dict[str, Any]]: ...
+    def snapshot(self) -> Snapshot: ...
 
 
 @dataclasses.dataclass
@@ -105,8 +101,8 @@ class Report:
     def __call__(self) -> dict[str, Any]:
         now = time.time()
         disk, low = self.disk.check()
-        today = self.receiver.today()
-        associations = self.receiver.open_associations()
+        snapshot = self.receiver.snapshot()
+        today, associations = snapshot.today, snapshot.associations
         for association in associations:  # what they sent so far counts today too
             counts = today.setdefault(association.calling_aet, Counts())
             counts.open += 1
@@ -142,7 +138,9 @@ class Report:
                 "warning_at": self.disk.floor.text,
                 "nearly_full": low,
             },
-            "errors": [{**error, "at": iso(error["at"])} for error in self._errors()],
+            "errors": [
+                {**error, "at": iso(error["at"])} for error in self._errors(snapshot.errors)
+            ],
         }
         report["name"] = sharing.serve_name(self.store)  # among the serves sharing the store
         try:
@@ -161,9 +159,9 @@ class Report:
         }
         return report
 
-    def _errors(self) -> list[dict[str, Any]]:
+    def _errors(self, receivers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """serve's recent warnings and errors, with its receiver processes'."""
-        found = self.errors.last() + self.receiver.recent_errors()
+        found = self.errors.last() + receivers
         return sorted(found, key=lambda error: error["at"])[-KEPT_ERRORS:]
 
     def _mount(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`dicomfs serve`: the receiver and the mount in one process, recovering at start.
+"""`dicomfs serve`: the receiver and the mount in one service, recovering at start.
 
 One serve per store, or per machine where several share the store and its index
 in PostgreSQL (sharing.py): a second one refuses to start (running.py). At start,
@@ -7,7 +7,8 @@ half-received files in the store's tmp directory are removed, and the index is
 reconciled with the files (a file renamed into place just before a crash, but
 never acknowledged, is indexed now). Of several serves sharing an index, one at a
 time reconciles and expires (SweeperTurn), and another takes over when it goes.
-Then the receiver listens and the mount serves until SIGINT or SIGTERM. Under
+Then the receiver listens (in receiver processes forked at the start, when there
+are several: net/processes.py) and the mount serves until SIGINT or SIGTERM. Under
 systemd (Type=notify) serve says READY=1 once it receives and its mount is up, and
 STOPPING=1 when its stop begins (notify.py).
 """
@@ -244,7 +245,7 @@ def _receiver_and_writer(
     before serve has a thread or an index connection of its own; a receiver in
     serve's process shares serve's writer, and so commits with the mount."""
     if receiving.processes > 1:
-        shared = Shared.made()
+        shared = Shared.made(store) if sharing.serve_name(store) is None else None  # SQLite's
         settings = Settings(
             store, receiving.aet, receiving.policy, receiving.timeouts, tls,
             max_pending=max(1, MAX_PENDING // receiving.processes),  # serve's, shared out

@@ -4,8 +4,10 @@ count of associations for all, and a crash of any of them is a crash of serve.""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,8 @@ from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
 from dicomfs.dicom import corpus
 
-from .peers import Serve, dcmtk, serving
+from .peers import DCMTK, Serve, dcmtk, serving
+from .test_cli import dicomfs
 from .test_receiver import rejection, rows
 
 pytestmark = pytest.mark.skipif(
@@ -161,3 +164,90 @@ def test_one_process_receives_in_serves_own(tmp_path: Path) -> None:
         assert dcmtk("storescu", "-aec", "DICOMFS", "+sd", "+r", "127.0.0.1", str(server.port),
                      str(sent)).returncode == 0  # fmt: skip
     assert len(rows(store, "SELECT sop_uid FROM instances")) == 6
+
+
+def storescu(port: int, folder: Path, *options: str) -> subprocess.Popen[bytes]:
+    """dcmtk's storescu sending the folder, in the background."""
+    command = [str(DCMTK / "storescu"), *options, "-aec", "DICOMFS", "+sd", "+r", "127.0.0.1"]
+    return subprocess.Popen([*command, str(port), str(folder)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def audited_senders(store: Path) -> set[str]:
+    """The calling AE titles of the audit trail's records of instances received."""
+    result = dicomfs("audit", "--store", str(store), "--json")
+    return {str(record["calling_aet"]) for record in json.loads(result.stdout)
+            if record["event"] == "received"}  # fmt: skip
+
+
+def test_a_receiver_killed_mid_transfer_leaves_the_other_to_finish_and_audit(
+    tmp_path: Path,
+) -> None:
+    """Killed while it held the turn to write the index, a receiver process must not
+    hold up the other: its associations are aborted, and audited, at once."""
+    store = tmp_path / "store"
+    for number in range(4):
+        corpus.write_regular(tmp_path / f"sent{number}", patients=1, studies=1, series=1,
+                             instances=400, seed=number + 1)  # fmt: skip
+    server = Serve(store, "--processes", "2")
+    try:
+        receivers = children(server.process.pid)
+        senders = [storescu(server.port, tmp_path / f"sent{n}", "-aet", f"SENDER{n}")
+                   for n in range(4)]  # fmt: skip
+        wait_for(lambda: sum(connections_by_process(server.port).values()) == 4,
+                 "the four associations never opened")  # fmt: skip
+        held = connections_by_process(server.port)
+        wait_for(lambda: len(rows(store, "SELECT sop_uid FROM instances")) >= 100,
+                 "nothing was stored")  # fmt: skip
+        os.kill(receivers[0], signal.SIGKILL)
+        assert server.process.wait(timeout=PATIENCE) != 0
+        for sender in senders:
+            sender.wait(timeout=PATIENCE)
+    finally:
+        server.stop()
+    assert held == dict.fromkeys(receivers, 2)
+    with serving(store):
+        pass
+    assert len(audited_senders(store)) == 2  # the survivor's two associations
+
+
+def test_status_answers_when_a_receiver_process_does_not(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with serving(store, "--processes", "2") as server:
+        receivers = children(server.process.pid)
+        ae = mr_client()
+        associations = [ae.associate("127.0.0.1", server.port, ae_title="DICOMFS")
+                        for _ in range(2)]  # fmt: skip
+        try:
+            assert connections_by_process(server.port) == dict.fromkeys(receivers, 1)
+            os.kill(receivers[0], signal.SIGSTOP)
+            try:
+                shown = json.loads(dicomfs("status", "--store", str(store), "--json").stdout)
+            finally:
+                os.kill(receivers[0], signal.SIGCONT)
+            assert len(shown["associations"]) == 1  # the other's
+            assert "did not say what it is doing" in server.log.read_text()
+            # The late answer is not taken for the next question's.
+            spec = corpus.Spec(series_number=7, instance_number=1)
+            assert associations[0].send_c_store(corpus.dataset(spec)).Status == 0
+            shown = json.loads(dicomfs("status", "--store", str(store), "--json").stdout)
+            assert len(shown["associations"]) == 2
+            assert shown["received_today"]["instances"] == 1
+        finally:
+            for association in associations:
+                association.release()
+
+
+def test_the_same_instance_sent_by_several_associations_at_once_is_indexed_as_stored(
+    tmp_path: Path,
+) -> None:
+    sent = tmp_path / "sent"
+    corpus.write_regular(sent, patients=1, studies=1, series=1, instances=20)
+    store = tmp_path / "store"
+    with serving(store) as server:
+        for _ in range(2):
+            senders = [storescu(server.port, sent) for _ in range(4)]
+            assert [sender.wait(timeout=PATIENCE) for sender in senders] == [0] * 4
+    check = dicomfs("check", "--store", str(store), check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert len(rows(store, "SELECT sop_uid FROM instances")) == 20

@@ -797,11 +797,12 @@ def _local_user() -> str:
 )
 @click.option(
     "--processes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=32),
     default=config.RECEIVER_PROCESSES,
     show_default="one per core, at most 4",
-    help="Receiver processes: associations at once use that many cores. 1 receives in "
-    "serve's own process.",
+    help="Receiver processes: associations at once use that many cores. Each takes its "
+    "share of the connections; --max-associations counts them all together; one that "
+    "dies stops serve, as a crash would. 1 receives in serve's own process.",
 )
 @click.option(
     "--request-timeout",
@@ -881,7 +882,7 @@ def serve_command(
     file_mode: int,
 ) -> None:
     """Receive DICOM from scanners and PACS, answer workstations' queries and
-    retrievals, and mount the views, in one process.
+    retrievals, and mount the views, in one service.
 
     Answers C-ECHO and C-STORE of every storage SOP class. Each instance is
     written, fsynced, renamed into the store and indexed before the sender

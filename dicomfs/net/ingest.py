@@ -93,7 +93,10 @@ def store_received(
     _step("placed")
 
     def index(index: Index) -> str | None:
-        return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender)
+        # The file as it is when its row commits: the same instance, sent twice at
+        # once, may have been renamed over it since, and the last commit must tell.
+        now = store_files.state_of(store / rel)
+        return index.put_instance(meta, rel, now, received_at=time.time(), sender=sender)
 
     try:
         previous = writer.run(index)

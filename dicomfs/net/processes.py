@@ -33,22 +33,24 @@ import signal
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Iterator
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ..health import RecentErrors
 from ..store.writer import IndexWriter, Shared
 from . import ingest
-from .activity import Counts, merged
+from .activity import merged
 from .receiver import (
     MAX_PENDING,
     STOP_TIMEOUT,
     Gate,
     Listening,
-    OpenAssociation,
     Policy,
     Receiver,
+    Snapshot,
     listen,
     said_listening,
 )
@@ -56,9 +58,12 @@ from .wire import Timeouts
 
 log = logging.getLogger(__name__)
 
-REPLY_TIMEOUT = 10.0  # seconds a receiver process has to answer serve's question
+REPLY_TIMEOUT = 10.0  # seconds a receiver process has to take a connection or a stop
+# Seconds the receiver processes have to say what they are doing: dicomfs status waits
+# for serve's answer 10 s, and one that is slow is left out of it.
+REPORT_TIMEOUT = 3.0
 AUDIT_RETRY_INTERVAL = 10.0  # seconds between two tries of audit records held back
-_PR_SET_PDEATHSIG = 1  # prctl(2)
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15  # prctl(2)
 _MESSAGE = 1 << 20  # bytes: the largest message either side sends (a Report)
 
 
@@ -75,15 +80,6 @@ class Settings:
     shared: Shared | None = None  # by the index writers of serve's processes (writer.py)
 
 
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """A receiver process's answer to serve's question, for dicomfs status."""
-
-    associations: list[OpenAssociation]
-    today: dict[str, Counts]
-    errors: list[dict[str, Any]]
-
-
 class SharedGate(Gate):
     """--max-associations over every receiver process, and the connections each has:
     counts in memory they share with serve, which hands the next connection to the
@@ -92,24 +88,38 @@ class SharedGate(Gate):
     def __init__(self, limit: int, counts: SynchronizedArray[int], number: int) -> None:
         """counts: the associations accepted by each process, then its connections."""
         super().__init__(limit)
+        self.number = number
         self._counts = counts
         self._accepted = number
         self._connections = len(counts) // 2 + number
 
     def enter(self) -> bool:
-        with self._counts.get_lock():
+        with _locked(self._counts):
             if sum(self._counts[: len(self._counts) // 2]) >= self.limit:
                 return False
             self._counts[self._accepted] += 1
             return True
 
     def leave(self) -> None:
-        with self._counts.get_lock():
+        with _locked(self._counts):
             self._counts[self._accepted] -= 1
 
     def closed(self) -> None:
-        with self._counts.get_lock():
+        with _locked(self._counts):
             self._counts[self._connections] -= 1
+
+
+@contextlib.contextmanager
+def _locked(counts: SynchronizedArray[int]) -> Iterator[None]:
+    """The counts' lock, held a few instructions at a time; past a second, whoever
+    holds it was killed in between (serve is stopping then): go on without it."""
+    lock = counts.get_lock()
+    got = lock.acquire(timeout=1.0)
+    try:
+        yield
+    finally:
+        if got:
+            lock.release()
 
 
 @dataclasses.dataclass
@@ -153,6 +163,7 @@ class ReceiverProcesses:
         self._stopping = False
         self._listening: Listening | None = None
         self._next = 0  # the process a tie goes to
+        self._asked = 0  # questions asked of the receiver processes (snapshot)
         self._counts = multiprocessing.get_context("fork").Array("i", 2 * count)  # SharedGate
         self._children: list[_Child] = []
         gc.freeze()  # the objects of now, shared: a collection in a child copies no page of them
@@ -181,7 +192,7 @@ class ReceiverProcesses:
     def _hand(self, sock: socket.socket, address: str) -> None:
         """Give a connection to the process with the fewest, the next one on a tie."""
         turns = len(self._children)
-        with self._counts.get_lock():
+        with _locked(self._counts):
             connections = self._counts[turns:]
             number = min(range(turns), key=lambda n: connections[(self._next + n) % turns])
             number = (self._next + number) % turns
@@ -195,36 +206,53 @@ class ReceiverProcesses:
                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))],
                 )
         except OSError as exc:
-            with self._counts.get_lock():
+            with _locked(self._counts):
                 self._counts[turns + number] -= 1
             log.error("could not hand a connection from %s to %s: %s", address,
                       child.name, exc)  # fmt: skip
         finally:
             sock.close()  # the receiver process has its own descriptor now
 
-    def _ask(self, child: _Child, question: str) -> Any:
-        with child.lock:
-            child.channel.send(pickle.dumps((question, None)))
-            return pickle.loads(child.channel.recv(_MESSAGE))
-
-    def _reports(self) -> list[Report]:
-        reports = []
+    def snapshot(self) -> Snapshot:
+        """What the receiver processes are doing, together: each is asked at once,
+        and one that does not answer within REPORT_TIMEOUT is left out (said in the
+        log). A late answer is told from the next one by the question's number."""
+        self._asked += 1
+        asked: list[_Child] = []
         for child in self._children:
             try:
-                reports.append(self._ask(child, "report"))
+                with child.lock:
+                    child.channel.send(pickle.dumps(("report", self._asked)))
+                asked.append(child)
+            except OSError as exc:
+                log.warning("could not ask %s what it is doing: %s", child.name, exc)
+        deadline = time.monotonic() + REPORT_TIMEOUT
+        snapshots = [self._answer(child, deadline) for child in asked]
+        found = [snapshot for snapshot in snapshots if snapshot is not None]
+        return Snapshot(
+            [association for snapshot in found for association in snapshot.associations],
+            merged(snapshot.today for snapshot in found),
+            [error for snapshot in found for error in snapshot.errors],
+        )
+
+    def _answer(self, child: _Child, deadline: float) -> Snapshot | None:
+        """The child's answer to the question just asked, or None if it is late (an
+        answer already there is taken even past the deadline)."""
+        with child.lock:
+            try:
+                while True:
+                    child.channel.settimeout(max(deadline - time.monotonic(), 0.05))
+                    number, snapshot = pickle.loads(child.channel.recv(_MESSAGE))
+                    if number == self._asked:
+                        return snapshot
+            except TimeoutError:
+                log.warning("%s did not say what it is doing within %g s", child.name,
+                            REPORT_TIMEOUT)  # fmt: skip
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                log.warning("%s did not answer: %s", child.name, exc)
-        return reports
-
-    def today(self) -> dict[str, Counts]:
-        return merged(report.today for report in self._reports())
-
-    def open_associations(self) -> list[OpenAssociation]:
-        return [found for report in self._reports() for found in report.associations]
-
-    def recent_errors(self) -> list[dict[str, Any]]:
-        """What the processes logged as warnings and errors (serve's log has them too)."""
-        return [error for report in self._reports() for error in report.errors]
+                log.warning("%s did not say what it is doing: %s", child.name, exc)
+            finally:
+                child.channel.settimeout(REPLY_TIMEOUT)
+        return None
 
     def retry_audit(self) -> None:
         """Each receiver process tries its own audit records again."""
@@ -283,6 +311,7 @@ def _receive(
     _close_inherited(keep=channel.fileno())
     errors.forget()  # serve's, from before the fork
     _end_with(os.getppid())
+    _name(f"dicomfs recv {gate.number + 1}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve stops us, in its own time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ingest.crash_with(os.getppid())  # a test's crash is serve's crash
@@ -305,8 +334,8 @@ def _receive(
             elif kind == "listening":
                 receiver.port = detail
             elif kind == "report":
-                answer = Report(receiver.open_associations(), receiver.today(), errors.last())
-                channel.send(pickle.dumps(answer))
+                snapshot = dataclasses.replace(receiver.snapshot(), errors=errors.last())
+                channel.send(pickle.dumps((detail, snapshot)))
             else:
                 break
     finally:
@@ -327,6 +356,11 @@ def _close_inherited(keep: int) -> None:
     end, and a new serve could not start meanwhile."""
     os.closerange(3, keep)
     os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _name(name: str) -> None:
+    """The name ps -o comm and top show (15 bytes at most): the command line is serve's."""
+    ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15])
 
 
 def _end_with(parent: int) -> None:

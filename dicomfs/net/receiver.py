@@ -163,6 +163,15 @@ class OpenAssociation:
     bytes: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What a receiver is doing, for dicomfs status."""
+
+    associations: list[OpenAssociation]
+    today: dict[str, Counts]  # by calling AE title
+    errors: list[dict[str, Any]]  # warnings and errors of a receiver process's own log
+
+
 @dataclasses.dataclass
 class _Tally:
     """What one association sent of one study, for its audit record."""
@@ -223,12 +232,9 @@ class Receiver:
         self.port = self._listening.port
         said_listening(self.aet, host, self.port, self.policy)
 
-    def today(self) -> dict[str, Counts]:
-        return self.activity.today()
-
-    def recent_errors(self) -> list[dict[str, Any]]:
-        """The warnings and errors logged elsewhere than in serve's own log: none."""
-        return []
+    def snapshot(self) -> Snapshot:
+        """What it is doing, for dicomfs status (its log is serve's: no errors of its own)."""
+        return Snapshot(self.open_associations(), self.activity.today(), [])
 
     def stop(self) -> None:
         """Stop accepting, abort every association, and wait (STOP_TIMEOUT at most) for

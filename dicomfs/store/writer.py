@@ -20,60 +20,49 @@ log (synchronous_commit off for that transaction), and the flush is a synchronou
 commit of a transaction of its own, on a connection of its own, outside both the
 commit lock and the writers' lock that other machines' receivers wait for.
 
-serve's receiver processes (net/processes.py) each have a writer, and the
-writers of serve's processes share what they need to go on as one (Shared): a
-lock to take turns at writing, where SQLite would have them sleep between tries,
-and the count of commits and of flushes, so that one flush covers the commits of
-every process made before it starts (the WAL is one file, PostgreSQL's log one log).
+serve's receiver processes (net/processes.py) each have a writer, and with
+SQLite's index the writers of serve's processes share what they need to go on as
+one (Shared): a lock to take turns at writing, where SQLite would have them sleep
+between tries, and the count of commits and of flushes, so that one flush of the
+WAL (one file) covers the commits of every process made before it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Iterator
-from multiprocessing.sharedctypes import SynchronizedArray
-from multiprocessing.synchronize import Lock
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..lines import one_line
-from .index import Index
+from .index import INDEX_DIR, Index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Seconds to wait for a lock shared with serve's other processes, as long as SQLite
-# waits for its own (sqlite_engine.py): one killed while it held the lock never lets
-# go of it, so past this the writer goes on without it (serve is stopping by then).
-PATIENCE = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Shared:
-    """What the index writers of serve's processes share, made before they fork."""
+    """What the index writers of serve's processes share with SQLite's index, made
+    before they fork: a file each locks (flock) from the start of a transaction to
+    its commit, so that they take turns at once, and the kernel lets go of the
+    lock of one that is killed; and in shared memory the count of commits made
+    (each under the lock) and of those known to be on disk. (PostgreSQL queues
+    its writers itself, and each process flushes its own commits there.)"""
 
-    turns: Lock  # held from a transaction's start to its commit
-    flushing: Lock  # held by the one that flushes
-    counts: SynchronizedArray[int]  # commits made, and of those known to be on disk
+    turns: Path
+    counts: Any  # ctypes array of two int64, in memory the forked processes share
 
     @classmethod
-    def made(cls) -> Shared:
-        context = multiprocessing.get_context("fork")
-        return cls(context.Lock(), context.Lock(), context.Array("q", 2))
-
-
-@contextlib.contextmanager
-def _within(lock: Lock | threading.Lock | None) -> Iterator[None]:
-    """Hold the lock, or go on without it past PATIENCE."""
-    got = lock is not None and lock.acquire(timeout=PATIENCE)
-    try:
-        yield
-    finally:
-        if got:
-            lock.release()  # type: ignore[union-attr]
+    def made(cls, store: Path) -> Shared:
+        counts = multiprocessing.get_context("fork").RawArray("q", 2)
+        return cls(store / INDEX_DIR / "writers.lock", counts)
 
 
 @dataclasses.dataclass
@@ -92,16 +81,21 @@ class IndexWriter:
         self._pending: list[_Job[Any]] = []
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
-        self._turns = shared.turns if shared else None
-        self._flush_lock = shared.flushing if shared else threading.Lock()
-        # Commits made, and of those known to be on disk: written under _counting.
-        self._counts: SynchronizedArray[int] | list[int] = shared.counts if shared else [0, 0]
-        self._counting = shared.counts.get_lock() if shared else threading.Lock()
+        self._flush_lock = threading.Lock()
+        # Commits made (under the commit lock, and the turn where shared), and of
+        # those known to be on disk (under the flush lock). Two processes that flush
+        # at once may set the second lower than the other did: a flush more, later.
+        self._counts: Any = shared.counts if shared else [0, 0]
+        self._turns = -1
+        if shared is not None:
+            self._turns = os.open(shared.turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._flush_failed: OSError | None = None
 
     def close(self) -> None:
-        with self._commit_lock, _within(self._flush_lock):
+        with self._commit_lock, self._flush_lock:
             self._index.close()
+            if self._turns >= 0:
+                os.close(self._turns)
 
     def run(self, work: Callable[[Index], T]) -> T:
         """Run work(index) in a transaction; return its result once committed and on
@@ -124,14 +118,13 @@ class IndexWriter:
         an fdatasync of SQLite's WAL, or a commit to PostgreSQL's log) covers every
         commit made before it starts: callers that waited for the flush lock find
         theirs flushed already."""
-        with _within(self._flush_lock):
+        with self._flush_lock:
             if self._flush_failed is not None:
                 # The kernel may have dropped the pages it could not write: no later
                 # flush can be trusted to cover them. A restart recovers from the files.
                 raise OSError(self._flush_failed.errno, f"the index cannot be made "
                               f"durable since a flush failed: {self._flush_failed}")  # fmt: skip
-            with self._counting:
-                made, flushed = self._counts[0], self._counts[1]
+            made, flushed = self._counts[0], self._counts[1]
             if flushed >= commit:
                 return
             try:
@@ -140,8 +133,7 @@ class IndexWriter:
                 log.error("flushing the index failed: %s", exc)
                 self._flush_failed = exc
                 raise
-            with self._counting:
-                self._counts[1] = max(self._counts[1], made)
+            self._counts[1] = max(self._counts[1], made)
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -152,14 +144,26 @@ class IndexWriter:
             for job in batch:
                 job.done = True
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This writer's turn among serve's processes, if it shares SQLite's index
+        with them: one waiting for it wakes as soon as it is free, where one waiting
+        for SQLite's own lock sleeps a millisecond, then two, then five."""
+        if self._turns < 0:
+            yield
+            return
+        fcntl.flock(self._turns, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turns, fcntl.LOCK_UN)
+
     def _together(self, batch: list[_Job[Any]]) -> bool:
         """Run the batch's work in one transaction; whether it committed. A lone job's
         error is its own; a batch's is nobody's yet (the caller runs each alone)."""
         failed: Exception | None = None  # by the work itself, not the commit
         try:
-            # The turn among serve's processes: one waiting for it wakes as soon as
-            # it is free, where one waiting for SQLite's lock sleeps between tries.
-            with _within(self._turns):
+            with self._turn():
                 with self._index.transaction(flushed_later=True):
                     for job in batch:
                         try:
@@ -167,9 +171,8 @@ class IndexWriter:
                         except Exception as exc:
                             failed = exc
                             raise
-                with self._counting:  # numbered in the order of the commits
-                    self._counts[0] += 1
-                    number = self._counts[0]
+                self._counts[0] += 1  # committed: a flush from now on covers it
+                number = self._counts[0]
         except Exception as exc:
             if len(batch) > 1:
                 return False
