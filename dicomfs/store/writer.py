@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..lines import one_line
+from . import files as store_files
 from .index import INDEX_DIR, Index
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class IndexWriter:
         self._counts: Any = shared.counts if shared else [0, 0]
         self._turns = -1
         if shared is not None:
-            self._turns = os.open(shared.turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            self._turns = os.open(shared.turns, flags, store_files.FILE_MODE)  # as serve.lock
         self._flush_failed: OSError | None = None
 
     def close(self) -> None:
