@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,37 @@ def test_bytes_that_are_no_dicom_pdu_are_refused_at_their_first_six(
     with pytest.raises(wire.Closed, match=r"not a DICOM PDU \(type 0x47\)"):
         read(connection)
     assert peer.recv(100) == pdu(wire.ABORT, bytes([0, 0, 2, wire.UNRECOGNIZED_PDU]))
+
+
+def test_over_tls_each_read_asks_for_an_immediate_ack_too(tmp_path: Path) -> None:
+    """A sender that leaves Nagle on waits for our ACK of its command before it sends
+    the data set: over TLS as over plain TCP, each read asks the kernel to ACK at once
+    (TCP_QUICKACK, which the kernel drops by itself in a request-and-reply exchange)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    calling = ssl.create_default_context(cafile=str(cert))
+    calling.check_hostname = False
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        tls_peer: list[ssl.SSLSocket] = []
+        handshake = threading.Thread(target=lambda: tls_peer.append(calling.wrap_socket(peer)))
+        handshake.start()
+        ours = serving.wrap_socket(listener.accept()[0], server_side=True)
+        handshake.join()
+    connection = wire.Connection(ours)
+    try:
+        for number in range(3):
+            tls_peer[0].sendall(pdu(wire.P_DATA_TF, b"command %d" % number))
+            assert read(connection) == (wire.P_DATA_TF, b"command %d" % number)
+            assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+            ours.sendall(b"reply")  # as an answer would: the kernel leaves quick-ACK mode
+            assert tls_peer[0].recv(5) == b"reply"
+    finally:
+        connection.close()
+        tls_peer[0].close()

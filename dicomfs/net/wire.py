@@ -70,7 +70,7 @@ class Connection:
         self.sock = sock
         self._header = bytearray(HEADER.size)
         self._carry = bytearray()  # read past the last PDU: the start of the next one
-        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS cannot be asked to ACK
+        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS keeps Python's timeouts
         self._tick = 0.0  # SO_RCVTIMEO now (0: not set)
         self._send_timeout = 0.0  # SO_SNDTIMEO now
         self._held = bytearray()  # to go ahead of the next message (send_message's hold)
@@ -147,8 +147,7 @@ class Connection:
                     return 0
                 raise Closed("the peer closed the connection in the middle of a PDU")
             got += count
-            if self._plain:
-                tcp.quick_ack(sock)
+            tcp.quick_ack(sock)  # a TLS socket's too: its descriptor is the connection's
             if first:
                 return got
         return got
