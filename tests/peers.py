@@ -26,6 +26,17 @@ from dicomfs.store import sharing
 DCMTK = Path("/usr/bin")  # pynetdicom installs tools of the same names into the venv
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key (PEM), made by openssl in directory."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

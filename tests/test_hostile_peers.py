@@ -12,7 +12,6 @@ import re
 import socket
 import ssl
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 
 from dicomfs.dicom import corpus
 
-from .peers import Serve, dcmtk, send_raw_store, serving
+from .peers import Serve, dcmtk, self_signed, send_raw_store, serving
 from .test_receiver import client, rows, wait_for_audit
 
 pytestmark = pytest.mark.skipif(
@@ -271,12 +270,7 @@ def test_deeply_nested_instances_are_refused_one_by_one_releasing_everything(
 
 
 def test_a_silent_connection_does_not_hold_up_tls_senders(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--request-timeout", "300s")
     with serving(tmp_path / "store", *tls) as server, connections(server.port, 3, b"") as silent:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))

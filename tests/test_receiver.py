@@ -31,7 +31,7 @@ from dicomfs.store.index import Index, audit
 from dicomfs.store.writer import IndexWriter
 
 from . import peers
-from .peers import Serve, dcmtk, free_port, serving
+from .peers import Serve, dcmtk, free_port, self_signed, serving
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/storescu").exists(), reason="needs dcmtk (scripts/install --test)"
@@ -474,12 +474,7 @@ def test_a_compressed_instance_is_accepted_and_stored_as_the_sender_holds_it(
 
 
 def test_tls(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     with serving(tmp_path / "store", "--tls-cert", str(cert), "--tls-key", str(key)) as server:
         import ssl
 

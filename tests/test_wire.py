@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from dicomfs.net import wire
+
+from .peers import self_signed
 
 
 @pytest.fixture
@@ -94,12 +95,7 @@ def test_over_tls_each_read_asks_for_an_immediate_ack_too(tmp_path: Path) -> Non
     """A sender that leaves Nagle on waits for our ACK of its command before it sends
     the data set: over TLS as over plain TCP, each read asks the kernel to ACK at once
     (TCP_QUICKACK, which the kernel drops by itself in a request-and-reply exchange)."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     serving.load_cert_chain(cert, key)
     calling = ssl.create_default_context(cafile=str(cert))
