@@ -128,7 +128,8 @@ class _Child:
     pid: int
     ended: int  # a pidfd: readable once the process has ended
     channel: socket.socket  # serve's end
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # to send
+    asking: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # its answers
 
     def wait(self, timeout: float | None) -> bool:
         """Whether it ended within timeout seconds (None: however long it takes)."""
@@ -237,21 +238,19 @@ class ReceiverProcesses:
 
     def _answer(self, child: _Child, deadline: float) -> Snapshot | None:
         """The child's answer to the question just asked, or None if it is late (an
-        answer already there is taken even past the deadline)."""
-        with child.lock:
+        answer already there is taken even past the deadline). Connections are handed
+        to it meanwhile: only its answers are waited for here."""
+        with child.asking:
             try:
-                while True:
-                    child.channel.settimeout(max(deadline - time.monotonic(), 0.05))
+                while select.select([child.channel], [], [], max(deadline - time.monotonic(),
+                                                                 0.05))[0]:  # fmt: skip
                     number, snapshot = pickle.loads(child.channel.recv(_MESSAGE))
                     if number == self._asked:
                         return snapshot
-            except TimeoutError:
-                log.warning("%s did not say what it is doing within %g s", child.name,
-                            REPORT_TIMEOUT)  # fmt: skip
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 log.warning("%s did not say what it is doing: %s", child.name, exc)
-            finally:
-                child.channel.settimeout(REPLY_TIMEOUT)
+                return None
+        log.warning("%s did not say what it is doing within %g s", child.name, REPORT_TIMEOUT)
         return None
 
     def retry_audit(self) -> None:
