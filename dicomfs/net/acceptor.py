@@ -57,6 +57,7 @@ _WRITE_CHUNK = 1 << 20
 # A query's identifier is a few kilobytes: one that keeps growing is a peer filling memory.
 MAX_IDENTIFIER = 1024 * 1024
 QUERYING = (commands.C_FIND_RQ, *commands.RETRIEVALS)  # requests with an identifier
+ARTIM = 2.0  # seconds a rejected peer has to close the connection first (PS3.8 9.1.5)
 
 
 class Host(Protocol):
@@ -332,6 +333,7 @@ class Association:
             connection.send_pdu(
                 wire.ASSOCIATE_RJ, bytes([0, rejection.result, rejection.source, rejection.reason])
             )
+            connection.await_close(ARTIM)
             return False
         accept = self._accept(primitive)
         with self._lock:

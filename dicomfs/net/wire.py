@@ -234,6 +234,21 @@ class Connection:
         with contextlib.suppress(Closed):
             self.send_pdu(ABORT, bytes([0, 0, 2, reason]), timeout=1.0)
 
+    def await_close(self, seconds: float) -> None:
+        """Let the peer close first, for `seconds` at most, as PS3.8's ARTIM timer has
+        an acceptor do once it has rejected an association: a connection closed right
+        after the rejection may reach the peer as an abort before it reads why."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._wait_at_most(left)
+            try:
+                if not self.sock.recv(4096):
+                    return  # the peer closed
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
