@@ -31,7 +31,7 @@ from .life import expiry
 from .mount import run as mount
 from .mount.fs import MountOptions
 from .net.processes import ReceiverProcesses, Settings
-from .net.receiver import MAX_PENDING, Policy, Receiver
+from .net.receiver import AUDIT_RETRY_INTERVAL, MAX_PENDING, Policy, Receiver
 from .net.wire import Timeouts
 from .store import diskspace, running, sharing
 from .store import files as store_files
@@ -138,7 +138,6 @@ def sweep(store: Path, writer: IndexWriter, options: ExpiryOptions) -> None:
 
 
 DISK_CHECK_INTERVAL = 10.0  # seconds between two looks at the store's free space
-AUDIT_RETRY_INTERVAL = 10.0  # seconds between two tries of audit records held back
 
 
 def run(

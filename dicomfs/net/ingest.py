@@ -86,20 +86,20 @@ def store_received(
     own = directories is None
     directories = directories or SeriesDirectories(store)
     try:
-        state = _place(received, rel, directories)
+        _place(received, rel, directories)
     finally:
         if own:
             directories.close()
     _step("placed")
 
-    def index(index: Index) -> str | None:
+    def index(index: Index) -> tuple[str | None, store_files.FileState]:
         # The file as it is when its row commits: the same instance, sent twice at
         # once, may have been renamed over it since, and the last commit must tell.
-        now = store_files.state_of(store / rel)
-        return index.put_instance(meta, rel, now, received_at=time.time(), sender=sender)
+        state = store_files.state_of(store / rel)
+        return index.put_instance(meta, rel, state, received_at=time.time(), sender=sender), state
 
     try:
-        previous = writer.run(index)
+        previous, state = writer.run(index)
     except Exception as exc:
         # Not acknowledged, but the file stays: the next start indexes it, and the
         # sender's retry replaces it.
@@ -112,7 +112,7 @@ def store_received(
     return Stored(meta, rel, state.size)
 
 
-def _place(received: Path, rel: str, directories: SeriesDirectories) -> store_files.FileState:
+def _place(received: Path, rel: str, directories: SeriesDirectories) -> None:
     """Rename the received file to rel and fsync the directories that changed: its
     name survives power loss. A directory held open that was removed meanwhile
     (expiry) is opened afresh, once."""
@@ -130,10 +130,9 @@ def _place(received: Path, rel: str, directories: SeriesDirectories) -> store_fi
                     directories.forget(folder)  # removed since: made again
                     continue
                 raise
-            state = store_files.state_at(target, name)
             _step("renamed")
             store_files.fsync_all([target, *changed])
-            return state
+            return
         except OSError as exc:
             raise Refused(describe(exc)) from exc
         finally:

@@ -44,6 +44,7 @@ from ..store.writer import IndexWriter, Shared
 from . import ingest
 from .activity import merged
 from .receiver import (
+    AUDIT_RETRY_INTERVAL,
     MAX_PENDING,
     STOP_TIMEOUT,
     Gate,
@@ -62,9 +63,8 @@ REPLY_TIMEOUT = 10.0  # seconds a receiver process has to take a connection or a
 # Seconds the receiver processes have to say what they are doing: dicomfs status waits
 # for serve's answer 10 s, and one that is slow is left out of it.
 REPORT_TIMEOUT = 3.0
-AUDIT_RETRY_INTERVAL = 10.0  # seconds between two tries of audit records held back
 _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15  # prctl(2)
-_MESSAGE = 1 << 20  # bytes: the largest message either side sends (a Report)
+_MESSAGE = 1 << 20  # bytes: the largest message either side sends (a Snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,19 +90,18 @@ class SharedGate(Gate):
         super().__init__(limit)
         self.number = number
         self._counts = counts
-        self._accepted = number
         self._connections = len(counts) // 2 + number
 
     def enter(self) -> bool:
         with _locked(self._counts):
             if sum(self._counts[: len(self._counts) // 2]) >= self.limit:
                 return False
-            self._counts[self._accepted] += 1
+            self._counts[self.number] += 1
             return True
 
     def leave(self) -> None:
         with _locked(self._counts):
-            self._counts[self._accepted] -= 1
+            self._counts[self.number] -= 1
 
     def closed(self) -> None:
         with _locked(self._counts):

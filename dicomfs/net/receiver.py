@@ -49,6 +49,7 @@ BACKLOG = 128  # connections the kernel holds for us to accept (Python's default
 # At stop, how long the instances under way may take to be stored and counted
 # once their associations are aborted.
 STOP_TIMEOUT = 10.0
+AUDIT_RETRY_INTERVAL = 10.0  # seconds between two tries of audit records held back
 MAX_UID = 64  # characters of a UID (PS3.5 9.1); a longer one is refused, not stored
 
 
